@@ -1,0 +1,3 @@
+from cifar_scratch.cli import main
+
+main()

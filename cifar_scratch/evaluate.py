@@ -1,0 +1,89 @@
+"""``cifar-scratch evaluate``: a trained checkpoint measured on the test (or validation) split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cifar_scratch import reports
+from cifar_scratch.config import load_config
+from cifar_scratch.data import Normalizer, load_dataset
+from cifar_scratch.errors import CheckpointError, DataError
+from cifar_scratch.fileio import atomic_write_json
+from cifar_scratch.nn.functional import softmax
+from cifar_scratch.nn.model import build_model
+from cifar_scratch.training.run import load_weights
+from cifar_scratch.training.trainer import evaluate_split
+
+GRID_SIZE = 32
+
+
+def locate(target: Path) -> tuple[Path, Path]:
+    """A run folder (its best checkpoint, else last) or a checkpoint file -> (run folder, checkpoint)."""
+    target = Path(target)
+    if target.is_file():
+        run_dir = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+        return run_dir, target
+    for name in ("best.npz", "last.npz"):
+        if (target / "checkpoints" / name).is_file():
+            return target, target / "checkpoints" / name
+    raise CheckpointError(f"{target}: no checkpoints/best.npz or checkpoints/last.npz (is it a run folder?)")
+
+
+def evaluate_checkpoint(target: Path, split: str = "test", data_dir: Path | None = None, progress: bool = True) -> tuple[Path, dict]:
+    """Write metrics.json, confusion_matrix.json/.png, samples.png and misclassified.png; return (folder, metrics)."""
+    run_dir, checkpoint = locate(target)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir}: config.yaml is missing, so the model cannot be rebuilt")
+    config = load_config(run_dir / "config.yaml")
+    if data_dir is None:
+        info_path = run_dir / "run.json"
+        data_dir = Path(json.loads(info_path.read_text()).get("data_dir", "data")) if info_path.exists() else Path("data")
+    dataset = load_dataset(config.data, data_dir, progress)
+    data = dataset.split(split)
+    if not len(data):
+        raise DataError(f"the {split} split is empty (data.val_fraction is 0?)")
+    model = build_model(config.model, dataset.image_shape, len(dataset.class_names), np.random.default_rng(0))
+    normalizer = Normalizer.fit(data.images[:1], "none")
+    meta = load_weights(model, normalizer, checkpoint)
+    if meta.get("class_names") != list(dataset.class_names):
+        raise CheckpointError(f"{checkpoint}: trained on classes {meta.get('class_names')}, data has {list(dataset.class_names)}")
+
+    loss, accuracy, logits = evaluate_split(model, normalizer, data)
+    probabilities = softmax(logits)
+    predictions = probabilities.argmax(1)
+    report = reports.classification_summary(data.labels, predictions, dataset.class_names)
+    out_dir = run_dir / "eval" / (split if checkpoint.name == "best.npz" else f"{split}-{checkpoint.stem}")
+    names = dataset.class_names
+    per_class = {n: {k: report[n][k] for k in ("precision", "recall", "f1-score", "support")} for n in names}
+    metrics = {
+        "checkpoint": str(checkpoint),
+        "epoch": meta.get("epoch"),
+        "split": split,
+        "samples": len(data),
+        "loss": loss,
+        "accuracy": accuracy,
+        "macro_precision": report["macro avg"]["precision"],
+        "macro_recall": report["macro avg"]["recall"],
+        "macro_f1": report["macro avg"]["f1-score"],
+        "per_class": per_class,
+    }
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "confusion_matrix.json", {"class_names": list(names), "matrix": report["confusion_matrix"]})
+    reports.plot_confusion(report["confusion_matrix"], names, out_dir, split)
+
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(len(data), size=min(GRID_SIZE, len(data)), replace=False))
+    confidence = probabilities[np.arange(len(data)), predictions]
+    wrong = np.flatnonzero(predictions != data.labels)
+    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:GRID_SIZE]
+    for chosen, filename, title in (
+        (sample, "samples.png", f"random {split} images: predicted (true)"),
+        (worst, "misclassified.png", f"most confident mistakes on {split}: predicted p (true)"),
+    ):
+        captions = [f"{names[predictions[i]]} {confidence[i]:.2f}\n({names[data.labels[i]]})" for i in chosen]
+        reports.plot_image_grid(data.images[chosen], captions, list(predictions[chosen] == data.labels[chosen]),
+                                out_dir / filename, title)
+    return out_dir, metrics

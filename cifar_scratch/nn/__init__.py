@@ -1,0 +1,1 @@
+"""The NumPy engine: pure kernels (`functional`), thin stateful layers, a sequential model."""

@@ -1,0 +1,100 @@
+"""Pure forward/backward kernels, cs231n style: ``forward -> (out, cache)``, ``backward(dout, cache)``.
+
+Kernels keep the dtype they are given (float32 in training, float64 in gradient checks) and never
+modify their inputs, including the incoming gradient ``dout``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dense_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, tuple]:
+    """x: (N, D), weight: (D, M), bias: (M,) or None -> out: (N, M)."""
+    out = x @ weight
+    if bias is not None:
+        out += bias
+    return out, (x, weight)
+
+
+def dense_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dout: (N, M) -> dx: (N, D), dweight: (D, M), dbias: (M,)."""
+    x, weight = cache
+    return dout @ weight.T, x.T @ dout, dout.sum(axis=0)
+
+
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Any shape -> same shape."""
+    out = np.maximum(x, 0)
+    return out, out
+
+
+def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    return dout * (cache > 0)
+
+
+def leaky_relu_forward(x: np.ndarray, alpha: float) -> tuple[np.ndarray, tuple]:
+    positive = x > 0
+    return np.where(positive, x, x * alpha), (positive, alpha)
+
+
+def leaky_relu_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    positive, alpha = cache
+    return np.where(positive, dout, dout * alpha)
+
+
+def tanh_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = np.tanh(x)
+    return out, out
+
+
+def tanh_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    return dout * (1 - cache * cache)
+
+
+def sigmoid_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # 0.5 * (1 + tanh(x / 2)) equals 1 / (1 + exp(-x)) but never overflows for large |x|.
+    out = 0.5 * (1 + np.tanh(0.5 * x))
+    return out, out
+
+
+def sigmoid_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    return dout * cache * (1 - cache)
+
+
+def dropout_forward(x: np.ndarray, rate: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Inverted dropout: kept units are scaled by 1 / (1 - rate), so evaluation needs no rescaling."""
+    keep = 1.0 - rate
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+    mask = (rng.random(x.shape, dtype=dtype) < keep) * dtype.type(1.0 / keep)
+    return x * mask, mask
+
+
+def dropout_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    return dout * cache
+
+
+def softmax_cross_entropy(
+    logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0
+) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of softmax(logits) against (smoothed) one-hot labels.
+
+    logits: (N, K) float, labels: (N,) int in [0, K) -> (loss, dlogits: (N, K)).
+    With smoothing s the target is (1 - s) * one_hot + s / K, as in Szegedy et al. and PyTorch.
+    The log-sum-exp is shifted by the row maximum, so huge logits do not overflow.
+    """
+    n, k = logits.shape
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = shifted - log_sum
+    target = np.full_like(logits, label_smoothing / k)
+    target[np.arange(n), labels] += 1.0 - label_smoothing
+    loss = -float((target * log_probs).sum()) / n
+    dlogits = (np.exp(log_probs) - target) / logits.dtype.type(n)
+    return loss, dlogits
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(N, K) -> (N, K) probabilities, rows summing to 1."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

@@ -1,0 +1,134 @@
+"""A sequential model: layers in order, with dotted parameter names such as ``dense1.weight``."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+from cifar_scratch.config import DenseSpec, ModelConfig
+from cifar_scratch.errors import ConfigError
+from cifar_scratch.nn.layers import LAYER_TYPES, Dense, Layer
+
+
+class Sequential:
+    def __init__(self, layers: Iterable[Layer], input_shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32):
+        """Build ``layers`` for per-sample ``input_shape``; parameters are drawn from ``rng``."""
+        self.layers = list(layers)
+        self.input_shape = tuple(input_shape)
+        self.output_shapes: list[tuple[int, ...]] = []
+        counts: dict[str, int] = {}
+        shape = self.input_shape
+        for layer in self.layers:
+            counts[layer.kind] = counts.get(layer.kind, 0) + 1
+            layer.name = f"{layer.kind}{counts[layer.kind]}"
+            shape = tuple(layer.build(shape, rng, dtype))
+            self.output_shapes.append(shape)
+        self.output_shape = shape
+
+    # ----------------------------------------------------------------- state
+    def _collect(self, attribute: str) -> dict[str, np.ndarray]:
+        return {f"{layer.name}.{key}": value for layer in self.layers for key, value in getattr(layer, attribute).items()}
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Trained arrays by dotted name. The arrays are the layers' own: update them in place."""
+        return self._collect("params")
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        """Gradients of the latest ``backward``, same keys as ``params``."""
+        return self._collect("grads")
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Saved, untrained arrays (for example normalisation statistics), by dotted name."""
+        return self._collect("buffers")
+
+    def load_arrays(self, params: dict[str, np.ndarray], buffers: dict[str, np.ndarray]) -> None:
+        """Copy saved arrays into the model's own arrays; names and shapes must match exactly."""
+        for kind, mine, theirs in (("parameter", self.params, params), ("buffer", self.buffers, buffers)):
+            if set(mine) != set(theirs):
+                missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+                raise ValueError(f"{kind} names differ: missing {missing}, unexpected {extra}")
+            for name, array in mine.items():
+                if array.shape != theirs[name].shape:
+                    raise ValueError(f"{kind} {name}: shape {theirs[name].shape} does not match {array.shape}")
+                array[...] = theirs[name]
+
+    def train(self) -> "Sequential":
+        for layer in self.layers:
+            layer.training = True
+        return self
+
+    def eval(self) -> "Sequential":
+        for layer in self.layers:
+            layer.training = False
+        return self
+
+    # ----------------------------------------------------------------- compute
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x: (N, *input_shape) -> logits (N, *output_shape)."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dout: gradient of the loss w.r.t. the logits -> gradient w.r.t. the input; fills every layer's grads."""
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    # ----------------------------------------------------------------- summary
+    def summary(self) -> str:
+        """Keras-style table: layer (type), output shape, parameter count; totals at the bottom."""
+        rows = [("Layer (type)", "Output shape", "Param #")]
+        for layer, shape in zip(self.layers, self.output_shapes):
+            count = sum(p.size for p in layer.params.values())
+            rows.append((f"{layer.name} ({type(layer).__name__})", str((None, *shape)), f"{count:,}"))
+        widths = [max(len(row[i]) for row in rows) + 2 for i in range(3)]
+        rule = "=" * sum(widths)
+        lines = [f"Input shape: {(None, *self.input_shape)}", rule]
+        lines.append("".join(cell.ljust(w) for cell, w in zip(rows[0], widths)))
+        lines.append(rule)
+        lines += ["".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows[1:]]
+        trainable = sum(p.size for p in self.params.values())
+        frozen = sum(b.size for b in self.buffers.values())
+        lines += [
+            rule,
+            f"Total params: {trainable + frozen:,}",
+            f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {frozen:,}",
+        ]
+        return "\n".join(lines)
+
+
+def build_model(
+    config: ModelConfig, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator, dtype=np.float32
+) -> Sequential:
+    """Layers from the config's list. The last dense layer may omit ``units``: it gets ``num_classes``."""
+    dense_positions = [i for i, spec in enumerate(config.layers) if isinstance(spec, DenseSpec)]
+    if not dense_positions:
+        raise ConfigError("model.layers: needs at least one dense layer to produce class scores")
+    layers = []
+    for index, spec in enumerate(config.layers):
+        options = spec.model_dump(exclude={"type"})
+        if isinstance(spec, DenseSpec):
+            if index == dense_positions[-1]:
+                if spec.units not in (None, num_classes):
+                    raise ConfigError(
+                        f"model.layers.{index}.units: the last dense layer must output one score per class "
+                        f"({num_classes}), or omit units (got {spec.units})"
+                    )
+                options["units"] = num_classes
+            elif spec.units is None:
+                raise ConfigError(f"model.layers.{index}.units: required (only the last dense layer may omit it)")
+        layers.append(LAYER_TYPES[spec.type](**options))
+    try:
+        model = Sequential(layers, input_shape, rng, dtype)
+    except ValueError as exc:
+        raise ConfigError(f"model.layers: {exc}") from None
+    if math.prod(model.output_shape) != num_classes or len(model.output_shape) != 1:
+        raise ConfigError(f"model.layers: the model outputs {model.output_shape}, expected ({num_classes},) class scores")
+    return model

@@ -1,0 +1,1 @@
+"""Training: the loop, checkpoints, run folders, and the run lifecycle (start, resume, finish)."""
