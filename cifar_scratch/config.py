@@ -189,7 +189,7 @@ class OneCycleSchedule(_Section):
 
 class CyclicSchedule(_Section):
     name: Literal["cyclic"]
-    base_lr: float = Field(1e-4, gt=0.0, description="Bottom of each triangle; optimizer.lr is the first peak.")
+    base_lr: float = Field(1e-4, ge=0.0, description="Bottom of each triangle; optimizer.lr is the first peak.")
     step_epochs: float = Field(2.0, gt=0.0, description="Half-cycle length of the first cycle, in epochs.")
     step_growth: float = Field(1.0, ge=1.0, description="Each cycle's half-length is this times the previous one's.")
     decay: float = Field(1.0, gt=0.0, le=1.0, description="Each cycle's amplitude is this times the previous one's.")
@@ -388,6 +388,9 @@ def format_error(err: dict, tree: dict) -> str:
     if kind == "union_tag_invalid":
         msg = f"unknown {err['ctx']['discriminator'].strip(chr(39))} {err['ctx']['tag']!r}; choose from {err['ctx']['expected_tags']}"
         return f"{'.'.join(path)}: {msg}"
+    if kind == "union_tag_not_found":
+        keys = ", ".join(map(str, got)) if isinstance(got := err.get("input"), dict) else repr(got)
+        return f"{'.'.join(path)}: needs a {err['ctx']['discriminator']} key (got keys: {keys}; in YAML flow style write 'key: value' with a space)"
     if kind == "missing":
         return f"{'.'.join(path)}: required"
     got = err.get("input")

@@ -1,0 +1,130 @@
+"""Layers and the sequential model: shapes, modes, gradients through the whole stack, summary."""
+
+import numpy as np
+import pytest
+
+from cifar_scratch.config import ModelConfig
+from cifar_scratch.errors import ConfigError
+from cifar_scratch.nn.functional import softmax_cross_entropy
+from cifar_scratch.nn.gradcheck import numerical_gradient, relative_error
+from cifar_scratch.nn.layers import Dense, Dropout, Flatten
+from cifar_scratch.nn.model import Sequential, build_model
+
+
+def model_config(*layers):
+    return ModelConfig.model_validate({"layers": list(layers)})
+
+
+def test_dense_layer_shapes_and_init():
+    layer = Dense(5, init="he_normal")
+    assert layer.build((300,), np.random.default_rng(0)) == (5,)
+    assert layer.params["weight"].shape == (300, 5) and layer.params["weight"].dtype == np.float32
+    assert layer.params["bias"].shape == (5,) and not layer.params["bias"].any()
+    # He: std = sqrt(2 / fan_in)
+    big = Dense(400)
+    big.build((1000,), np.random.default_rng(0))
+    assert big.params["weight"].std() == pytest.approx(np.sqrt(2 / 1000), rel=0.02)
+    xavier = Dense(400, init="xavier_uniform")
+    xavier.build((1000,), np.random.default_rng(0))
+    limit = np.sqrt(6 / 1400)
+    assert np.abs(xavier.params["weight"]).max() <= limit and xavier.params["weight"].std() == pytest.approx(limit / np.sqrt(3), rel=0.02)
+
+
+def test_dense_without_bias_and_flat_input_required():
+    layer = Dense(3, bias=False)
+    layer.build((4,), np.random.default_rng(0))
+    assert set(layer.params) == {"weight"}
+    layer.forward(np.ones((2, 4), np.float32))
+    layer.backward(np.ones((2, 3), np.float32))
+    assert set(layer.grads) == {"weight"}
+    with pytest.raises(ValueError, match="flatten"):
+        Dense(3).build((4, 4), np.random.default_rng(0))
+
+
+def test_flatten_round_trip():
+    layer = Flatten()
+    assert layer.build((3, 5, 2), None) == (30,)
+    x = np.arange(2 * 30, dtype=np.float32).reshape(2, 3, 5, 2)
+    assert layer.forward(x).shape == (2, 30)
+    assert np.array_equal(layer.backward(layer.forward(x)), x)
+
+
+def test_dropout_train_vs_eval():
+    layer = Dropout(0.5)
+    layer.build((10,), np.random.default_rng(0))
+    x = np.ones((4, 10), np.float32)
+    assert not np.array_equal(layer.forward(x), x)
+    layer.training = False
+    assert layer.forward(x) is x
+    assert layer.backward(x) is x
+
+
+def test_model_names_params_and_modes():
+    rng = np.random.default_rng(0)
+    model = build_model(model_config("flatten", {"type": "dense", "units": 6}, "relu", {"type": "dropout", "rate": 0.5},
+                                     {"type": "dense"}), (2, 3, 1), 4, rng)
+    assert list(model.params) == ["dense1.weight", "dense1.bias", "dense2.weight", "dense2.bias"]
+    assert model.output_shape == (4,)
+    model.eval()
+    x = rng.standard_normal((5, 2, 3, 1)).astype(np.float32)
+    assert np.array_equal(model.forward(x), model.forward(x))  # eval: no dropout noise
+    model.train()
+    assert all(layer.training for layer in model.layers)
+
+
+def test_whole_model_gradients_float64():
+    """End to end through the loss, every parameter and the input, against central differences."""
+    rng = np.random.default_rng(3)
+    model = build_model(
+        model_config("flatten", {"type": "dense", "units": 7, "init": "xavier_normal"}, "tanh",
+                     {"type": "dense", "units": 5}, {"type": "leaky_relu", "alpha": 0.2}, {"type": "dense", "units": 6},
+                     "sigmoid", {"type": "dense"}),
+        (3, 2, 1), 3, rng, dtype=np.float64,
+    )
+    x = rng.standard_normal((4, 3, 2, 1))
+    labels = np.array([0, 2, 1, 2])
+
+    def loss():
+        return softmax_cross_entropy(model.forward(x), labels, 0.1)[0]
+
+    _, dlogits = softmax_cross_entropy(model.forward(x), labels, 0.1)
+    dx = model.backward(dlogits)
+    for name, param in model.params.items():
+        assert relative_error(model.grads[name], numerical_gradient(loss, param)) < 1e-7, name
+    assert relative_error(dx, numerical_gradient(loss, x)) < 1e-7
+
+
+def test_build_model_checks_units():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigError, match=r"model.layers.2.units: the last dense layer must output one score per class \(3\)"):
+        build_model(model_config("flatten", {"type": "dense", "units": 4}, {"type": "dense", "units": 5}), (4,), 3, rng)
+    with pytest.raises(ConfigError, match="model.layers.1.units: required"):
+        build_model(model_config("flatten", {"type": "dense"}, {"type": "dense"}), (4,), 3, rng)
+    with pytest.raises(ConfigError, match="flatten"):
+        build_model(model_config({"type": "dense"}), (2, 2), 3, rng)
+
+
+def test_load_arrays_checks_names_and_shapes():
+    rng = np.random.default_rng(0)
+    model = build_model(model_config("flatten", {"type": "dense"}), (4,), 3, rng)
+    weight = model.params["dense1.weight"]
+    model.load_arrays({"dense1.weight": np.ones((4, 3)), "dense1.bias": np.zeros(3)}, {})
+    assert model.params["dense1.weight"] is weight and weight.dtype == np.float32 and (weight == 1).all()
+    with pytest.raises(ValueError, match="missing"):
+        model.load_arrays({"dense1.weight": np.ones((4, 3))}, {})
+    with pytest.raises(ValueError, match="shape"):
+        model.load_arrays({"dense1.weight": np.ones((3, 3)), "dense1.bias": np.zeros(3)}, {})
+
+
+def test_summary_counts_parameters():
+    model = build_model(model_config("flatten", {"type": "dense", "units": 128}, "relu", {"type": "dense", "units": 64},
+                                     "relu", {"type": "dense"}), (32, 32, 3), 3, np.random.default_rng(0))
+    text = model.summary()
+    assert "dense1 (Dense)" in text and "(None, 128)" in text
+    assert f"Trainable params: {3072 * 128 + 128 + 128 * 64 + 64 + 64 * 3 + 3:,}" in text
+    assert "Non-trainable params: 0" in text
+
+
+def test_sequential_accepts_layer_objects():
+    model = Sequential([Flatten(), Dense(2)], (2, 2), np.random.default_rng(0))
+    assert [layer.name for layer in model.layers] == ["flatten1", "dense1"]

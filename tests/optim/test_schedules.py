@@ -1,0 +1,85 @@
+"""Learning-rate schedules against hand-computed values."""
+
+import math
+
+import pytest
+
+from cifar_scratch.config import (
+    ConstantSchedule,
+    CosineSchedule,
+    CyclicSchedule,
+    ExponentialSchedule,
+    OneCycleSchedule,
+    PlateauSchedule,
+    StepSchedule,
+)
+from cifar_scratch.optim.schedules import Schedule
+
+
+def test_constant_with_warmup():
+    s = Schedule(ConstantSchedule(name="constant", warmup_epochs=1), 0.1, steps_per_epoch=4, epochs=3)
+    assert [s.lr_at(i) for i in range(6)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+
+
+def test_step_and_exponential_are_per_epoch():
+    s = Schedule(StepSchedule(name="step", step_epochs=2, gamma=0.5), 1.0, steps_per_epoch=3, epochs=6)
+    assert [s.lr_at(e * 3) for e in range(6)] == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
+    assert s.lr_at(5) == 1.0
+    e = Schedule(ExponentialSchedule(name="exponential", gamma=0.9), 1.0, steps_per_epoch=2, epochs=3)
+    assert [e.lr_at(i) for i in range(6)] == pytest.approx([1, 1, 0.9, 0.9, 0.81, 0.81])
+
+
+def test_cosine_endpoints_and_midpoint():
+    s = Schedule(CosineSchedule(name="cosine", min_lr=0.01), 0.11, steps_per_epoch=10, epochs=10)
+    assert s.lr_at(0) == pytest.approx(0.11)
+    assert s.lr_at(50) == pytest.approx(0.06)
+    assert s.lr_at(100) == pytest.approx(0.01)
+
+
+def test_cosine_after_warmup_starts_at_peak():
+    s = Schedule(CosineSchedule(name="cosine", warmup_epochs=2), 0.1, steps_per_epoch=5, epochs=12)
+    assert s.lr_at(0) == pytest.approx(0.01)
+    assert s.lr_at(9) == pytest.approx(0.1)
+    assert s.lr_at(10) == pytest.approx(0.1)
+    assert s.lr_at(35) == pytest.approx(0.05)
+
+
+def test_one_cycle():
+    s = Schedule(OneCycleSchedule(name="onecycle", pct_start=0.25, div_factor=10, final_div_factor=100), 1.0, 10, 10)
+    assert s.lr_at(0) == pytest.approx(0.1)
+    assert s.lr_at(24) == pytest.approx(1.0)  # peak at pct_start * total - 1
+    assert s.lr_at(99) == pytest.approx(0.001)
+    assert max(s.lr_at(i) for i in range(100)) == pytest.approx(1.0)
+
+
+def test_cyclic_triangles_grow_and_decay():
+    spec = CyclicSchedule(name="cyclic", base_lr=0.0, step_epochs=1, step_growth=2.0, decay=0.5)
+    s = Schedule(spec, 1.0, steps_per_epoch=2, epochs=20)
+    # cycle 0: half-length 2 steps, peak 1.0
+    assert [s.lr_at(i) for i in range(4)] == pytest.approx([0.0, 0.5, 1.0, 0.5])
+    # cycle 1: half-length 4 steps, peak 0.5
+    assert [s.lr_at(i) for i in range(4, 12)] == pytest.approx([0, 0.125, 0.25, 0.375, 0.5, 0.375, 0.25, 0.125])
+    assert s.lr_at(12) == pytest.approx(0.0)
+
+
+def test_plateau_reduces_after_patience_and_keeps_state():
+    spec = PlateauSchedule(name="plateau", factor=0.5, patience=1, min_lr=0.2)
+    s = Schedule(spec, 1.0, 5, 10)
+    for loss in (1.0, 0.9, 0.95, 0.95):
+        s.end_epoch({"val_loss": loss})
+    assert s.lr_at(0) == pytest.approx(0.5)
+    for loss in (0.95, 0.95, 0.95, 0.95):
+        s.end_epoch({"val_loss": loss})
+    assert s.lr_at(0) == pytest.approx(0.2)  # floored at min_lr
+    restored = Schedule(spec, 1.0, 5, 10)
+    restored.load_state_dict(s.state_dict())
+    assert restored.lr_at(3) == s.lr_at(3)
+
+
+def test_plateau_on_accuracy_maximises():
+    s = Schedule(PlateauSchedule(name="plateau", monitor="val_accuracy", factor=0.1, patience=0), 1.0, 5, 10)
+    s.end_epoch({"val_accuracy": 0.5})
+    s.end_epoch({"val_accuracy": 0.6})
+    assert s.lr_at(0) == 1.0
+    s.end_epoch({"val_accuracy": 0.55})
+    assert math.isclose(s.lr_at(0), 0.1)
