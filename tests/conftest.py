@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny offline config on scikit-learn's digits."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_JPEG = REPO.parent / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
+
+
+def digits_tree(**training) -> dict:
+    return {
+        "name": "tiny",
+        "data": {"dataset": "digits", "val_fraction": 0.2, "test_fraction": 0.2},
+        "model": {"layers": ["flatten", {"type": "dense", "units": 16}, "relu", {"type": "dropout", "rate": 0.2},
+                                        {"type": "dense"}]},
+        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "l2": 1e-4},
+        "schedule": {"name": "cosine", "warmup_epochs": 0.5},
+        "training": {"epochs": 4, "batch_size": 64, "seed": 7, **training},
+    }
+
+
+@pytest.fixture
+def digits_config(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(digits_tree()))
+    return path

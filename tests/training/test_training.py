@@ -1,0 +1,193 @@
+"""The training loop end to end on digits: resume exactness, signals, early stopping, float32."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from cifar_scratch.config import build_config
+from cifar_scratch.data import load_dataset
+from cifar_scratch.errors import ConfigError, UserError
+from cifar_scratch.training.checkpoint import load_checkpoint
+from cifar_scratch.training.run import build_trainer, resume_run, start_run
+from cifar_scratch.training.trainer import Callback, TrainingInterrupted
+from tests.conftest import REPO, digits_tree
+
+
+def params_of(run_dir, which="last"):
+    arrays, meta = load_checkpoint(run_dir / "checkpoints" / f"{which}.npz")
+    return {k: v for k, v in arrays.items() if not k.startswith("train/")}, meta
+
+
+def start(tmp_path, overrides=(), **training):
+    config = build_config(digits_tree(**training), list(overrides))
+    return start_run(config, tmp_path / "data", progress=False, runs_dir=tmp_path / "runs")
+
+
+def test_resume_is_bit_identical(tmp_path):
+    """2 epochs + resume for 2 more == 4 uninterrupted epochs, for every array and the history.
+
+    The schedule must not depend on training.epochs (cosine's horizon does); the interrupted-run
+    test below covers cosine with the epoch count unchanged.
+    """
+    schedule = ["schedule={name: step, step_epochs: 1, gamma: 0.5, warmup_epochs: 0.5}"]
+    straight = start(tmp_path, schedule, epochs=4).run_dir
+    first = start(tmp_path, schedule, epochs=2).run_dir
+    resume_run(first, ["training.epochs=4"], tmp_path / "data", progress=False)
+    a, meta_a = params_of(straight)
+    b, meta_b = params_of(first)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+    strip = lambda h: [{k: v for k, v in r.items() if k != "epoch_time"} for r in h]  # noqa: E731
+    assert strip(meta_a["history"]) == strip(meta_b["history"])
+    assert meta_a["rng"] == meta_b["rng"]
+    lines = (first / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    assert yaml.safe_load((first / "config.yaml").read_text())["training"]["epochs"] == 4
+
+
+class InterruptAt(Callback):
+    """Delivers SIGINT to this process during batch ``at`` of epoch 2."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_batch_end(self, trainer, batch, batches, loss, accuracy):
+        if trainer.state.epoch == 1 and batch == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_mid_epoch_interrupt_saves_and_resumes_exactly(tmp_path):
+    straight = start(tmp_path, epochs=3).run_dir
+    config = build_config(digits_tree(epochs=3))
+    with pytest.raises(TrainingInterrupted) as info:
+        start_run(config, tmp_path / "data", [InterruptAt(5)], progress=False, runs_dir=tmp_path / "runs2")
+    assert info.value.signum == signal.SIGINT
+    run_dir = info.value.checkpoint.parent.parent
+    _, meta = params_of(run_dir)
+    assert (meta["epoch"], meta["batch_in_epoch"]) == (1, 5)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    resume_run(run_dir, [], None, progress=False)
+    a, _ = params_of(straight)
+    b, _ = params_of(run_dir)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_from_outside_exits_143_and_resumes(tmp_path, digits_config):
+    """A real process killed with SIGTERM saves a checkpoint and exits 143; --resume finishes the run."""
+    env = {**os.environ, "CIFAR_SCRATCH_DATA": str(tmp_path / "data")}
+    tree = yaml.safe_load(digits_config.read_text())
+    tree["training"].update(epochs=400, batch_size=8)
+    digits_config.write_text(yaml.safe_dump(tree))
+    command = [sys.executable, "-m", "cifar_scratch", "train", str(digits_config), "--runs-dir", str(tmp_path / "runs")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    deadline = time.time() + 60
+    while not list((tmp_path / "runs").glob("*/checkpoints/last.npz")) and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "resume with: cifar-scratch train --resume" in err and "Traceback" not in err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    _, meta = params_of(run_dir)
+    assert 1 <= meta["epoch"] < 400
+    done = subprocess.run([sys.executable, "-m", "cifar_scratch", "train", "--resume", str(run_dir), "training.epochs=" +
+                           str(meta["epoch"] + 1), "--quiet"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(run_dir)
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == meta["epoch"] + 1
+
+
+def test_early_stopping_restores_best_weights(tmp_path):
+    result = start(tmp_path, ["optimizer.lr=3.0", "schedule.name=constant", "schedule.warmup_epochs=0"], epochs=30,
+                   early_stopping={"patience": 2}, monitor="val_loss")
+    metrics = result.metrics
+    assert metrics["stop_reason"].startswith("early stopping")
+    assert metrics["epochs"] == metrics["best_epoch"] + 2 or metrics["stop_reason"].startswith("loss became")
+    best, meta = params_of(result.run_dir, "best")
+    assert meta["epoch"] == metrics["best_epoch"]
+    history = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
+    best_row = history[metrics["best_epoch"] - 1]
+    assert metrics["val_loss"] == pytest.approx(best_row["val_loss"], rel=1e-5)  # final metrics use best weights
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
+def test_nan_loss_stops_and_metrics_stay_valid_json(tmp_path):
+    result = start(tmp_path, ["optimizer.lr=1e30", "data.normalize=none"], epochs=3)
+    assert result.metrics["stop_reason"].startswith("loss became")
+    json.loads((result.run_dir / "metrics.json").read_text())  # strict JSON: NaN written as null
+    assert "NaN" not in (result.run_dir / "history.jsonl").read_text()
+
+
+def test_resume_refuses_other_changes_and_finished_runs(tmp_path):
+    run_dir = start(tmp_path, epochs=1).run_dir
+    with pytest.raises(ConfigError, match="optimizer.lr: cannot change when resuming"):
+        resume_run(run_dir, ["optimizer.lr=0.5"], None, progress=False)
+    with pytest.raises(UserError, match="already finished after 1 epochs"):
+        resume_run(run_dir, [], None, progress=False)
+    with pytest.raises(UserError, match="not a resumable run folder"):
+        resume_run(tmp_path, [], None, progress=False)
+
+
+def test_run_folder_contents(tmp_path):
+    run_dir = start(tmp_path, epochs=2).run_dir
+    names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")}
+    for expected in ("config.yaml", "run.json", "summary.txt", "history.csv", "history.jsonl", "metrics.json",
+                     "checkpoints/last.npz", "checkpoints/best.npz", "plots/loss.png", "plots/accuracy.png",
+                     "plots/lr.png", "plots/confusion_matrix.png", "plots/confusion_matrix_normalized.png"):
+        assert expected in names
+    assert (run_dir / "history.csv").read_text().splitlines()[0] == (
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,epoch_time")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"train_accuracy", "val_accuracy", "test_accuracy", "test_macro_f1", "best_epoch"} <= metrics.keys()
+    assert build_config(yaml.safe_load((run_dir / "config.yaml").read_text())) == build_config(digits_tree(epochs=2))
+
+
+class Float32Guard(Callback):
+    """Checks after every batch that no float64 crept into parameters, gradients or optimizer state."""
+
+    def on_batch_end(self, trainer, batch, batches, loss, accuracy):
+        arrays = {**trainer.model.params, **trainer.model.grads, **trainer.optimizer.state_arrays()}
+        leaks = [name for name, a in arrays.items() if a.dtype != np.float32]
+        assert not leaks, leaks
+
+
+class ActivationSpy(Callback):
+    def on_train_start(self, trainer):
+        self.dtypes = set()
+        for layer in trainer.model.layers:
+            forward = layer.forward
+
+            def spy(x, forward=forward):
+                out = forward(x)
+                self.dtypes.update({x.dtype, out.dtype})
+                return out
+
+            layer.forward = spy
+
+
+@pytest.mark.parametrize("optimizer", ["{name: sgd, momentum: 0.9, nesterov: true, l2: 0.01}",
+                                       "{name: adam, l2: 0.001}", "{name: adamw}"])
+def test_engine_is_float32_end_to_end(tmp_path, optimizer):
+    spy = ActivationSpy()
+    config = build_config(digits_tree(epochs=1), [f"optimizer={optimizer}"])
+    start_run(config, tmp_path / "data", [Float32Guard(), spy], progress=False, runs_dir=tmp_path / "runs")
+    assert spy.dtypes == {np.dtype(np.float32)}
+
+
+def test_one_generator_per_run_no_global_rng(tmp_path):
+    np.random.seed(0)
+    before = np.random.get_state()[1].copy()
+    config = build_config(digits_tree(epochs=1))
+    data = load_dataset(config.data, tmp_path, progress=False)
+    trainer = build_trainer(config, data, tmp_path, [])
+    trainer.fit()
+    assert np.array_equal(np.random.get_state()[1], before)
