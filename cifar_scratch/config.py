@@ -136,19 +136,19 @@ class SGDSpec(_Section):
         return self
 
 
-class AdamSpec(_Section):
-    name: Literal["adam"]
+class _AdamFamily(_Section):
     lr: float = Field(0.001, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0)
+
+
+class AdamSpec(_AdamFamily):
+    name: Literal["adam"]
     l2: float = Field(0.0, ge=0.0, description="L2 penalty added to the gradient (classic Adam + L2).")
 
 
-class AdamWSpec(_Section):
+class AdamWSpec(_AdamFamily):
     name: Literal["adamw"]
-    lr: float = Field(0.001, gt=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0, description="Decoupled weight decay (Loshchilov & Hutter).")
 
 
@@ -383,7 +383,8 @@ def format_error(err: dict, tree: dict) -> str:
             if close:
                 msg += f" (did you mean '{close[0]}'?)"
             else:
-                msg += f"; allowed: {', '.join(owner.model_fields)}"
+                allowed = sorted(owner.model_fields, key=lambda name: name not in ("type", "name"))  # kind first
+                msg += f"; allowed: {', '.join(allowed)}"
         return f"{'.'.join(path)}: {msg}"
     if kind == "union_tag_invalid":
         msg = f"unknown {err['ctx']['discriminator'].strip(chr(39))} {err['ctx']['tag']!r}; choose from {err['ctx']['expected_tags']}"

@@ -86,52 +86,52 @@ class Flatten(Layer):
         return dout.reshape((dout.shape[0], *self._input_shape))
 
 
-class ReLU(Layer):
-    kind = "relu"
+class _Elementwise(Layer):
+    """An activation applied element by element: any shape -> same shape."""
+
+    def _kernels(self):
+        raise NotImplementedError
 
     def forward(self, x):
-        out, self._cache = F.relu_forward(x)
+        forward, _ = self._kernels()
+        out, self._cache = forward(x)
         return out
 
     def backward(self, dout):
-        return F.relu_backward(dout, self._cache)
+        _, backward = self._kernels()
+        return backward(dout, self._cache)
 
 
-class LeakyReLU(Layer):
+class ReLU(_Elementwise):
+    kind = "relu"
+
+    def _kernels(self):
+        return F.relu_forward, F.relu_backward
+
+
+class LeakyReLU(_Elementwise):
     kind = "leaky_relu"
 
     def __init__(self, alpha: float = 0.01) -> None:
         super().__init__()
         self.alpha = alpha
 
-    def forward(self, x):
-        out, self._cache = F.leaky_relu_forward(x, self.alpha)
-        return out
-
-    def backward(self, dout):
-        return F.leaky_relu_backward(dout, self._cache)
+    def _kernels(self):
+        return (lambda x: F.leaky_relu_forward(x, self.alpha)), F.leaky_relu_backward
 
 
-class Tanh(Layer):
+class Tanh(_Elementwise):
     kind = "tanh"
 
-    def forward(self, x):
-        out, self._cache = F.tanh_forward(x)
-        return out
-
-    def backward(self, dout):
-        return F.tanh_backward(dout, self._cache)
+    def _kernels(self):
+        return F.tanh_forward, F.tanh_backward
 
 
-class Sigmoid(Layer):
+class Sigmoid(_Elementwise):
     kind = "sigmoid"
 
-    def forward(self, x):
-        out, self._cache = F.sigmoid_forward(x)
-        return out
-
-    def backward(self, dout):
-        return F.sigmoid_backward(dout, self._cache)
+    def _kernels(self):
+        return F.sigmoid_forward, F.sigmoid_backward
 
 
 class Dropout(Layer):

@@ -20,8 +20,8 @@ class Optimizer:
     #: Names of per-parameter state arrays ("slots"), saved in checkpoints.
     slots: tuple[str, ...] = ()
 
-    def __init__(self, params: dict[str, np.ndarray]) -> None:
-        self.params = params
+    def __init__(self, params: dict[str, np.ndarray], l2: float = 0.0, weight_decay: float = 0.0) -> None:
+        self.params, self.l2, self.weight_decay = params, l2, weight_decay
         self.state: dict[str, dict[str, np.ndarray]] = {
             slot: {name: np.zeros_like(p) for name, p in params.items()} for slot in self.slots
         }
@@ -30,8 +30,18 @@ class Optimizer:
     def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
         """Apply one update with learning rate ``lr`` to every parameter."""
         self.steps += 1
+        self._begin_step(lr)
         for name, param in self.params.items():
-            self._update(name, param, grads[name], lr)
+            grad = grads[name]
+            if _decays(name):
+                if self.l2:
+                    grad = grad + self.l2 * param  # a new array: the caller's gradient stays untouched
+                if self.weight_decay:
+                    param *= 1.0 - lr * self.weight_decay
+            self._update(name, param, grad, lr)
+
+    def _begin_step(self, lr: float) -> None:
+        """Per-step work shared by all parameters."""
 
     def _update(self, name: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
         raise NotImplementedError
@@ -51,16 +61,11 @@ class SGD(Optimizer):
     """v <- momentum * v + g;  p <- p - lr * (g + momentum * v if nesterov else v)  (PyTorch's form)."""
 
     def __init__(self, params, momentum=0.0, nesterov=False, l2=0.0, weight_decay=0.0):
-        self.momentum, self.nesterov, self.l2, self.weight_decay = momentum, nesterov, l2, weight_decay
+        self.momentum, self.nesterov = momentum, nesterov
         self.slots = ("velocity",) if momentum > 0 else ()
-        super().__init__(params)
+        super().__init__(params, l2, weight_decay)
 
     def _update(self, name, param, grad, lr):
-        decays = _decays(name)
-        if decays and self.l2:
-            grad = grad + self.l2 * param
-        if decays and self.weight_decay:
-            param *= 1.0 - lr * self.weight_decay
         if self.momentum:
             velocity = self.state["velocity"][name]
             velocity *= self.momentum
@@ -70,35 +75,28 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with bias correction; ``decoupled=True`` makes it AdamW."""
+    """Adam (Kingma & Ba) with bias correction; with ``weight_decay`` (decoupled) it is AdamW."""
 
     slots = ("m", "v")
 
     def __init__(self, params, betas=(0.9, 0.999), eps=1e-8, l2=0.0, weight_decay=0.0):
         self.beta1, self.beta2 = betas
-        self.eps, self.l2, self.weight_decay = eps, l2, weight_decay
-        super().__init__(params)
+        self.eps = eps
+        super().__init__(params, l2, weight_decay)
 
-    def step(self, grads, lr):
-        self.steps += 1
-        # Fold both bias corrections into one step size (Kingma & Ba, section 2).
-        self._step_size = lr * np.sqrt(1.0 - self.beta2**self.steps) / (1.0 - self.beta1**self.steps)
-        self._eps_hat = self.eps * np.sqrt(1.0 - self.beta2**self.steps)
-        for name, param in self.params.items():
-            self._update(name, param, grads[name], lr)
+    def _begin_step(self, lr):
+        # Fold both bias corrections into one step size and epsilon (Kingma & Ba, section 2).
+        correction = np.sqrt(1.0 - self.beta2**self.steps)
+        self._step_size = float(lr * correction / (1.0 - self.beta1**self.steps))
+        self._eps_hat = float(self.eps * correction)
 
     def _update(self, name, param, grad, lr):
-        decays = _decays(name)
-        if decays and self.l2:
-            grad = grad + self.l2 * param
-        if decays and self.weight_decay:
-            param *= 1.0 - lr * self.weight_decay
         m, v = self.state["m"][name], self.state["v"][name]
         m *= self.beta1
         m += (1.0 - self.beta1) * grad
         v *= self.beta2
         v += (1.0 - self.beta2) * (grad * grad)
-        param -= float(self._step_size) * m / (np.sqrt(v) + float(self._eps_hat))
+        param -= self._step_size * m / (np.sqrt(v) + self._eps_hat)
 
 
 def build_optimizer(spec: SGDSpec | AdamSpec | AdamWSpec, params: dict[str, np.ndarray]) -> Optimizer:
