@@ -395,7 +395,9 @@ def format_error(err: dict, tree: dict) -> str:
     if kind == "missing":
         return f"{'.'.join(path)}: required"
     got = err.get("input")
-    suffix = " (got a mapping)" if isinstance(got, dict) else f" (got {got!r})"
+    # A whole section as input says nothing the path does not; a scalar is worth quoting.
+    suffix = "" if isinstance(got, (dict, list)) and kind == "value_error" else (
+        " (got a mapping)" if isinstance(got, dict) else f" (got {got!r})")
     if "(got " in msg:  # the validator already quoted the offending value
         suffix = ""
     return f"{'.'.join(path) or '<config>'}: {msg}{suffix}"
