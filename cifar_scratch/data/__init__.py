@@ -1,0 +1,177 @@
+"""Datasets as uint8 image arrays plus the per-channel normalisation that turns batches into float32.
+
+``load_dataset`` gives train / validation / test splits of (N, H, W, C) uint8 images and int64
+labels. Images stay uint8 until a batch is formed; :class:`Normalizer` makes the float32 batch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from cifar_scratch.config import DataConfig
+from cifar_scratch.errors import ConfigError, DataError
+
+DATA_DIR_ENV = "CIFAR_SCRATCH_DATA"
+DEFAULT_DATA_DIR = "data"
+
+
+def resolve_data_dir(explicit: str | Path | None = None) -> Path:
+    """``--data-dir``, else ``$CIFAR_SCRATCH_DATA``, else ``./data``."""
+    return Path(explicit or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+    description: str
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.images.shape[1:])
+
+    def split(self, name: str) -> Split:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+@dataclass
+class Normalizer:
+    """uint8 (N, H, W, C) -> float32 ``(x - mean) * scale`` with per-channel ``mean`` and ``scale`` (C,)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, images: np.ndarray, mode: str) -> "Normalizer":
+        channels = images.shape[-1]
+        if mode == "standardize":
+            flat = images.reshape(-1, channels)
+            mean = flat.mean(axis=0, dtype=np.float64)
+            std = np.sqrt(np.maximum(np.square(flat, dtype=np.float64).mean(axis=0) - mean**2, 0.0))
+            scale = 1.0 / np.maximum(std, 1e-3)
+        elif mode == "scale":
+            mean, scale = np.zeros(channels), np.full(channels, 1.0 / 255.0)
+        else:
+            mean, scale = np.zeros(channels), np.ones(channels)
+        return cls(mean.astype(np.float32), scale.astype(np.float32))
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        batch = images.astype(np.float32)
+        batch -= self.mean
+        batch *= self.scale
+        return batch
+
+
+def _select_classes(requested: list, names: tuple[str, ...]) -> list[int]:
+    chosen = []
+    for position, item in enumerate(requested):
+        where = f"data.classes.{position}"
+        if isinstance(item, int):
+            if not 0 <= item < len(names):
+                raise ConfigError(f"{where}: class index out of range 0..{len(names) - 1} (got {item})")
+            chosen.append(item)
+        elif item in names:
+            chosen.append(names.index(item))
+        else:
+            close = difflib.get_close_matches(item, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; classes are {', '.join(names)}"
+            raise ConfigError(f"{where}: unknown class {item!r}{hint}")
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError("data.classes: the same class is named twice")
+    return chosen
+
+
+def _subset(split: Split, chosen: list[int]) -> Split:
+    """Keep images of the chosen classes; relabel them 0..k-1 in the order chosen."""
+    lookup = np.full(max(int(split.labels.max(initial=0)), max(chosen)) + 1, -1, dtype=np.int64)
+    lookup[chosen] = np.arange(len(chosen))
+    new = lookup[split.labels]
+    keep = new >= 0
+    return Split(split.images[keep], new[keep])
+
+
+def to_grayscale(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, H, W, 1) uint8 luma, ITU-R BT.601 weights, in integer arithmetic."""
+    if images.shape[-1] == 1:
+        return images
+    r, g, b = (images[..., i].astype(np.uint32) for i in range(3))
+    return ((299 * r + 587 * g + 114 * b + 500) // 1000).astype(np.uint8)[..., None]
+
+
+def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Stratified, deterministic: the same (data, fraction, seed) always gives the same split."""
+    empty = Split(split.images[:0], split.labels[:0])
+    if fraction == 0.0:
+        return split, empty
+    keep, held = train_test_split(
+        np.arange(len(split)), test_size=fraction, stratify=split.labels, random_state=seed, shuffle=True
+    )
+    keep.sort()
+    held.sort()
+    return Split(split.images[keep], split.labels[keep]), Split(split.images[held], split.labels[held])
+
+
+def _load_raw(config: DataConfig, data_dir: Path, progress: bool) -> tuple[Split, Split | None, tuple[str, ...], str]:
+    if config.dataset == "digits":
+        from cifar_scratch.data import digits
+
+        images, labels = digits.load()
+        return Split(images, labels), None, digits.CLASSES, "scikit-learn digits (8x8)"
+    if config.source is None:  # the official CIFAR-10 release
+        from cifar_scratch.data import cifar10
+
+        folder = cifar10.prepare(data_dir, config.download, progress)
+        train, test, names = cifar10.load(folder)
+        return Split(*train), Split(*test), names, f"CIFAR-10 (official python release, {folder})"
+    from cifar_scratch.data import cifar10, imagefolder
+
+    source = Path(config.source).expanduser()
+    if not source.exists():
+        hint = " (set data.source=null to use the official CIFAR-10 release)" if config.dataset == "cifar10" else ""
+        raise DataError(f"data.source: {source} does not exist{hint}")
+    arrays = imagefolder.load(source, data_dir / "imagefolder", progress)
+    names = tuple(str(n) for n in arrays["class_names"])
+    if config.dataset == "cifar10" and names != cifar10.CLASSES:
+        raise DataError(f"data.source: {source} has classes {list(names)}, not the 10 CIFAR-10 classes")
+    train = Split(arrays["train_images"], arrays["train_labels"])
+    test = Split(arrays["test_images"], arrays["test_labels"]) if "test_images" in arrays else None
+    return train, test, names, f"{'CIFAR-10 copy' if config.dataset == 'cifar10' else 'image folder'} ({source})"
+
+
+def load_dataset(config: DataConfig, data_dir: Path, progress: bool = True) -> Dataset:
+    """Load, subset, convert, and split the configured dataset (see :class:`DataConfig`)."""
+    train, test, names, description = _load_raw(config, data_dir, progress)
+    if config.classes is not None:
+        chosen = _select_classes(config.classes, names)
+        train = _subset(train, chosen)
+        test = _subset(test, chosen) if test is not None else None
+        names = tuple(names[i] for i in chosen)
+    if config.grayscale:
+        train = Split(to_grayscale(train.images), train.labels)
+        test = Split(to_grayscale(test.images), test.labels) if test is not None else None
+    if test is None:
+        # No published test split: hold one out before validation, with its own fixed seed,
+        # so every run of a sweep is measured on the same untouched images.
+        train, test = _split_off(train, config.test_fraction, config.split_seed)
+        description += f"; test = held-out {config.test_fraction:.0%} of train"
+    train, val = _split_off(train, config.val_fraction, config.split_seed + 1)
+    if len(train) == 0:
+        raise DataError("the training split is empty")
+    return Dataset(train, val, test, names, description)

@@ -1,0 +1,124 @@
+"""Downloading with a progress bar, checksum verification and safe archive extraction.
+
+Nothing half-done is ever left where a later run would trust it: downloads go to a ``.part``
+file that is renamed only after its checksum matches, and archives are extracted into a
+temporary folder that is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from cifar_scratch.errors import DataError
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A published file: where to get it and the checksum its publisher gives."""
+
+    filename: str
+    urls: tuple[str, ...]
+    md5: str
+
+
+def file_digest(path: str | Path, algorithm: str = "md5") -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(remote: RemoteFile, directory: Path, progress: bool = True, timeout: float = 30.0, fetch: bool = True) -> Path:
+    """Return ``directory/remote.filename``, downloading it if missing or if its MD5 is wrong.
+
+    Mirrors in ``remote.urls`` are tried in order. A download whose checksum does not match is
+    deleted and reported; it is never renamed to the final name. With ``fetch=False`` a missing
+    or corrupt file is an error instead of a download.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / remote.filename
+    if target.exists():
+        if file_digest(target) == remote.md5:
+            return target
+        target.unlink()  # corrupt or truncated: it must be fetched again
+        if not fetch:
+            raise DataError(f"{target}: checksum mismatch (expected MD5 {remote.md5}); the corrupt file was deleted")
+    if not fetch:
+        raise DataError(f"{remote.filename} not found: download it from {remote.urls[0]} and put it at {target}")
+    failures = []
+    for url in remote.urls:
+        part = directory / f".{remote.filename}.{os.getpid()}.part"
+        try:
+            _fetch(url, part, progress, timeout)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            part.unlink(missing_ok=True)
+            failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
+            continue
+        actual = file_digest(part)
+        if actual != remote.md5:
+            part.unlink()
+            raise DataError(
+                f"checksum mismatch for {url}: expected MD5 {remote.md5}, got {actual}; the download was deleted"
+            )
+        os.replace(part, target)
+        return target
+    raise DataError(
+        f"could not download {remote.filename} ({'; '.join(failures)}). "
+        f"Without network access, download it yourself and put it at {target}"
+    )
+
+
+def _fetch(url: str, destination: Path, progress: bool, timeout: float) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(destination, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {destination.name[1:-5]}", disable=not progress) as bar:
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                bar.update(len(chunk))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def check_member_names(archive: Path, names: list[str]) -> None:
+    """Refuse absolute paths and ``..`` components: an archive must not write outside its folder."""
+    for name in names:
+        path = PurePosixPath(name)
+        if path.is_absolute() or ".." in path.parts or name.startswith(("/", "\\")) or ":" in path.parts[0]:
+            raise DataError(f"{archive}: refusing unsafe archive member {name!r} (it would write outside the data folder)")
+
+
+def extract_tar(archive: Path, directory: Path, top_level: str) -> Path:
+    """Extract ``archive`` (which must contain ``top_level/``) into ``directory`` and return ``directory/top_level``.
+
+    Only regular files and folders are extracted; links, devices and unsafe paths are refused.
+    """
+    final = directory / top_level
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            check_member_names(archive, [m.name for m in members])
+            for member in members:
+                if not (member.isfile() or member.isdir()):
+                    raise DataError(f"{archive}: refusing archive member {member.name!r}: not a regular file or folder")
+            staging = Path(tempfile.mkdtemp(dir=directory, prefix=f".{top_level}.", suffix=".extracting"))
+            try:
+                tar.extractall(staging, members=members, filter="data")
+                if not (staging / top_level).is_dir():
+                    raise DataError(f"{archive}: expected a folder {top_level}/ inside the archive")
+                os.replace(staging / top_level, final)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(f"{archive}: cannot extract ({exc}); delete it to download it again") from None
+    return final
