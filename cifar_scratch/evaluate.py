@@ -46,7 +46,8 @@ def evaluate_checkpoint(target: Path, split: str = "test", data_dir: Path | None
     if not len(data):
         raise DataError(f"the {split} split is empty (data.val_fraction is 0?)")
     model = build_model(config.model, dataset.image_shape, len(dataset.class_names), np.random.default_rng(0))
-    normalizer = Normalizer.fit(data.images[:1], "none")
+    channels = dataset.image_shape[-1]
+    normalizer = Normalizer(np.zeros(channels, np.float32), np.ones(channels, np.float32))  # filled from the checkpoint
     meta = load_weights(model, normalizer, checkpoint)
     if meta.get("class_names") != list(dataset.class_names):
         raise CheckpointError(f"{checkpoint}: trained on classes {meta.get('class_names')}, data has {list(dataset.class_names)}")

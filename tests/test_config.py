@@ -71,3 +71,10 @@ def test_shipped_configs_are_valid():
     assert configs, "no shipped configs found"
     for path in configs:
         load_config(path)
+
+
+def test_override_into_a_null_section():
+    tree = copy.deepcopy(BASE)
+    tree["training"] = {"early_stopping": None}
+    config = build_config(tree, ["training.early_stopping.patience=3"])
+    assert config.training.early_stopping.patience == 3
