@@ -296,24 +296,14 @@ def apply_override(tree: dict, keys: list[str], value: Any) -> None:
             if last:
                 node[key] = value
             else:
-                if isinstance(node.get(key), str) and key != "layers":
-                    raise ConfigError(f"{where}: is a value, not a section (got {node[key]!r})")
-                node = node.setdefault(key, {})
-                if node is None:
-                    node = {}
-                    _set_parent(tree, keys[: depth + 1], node)
+                child = node.get(key)
+                if child is None:  # absent, or `null` in the YAML: the override creates the section
+                    child = node[key] = {}
+                elif not isinstance(child, (dict, list)):
+                    raise ConfigError(f"{where}: is a value, not a section (got {child!r})")
+                node = child
         else:
             raise ConfigError(f"{'.'.join(keys[:depth])}: is a value, not a section (got {node!r})")
-
-
-def _set_parent(tree: dict, keys: list[str], value: Any) -> None:
-    node: Any = tree
-    for key in keys[:-1]:
-        node = node[int(key)] if isinstance(node, list) else node[key]
-    if isinstance(node, list):
-        node[int(keys[-1])] = value
-    else:
-        node[keys[-1]] = value
 
 
 def read_yaml_mapping(path: Path) -> dict:

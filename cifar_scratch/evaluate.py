@@ -14,8 +14,7 @@ from cifar_scratch.errors import CheckpointError, DataError
 from cifar_scratch.fileio import atomic_write_json
 from cifar_scratch.nn.functional import softmax
 from cifar_scratch.nn.model import build_model
-from cifar_scratch.training.run import load_weights
-from cifar_scratch.training.trainer import evaluate_split
+from cifar_scratch.training.trainer import evaluate_split, load_weights
 
 GRID_SIZE = 32
 

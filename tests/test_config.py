@@ -78,3 +78,10 @@ def test_override_into_a_null_section():
     tree["training"] = {"early_stopping": None}
     config = build_config(tree, ["training.early_stopping.patience=3"])
     assert config.training.early_stopping.patience == 3
+
+
+def test_override_through_a_value_is_refused():
+    tree = copy.deepcopy(BASE)
+    tree["training"] = {"epochs": 10}
+    assert errors(["training.epochs.x=3"], tree) == ["training.epochs: is a value, not a section (got 10)"]
+    assert errors(["model.layers.1.units.x=3"]) == ["model.layers.1.units: is a value, not a section (got 8)"]

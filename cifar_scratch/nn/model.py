@@ -9,7 +9,7 @@ import numpy as np
 
 from cifar_scratch.config import DenseSpec, ModelConfig
 from cifar_scratch.errors import ConfigError
-from cifar_scratch.nn.layers import LAYER_TYPES, Dense, Layer
+from cifar_scratch.nn.layers import LAYER_TYPES, Layer
 
 
 class Sequential:

@@ -29,11 +29,10 @@ from cifar_scratch.config import RunConfig, build_config, dump_config, read_yaml
 from cifar_scratch.data import Dataset, Normalizer, load_dataset
 from cifar_scratch.errors import CheckpointError, ConfigError, UserError
 from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe
-from cifar_scratch.nn.model import Sequential, build_model
+from cifar_scratch.nn.model import build_model
 from cifar_scratch.optim.optimizers import build_optimizer
 from cifar_scratch.optim.schedules import Schedule
 from cifar_scratch import reports
-from cifar_scratch.training.checkpoint import group, load_checkpoint
 from cifar_scratch.training.run_dir import create_run_dir
 from cifar_scratch.training.trainer import (
     HISTORY_FIELDS,
@@ -41,6 +40,7 @@ from cifar_scratch.training.trainer import (
     Trainer,
     TrainingInterrupted,
     evaluate_split,
+    load_weights,
     steps_per_epoch,
 )
 
@@ -171,18 +171,6 @@ def _train_and_finish(trainer: Trainer) -> RunResult:
     metrics = finish(trainer)
     _write_run_info(trainer.run_dir, {"status": "completed", "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return RunResult(trainer.run_dir, metrics)
-
-
-def load_weights(model: Sequential, normalizer: Normalizer, checkpoint: Path) -> dict:
-    """Put a checkpoint's parameters, buffers and normalisation into ``model``/``normalizer``; return its metadata."""
-    arrays, meta = load_checkpoint(checkpoint)
-    try:
-        model.load_arrays(group(arrays, "param"), group(arrays, "buffer"))
-    except ValueError as exc:
-        raise CheckpointError(f"{checkpoint}: does not fit the model in config.yaml ({exc})") from None
-    normalizer.mean[...] = arrays["data/mean"]
-    normalizer.scale[...] = arrays["data/scale"]
-    return meta
 
 
 def finish(trainer: Trainer) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 
 from cifar_scratch.config import RunConfig
 from cifar_scratch.data import Dataset, Normalizer, Split
+from cifar_scratch.errors import CheckpointError
 from cifar_scratch.nn.functional import softmax_cross_entropy
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.optim.optimizers import Optimizer
@@ -132,12 +133,10 @@ class Trainer:
     def restore(self, path: Path) -> None:
         """Load the full training state written by :meth:`save`."""
         arrays, meta = load_checkpoint(path)
-        self.model.load_arrays(group(arrays, "param"), group(arrays, "buffer"))
+        apply_weights(arrays, path, self.model, self.normalizer)
         self.optimizer.load_state_arrays(group(arrays, "optim"), meta["optimizer_steps"])
         self.schedule.load_state_dict(meta["schedule"])
         self.rng.bit_generator.state = meta["rng"]
-        self.normalizer.mean[...] = arrays["data/mean"]
-        self.normalizer.scale[...] = arrays["data/scale"]
         self.state = TrainState(
             epoch=meta["epoch"],
             step=meta["step"],
@@ -256,6 +255,23 @@ class Trainer:
     def _emit(self, hook: str, *args) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(*args)
+
+
+def apply_weights(arrays: dict[str, np.ndarray], checkpoint: Path, model: Sequential, normalizer: Normalizer) -> None:
+    """Copy a checkpoint's parameters, buffers and normalisation statistics into ``model`` and ``normalizer``."""
+    try:
+        model.load_arrays(group(arrays, "param"), group(arrays, "buffer"))
+    except ValueError as exc:
+        raise CheckpointError(f"{checkpoint}: does not fit the model in config.yaml ({exc})") from None
+    normalizer.mean[...] = arrays["data/mean"]
+    normalizer.scale[...] = arrays["data/scale"]
+
+
+def load_weights(model: Sequential, normalizer: Normalizer, checkpoint: Path) -> dict:
+    """Put a checkpoint's weights and normalisation into ``model``/``normalizer``; return its metadata."""
+    arrays, meta = load_checkpoint(checkpoint)
+    apply_weights(arrays, checkpoint, model, normalizer)
+    return meta
 
 
 def steps_per_epoch(samples: int, batch_size: int) -> int:

@@ -191,3 +191,17 @@ def test_one_generator_per_run_no_global_rng(tmp_path):
     trainer = build_trainer(config, data, tmp_path, [])
     trainer.fit()
     assert np.array_equal(np.random.get_state()[1], before)
+
+
+def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
+    from cifar_scratch.data import Normalizer
+    from cifar_scratch.errors import CheckpointError
+    from cifar_scratch.nn.model import build_model
+    from cifar_scratch.training.trainer import load_weights
+
+    run_dir = start(tmp_path, epochs=1).run_dir
+    other = build_config(digits_tree(), ["model.layers.1.units=5"])
+    model = build_model(other.model, (8, 8, 1), 10, np.random.default_rng(0))
+    normalizer = Normalizer(np.zeros(1, np.float32), np.ones(1, np.float32))
+    with pytest.raises(CheckpointError, match="does not fit the model in config.yaml"):
+        load_weights(model, normalizer, run_dir / "checkpoints" / "best.npz")
