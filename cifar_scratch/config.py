@@ -27,14 +27,36 @@ class _Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
+class AugmentConfig(_Section):
+    """Random transforms of training images (never of validation or test images)."""
+
+    flip: bool = Field(False, description="Mirror left-right with probability 1/2.")
+    translate: int = Field(0, ge=0, description="Shift by up to this many pixels in each direction (a random crop of the padded image).")
+    padding: Literal["reflect", "zero"] = Field("reflect", description="What a shift uncovers: mirrored pixels or black (0).")
+    cutout: int = Field(0, ge=0, description="Side of a square erased (set to 0) at a random centre; 0 disables it.")
+    copies: int = Field(
+        0,
+        ge=0,
+        description="0: augment every training batch on the fly. N > 0: append N augmented copies of the training "
+        "split once, before training (seeded by training.seed), and leave batches as they are.",
+    )
+
+    @model_validator(mode="after")
+    def _copies_need_a_transform(self) -> "AugmentConfig":
+        if self.copies and not (self.flip or self.translate or self.cutout):
+            raise ValueError("copies: needs at least one of flip, translate, cutout")
+        return self
+
+
 class DataConfig(_Section):
-    dataset: Literal["cifar10", "digits", "imagefolder"] = "cifar10"
+    dataset: Literal["cifar10", "mnist", "fashion_mnist", "digits", "imagefolder"] = "cifar10"
     source: str | None = Field(
         None,
         description="cifar10: an image folder or .tar.gz of one in CIFAR-10 layout, read instead of the "
-        "official release; imagefolder: required, the folder or archive to read.",
+        "official release; mnist/fashion_mnist: a folder holding the four official IDX files (.gz or not); "
+        "imagefolder: required, the folder or archive to read.",
     )
-    download: bool = Field(True, description="cifar10: download the official archive when it is missing.")
+    download: bool = Field(True, description="cifar10/mnist/fashion_mnist: download the official files when they are missing.")
     classes: list[Any] | None = Field(None, description="Class subset by name or index; labels become 0..k-1 in this order.")
     grayscale: bool = False
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of the training split held out for validation.")
@@ -45,6 +67,7 @@ class DataConfig(_Section):
     normalize: Literal["standardize", "scale", "none"] = Field(
         "standardize", description="standardize: per-channel mean/std of the training split; scale: x/255; none: raw 0..255."
     )
+    augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")
     def _source_needed(self) -> "DataConfig":

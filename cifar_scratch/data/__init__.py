@@ -134,6 +134,14 @@ def _load_raw(config: DataConfig, data_dir: Path, progress: bool) -> tuple[Split
 
         images, labels = digits.load()
         return Split(images, labels), None, digits.CLASSES, "scikit-learn digits (8x8)"
+    if config.dataset in ("mnist", "fashion_mnist"):
+        from cifar_scratch.data import mnist
+
+        release = mnist.RELEASES[config.dataset]
+        arrays, folder = mnist.load(release, data_dir, config.download, progress, config.source)
+        train = Split(arrays["train_images"], arrays["train_labels"])
+        test = Split(arrays["test_images"], arrays["test_labels"])
+        return train, test, release.classes, f"{release.title} (official IDX files, {folder})"
     if config.source is None:  # the official CIFAR-10 release
         from cifar_scratch.data import cifar10
 

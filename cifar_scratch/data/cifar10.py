@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_scratch.data.download import RemoteFile, download, extract_tar, file_digest
+from cifar_scratch.data.download import RemoteFile, discard_folder, download, extract_tar, file_digest
+from cifar_scratch.data.lock import data_lock
 from cifar_scratch.errors import DataError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -89,25 +90,38 @@ def read_images(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
-def verify_folder(folder: Path, checksums: dict[str, str]) -> None:
+def folder_problem(folder: Path, checksums: dict[str, str]) -> str | None:
+    """What is wrong with an extracted folder (a missing or altered file), or None if every MD5 matches."""
     for name, expected in checksums.items():
         path = folder / name
         if not path.is_file():
-            raise DataError(f"{path}: missing from the CIFAR-10 folder")
+            return f"{path}: missing from the CIFAR-10 folder"
         if file_digest(path) != expected:
-            raise DataError(
-                f"{path}: checksum mismatch (expected MD5 {expected}); the file is corrupt or not the official one. "
-                f"Delete {folder} to extract it again"
-            )
+            return f"{path}: checksum mismatch (expected MD5 {expected}); the file is corrupt or not the official one"
+    return None
+
+
+def verify_folder(folder: Path, checksums: dict[str, str]) -> None:
+    if (problem := folder_problem(folder, checksums)) is not None:
+        raise DataError(problem)
 
 
 def prepare(data_dir: Path, download_missing: bool, progress: bool, release: Release | None = None) -> Path:
-    """Return a verified ``data_dir/cifar-10-batches-py``, extracting or downloading it if needed."""
+    """Return a verified ``data_dir/cifar-10-batches-py``, downloading and extracting it if needed.
+
+    A folder with a missing or altered file is extracted again from the (verified) archive. The
+    work runs under the data dir's lock, so parallel runs do it once and never see a partial folder.
+    """
     release = release or OFFICIAL
     folder = data_dir / FOLDER
-    if not folder.is_dir():
-        archive_path = download(release.archive, data_dir, progress=progress, fetch=download_missing)
-        extract_tar(archive_path, data_dir, FOLDER)
+    if folder_problem(folder, release.checksums) is None:
+        return folder
+    with data_lock(data_dir, FOLDER, progress):
+        if folder_problem(folder, release.checksums) is not None:  # still broken after waiting for the lock
+            if folder.exists():
+                discard_folder(folder)
+            archive_path = download(release.archive, data_dir, progress=progress, fetch=download_missing)
+            extract_tar(archive_path, data_dir, FOLDER)
     verify_folder(folder, release.checksums)
     return folder
 

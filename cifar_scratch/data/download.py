@@ -98,6 +98,13 @@ def check_member_names(archive: Path, names: list[str]) -> None:
             raise DataError(f"{archive}: refusing unsafe archive member {name!r} (it would write outside the data folder)")
 
 
+def discard_folder(folder: Path) -> None:
+    """Remove ``folder``: first renamed aside (atomic), so no reader ever sees it half deleted."""
+    doomed = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".discarded"))
+    os.replace(folder, doomed / folder.name)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def extract_tar(archive: Path, directory: Path, top_level: str) -> Path:
     """Extract ``archive`` (which must contain ``top_level/``) into ``directory`` and return ``directory/top_level``.
 

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from cifar_scratch.data.download import check_member_names, file_digest
+from cifar_scratch.data.lock import data_lock
 from cifar_scratch.errors import DataError
 from cifar_scratch.fileio import atomic_open
 
@@ -124,16 +125,25 @@ def load(source: Path, cache_dir: Path, progress: bool = True) -> dict[str, np.n
     rows, key = _entries(source)
     stem = source.name.split(".")[0] or "images"
     cache = cache_dir / f"{stem}-{key}.npz"
-    if cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-            if int(arrays.pop("cache_version", -1)) == CACHE_VERSION and "train_images" in arrays:
-                return arrays
-        except (OSError, ValueError, zipfile.BadZipFile, KeyError):
-            pass  # unreadable or partial cache: decode again
-    _verify_sidecar(source)
-    arrays = _decode_all(source, rows, progress)
-    with atomic_open(cache, "wb") as handle:
-        np.savez(handle, cache_version=np.array(CACHE_VERSION), **arrays)
+    if (arrays := _read_cache(cache)) is not None:
+        return arrays
+    with data_lock(cache_dir, cache.stem, progress):
+        if (arrays := _read_cache(cache)) is not None:  # decoded by another process while this one waited
+            return arrays
+        _verify_sidecar(source)
+        arrays = _decode_all(source, rows, progress)
+        with atomic_open(cache, "wb") as handle:
+            np.savez(handle, cache_version=np.array(CACHE_VERSION), **arrays)
+    return arrays
+
+
+def _read_cache(cache: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when the cache is missing, unreadable, partial or from another version."""
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}  # reading checks each member's CRC
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        return None
+    if int(arrays.pop("cache_version", -1)) != CACHE_VERSION or "train_images" not in arrays:
+        return None
     return arrays

@@ -14,6 +14,7 @@ Layout of a run folder::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import platform
@@ -26,7 +27,8 @@ import numpy as np
 
 from cifar_scratch import __version__
 from cifar_scratch.config import RunConfig, build_config, dump_config, read_yaml_mapping
-from cifar_scratch.data import Dataset, Normalizer, load_dataset
+from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
+from cifar_scratch.data.augment import augmented_copies
 from cifar_scratch.errors import CheckpointError, ConfigError, UserError
 from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe
 from cifar_scratch.nn.model import build_model
@@ -43,6 +45,8 @@ from cifar_scratch.training.trainer import (
     load_weights,
     steps_per_epoch,
 )
+
+OFFLINE_AUGMENT_STREAM = 1  # second seed word of the generator that draws data.augment.copies
 
 #: Keys that may change on --resume; anything else would make config.yaml lie about what ran.
 RESUMABLE_KEYS = ("training.epochs", "training.early_stopping", "training.checkpoint_every", "output.plots")
@@ -74,6 +78,11 @@ def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path, callbacks:
     """Everything a run needs, built from the config with one seeded generator."""
     rng = np.random.default_rng(config.training.seed)
     normalizer = Normalizer.fit(dataset.train.images, config.data.normalize)
+    if config.data.augment.copies:
+        # Own stream derived from the seed: resume rebuilds the same copies without touching `rng`.
+        copies_rng = np.random.default_rng([config.training.seed, OFFLINE_AUGMENT_STREAM])
+        images, labels = augmented_copies(dataset.train.images, dataset.train.labels, config.data.augment, copies_rng)
+        dataset = dataclasses.replace(dataset, train=Split(images, labels))
     model = build_model(config.model, dataset.image_shape, len(dataset.class_names), rng)
     optimizer = build_optimizer(config.optimizer, model.params)
     schedule = Schedule(
@@ -110,7 +119,7 @@ def start_run(
             "data_dir": str(data_dir.resolve()),
             "dataset": dataset.description,
             "class_names": list(dataset.class_names),
-            "sizes": {"train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)},
+            "sizes": {"train": len(trainer.dataset.train), "val": len(dataset.val), "test": len(dataset.test)},
             "status": "running",
         },
     )

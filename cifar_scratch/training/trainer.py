@@ -17,6 +17,7 @@ import numpy as np
 
 from cifar_scratch.config import RunConfig
 from cifar_scratch.data import Dataset, Normalizer, Split
+from cifar_scratch.data.augment import augment, is_active
 from cifar_scratch.errors import CheckpointError
 from cifar_scratch.nn.functional import softmax_cross_entropy
 from cifar_scratch.nn.model import Sequential
@@ -94,6 +95,8 @@ class Trainer:
         self.state = TrainState()
         self._signal: int | None = None
         self.steps_per_epoch = steps_per_epoch(len(dataset.train), config.training.batch_size)
+        augment_config = config.data.augment
+        self.online_augment = augment_config if is_active(augment_config) and augment_config.copies == 0 else None
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -197,7 +200,10 @@ class Trainer:
             self._check_signal()
             index = s.permutation[s.batch_in_epoch * cfg.batch_size : (s.batch_in_epoch + 1) * cfg.batch_size]
             labels = train.labels[index]
-            logits = self.model.forward(self.normalizer(train.images[index]))
+            images = train.images[index]
+            if self.online_augment is not None:
+                images = augment(images, self.online_augment, self.rng)
+            logits = self.model.forward(self.normalizer(images))
             loss, dlogits = softmax_cross_entropy(logits, labels, cfg.label_smoothing)
             self.model.backward(dlogits)
             lr = self.schedule.lr_at(s.step)

@@ -56,3 +56,47 @@ def add_tar_member(tar: tarfile.TarFile, name: str, content: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(content)
     tar.addfile(info, io.BytesIO(content))
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An array in the IDX format (big-endian header and values)."""
+    codes = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
+    code = codes[array.dtype.type]
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def make_mnist_files(directory: Path, n_train: int = 60, n_test: int = 20, seed: int = 0, compress: bool = True):
+    """The four MNIST-style files (28x28 images, labels 0..9) in ``directory``.
+
+    Returns ({key: (filename.gz, md5 of the .gz, md5 of the content)}, {key: array}).
+    """
+    import gzip
+
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train_labels": (np.arange(n_train) % 10).astype(np.uint8),
+        "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "test_labels": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    names = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+    directory.mkdir(parents=True, exist_ok=True)
+    table = {}
+    for key, array in arrays.items():
+        content = idx_bytes(array)
+        packed = gzip.compress(content, mtime=0)
+        (directory / (names[key] + (".gz" if compress else ""))).write_bytes(packed if compress else content)
+        table[key] = (names[key] + ".gz", md5(packed), md5(content))
+    return table, arrays
+
+
+def mnist_release(table: dict, mirrors: tuple[str, ...], folder: str = "tiny-mnist"):
+    """A Release like mnist.MNIST, for the files made by :func:`make_mnist_files`."""
+    from cifar_scratch.data import mnist
+    from cifar_scratch.data.download import RemoteFile
+
+    files = {key: mnist.IdxFile(RemoteFile(name, tuple(m + name for m in mirrors), gz), raw)
+             for key, (name, gz, raw) in table.items()}
+    return mnist.Release("Tiny MNIST", folder, tuple(str(d) for d in range(10)), files)

@@ -64,9 +64,13 @@ class InterruptAt(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_mid_epoch_interrupt_saves_and_resumes_exactly(tmp_path):
-    straight = start(tmp_path, epochs=3).run_dir
-    config = build_config(digits_tree(epochs=3))
+AUGMENT = ["data.augment={flip: true, translate: 2, cutout: 3}"]
+
+
+@pytest.mark.parametrize("overrides", [[], AUGMENT], ids=["plain", "augmented"])
+def test_mid_epoch_interrupt_saves_and_resumes_exactly(tmp_path, overrides):
+    straight = start(tmp_path, overrides, epochs=3).run_dir
+    config = build_config(digits_tree(epochs=3), overrides)
     with pytest.raises(TrainingInterrupted) as info:
         start_run(config, tmp_path / "data", [InterruptAt(5)], progress=False, runs_dir=tmp_path / "runs2")
     assert info.value.signum == signal.SIGINT
@@ -205,3 +209,18 @@ def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
     normalizer = Normalizer(np.zeros(1, np.float32), np.ones(1, np.float32))
     with pytest.raises(CheckpointError, match="does not fit the model in config.yaml"):
         load_weights(model, normalizer, run_dir / "checkpoints" / "best.npz")
+
+
+def test_online_augmentation_changes_training_and_offline_copies_grow_the_split(tmp_path):
+    plain, _ = params_of(start(tmp_path, epochs=1).run_dir)
+    augmented, _ = params_of(start(tmp_path, AUGMENT, epochs=1).run_dir)
+    assert not np.array_equal(plain["param/dense1.weight"], augmented["param/dense1.weight"])
+    copies = ["data.augment={flip: true, translate: 1, copies: 2}", "schedule={name: constant}"]
+    run = start(tmp_path, copies, epochs=2)
+    info = json.loads((run.run_dir / "run.json").read_text())
+    assert info["sizes"]["train"] == 3 * 1149  # the 1,149 digits training images and two augmented copies
+    resumed_dir = start(tmp_path, copies, epochs=1).run_dir
+    resume_run(resumed_dir, ["training.epochs=2"], tmp_path / "data", progress=False)
+    a, _ = params_of(run.run_dir)
+    b, _ = params_of(resumed_dir)
+    assert all(np.array_equal(a[k], b[k]) for k in a), "offline copies are rebuilt identically on resume"
