@@ -11,10 +11,19 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cifar_scratch.errors import ConfigError
 
@@ -125,8 +134,59 @@ class DropoutSpec(_Section):
     rate: float = Field(0.5, ge=0.0, lt=1.0)
 
 
+class GELUSpec(_Section):
+    type: Literal["gelu"]
+
+
+Size = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
+
+
+class Conv2DSpec(_Section):
+    type: Literal["conv2d"]
+    filters: PositiveInt
+    kernel: Size = Field(3, description="Square size, or [height, width].")
+    stride: Size = 1
+    padding: Union[Literal["same", "valid"], NonNegativeInt] = Field(
+        "same", description="same: output = ceil(input / stride), as Keras; valid: no padding; N: N pixels on every side."
+    )
+    bias: bool = True
+    init: Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "dirac"] = Field(
+        "he_normal", description="dirac: identity (centre tap passes channel c to filter c), as torch.nn.init.dirac_."
+    )
+
+
+class MaxPool2DSpec(_Section):
+    type: Literal["maxpool2d"]
+    size: Size = 2
+    stride: Optional[Size] = Field(None, description="Defaults to size (non-overlapping windows).")
+
+
+class AvgPool2DSpec(_Section):
+    type: Literal["avgpool2d"]
+    size: Size = 2
+    stride: Optional[Size] = Field(None, description="Defaults to size (non-overlapping windows).")
+
+
+class GlobalAvgPoolSpec(_Section):
+    type: Literal["global_avgpool"]
+
+
+class GlobalMaxPoolSpec(_Section):
+    type: Literal["global_maxpool"]
+
+
+class BatchNormSpec(_Section):
+    type: Literal["batchnorm"]
+    momentum: float = Field(0.1, gt=0.0, le=1.0, description="PyTorch convention: running = (1 - m) running + m batch (Keras 0.99 = 0.01 here).")
+    eps: float = Field(1e-5, gt=0.0)
+    affine: bool = Field(True, description="Learn a scale (weight) and shift (bias) per channel.")
+
+
 LayerSpec = Annotated[
-    Union[DenseSpec, FlattenSpec, ReLUSpec, LeakyReLUSpec, TanhSpec, SigmoidSpec, DropoutSpec],
+    Union[
+        DenseSpec, FlattenSpec, ReLUSpec, LeakyReLUSpec, TanhSpec, SigmoidSpec, GELUSpec, DropoutSpec,
+        Conv2DSpec, MaxPool2DSpec, AvgPool2DSpec, GlobalAvgPoolSpec, GlobalMaxPoolSpec, BatchNormSpec,
+    ],
     Field(discriminator="type"),
 ]
 

@@ -62,6 +62,41 @@ def sigmoid_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     return dout * cache * (1 - cache)
 
 
+_GELU_C = float(np.sqrt(2.0 / np.pi))
+
+
+def gelu_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """GELU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (PyTorch ``approximate="tanh"``).
+
+    NumPy has no erf; the tanh form differs from the erf form by < 1e-3 and has an exact derivative.
+    """
+    dtype = x.dtype.type
+    inner = x * x
+    inner *= dtype(0.044715)
+    inner += dtype(1.0)
+    inner *= x
+    inner *= dtype(_GELU_C)
+    t = np.tanh(inner, out=inner)
+    out = x * (t + dtype(1.0))
+    out *= dtype(0.5)
+    return out, (x, t)
+
+
+def gelu_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    x, t = cache
+    dtype = x.dtype.type
+    # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    slope = x * x
+    slope *= dtype(3 * 0.044715)
+    slope += dtype(1.0)
+    slope *= x
+    slope *= dtype(0.5 * _GELU_C)
+    slope *= dtype(1.0) - t * t
+    slope += dtype(0.5) * (dtype(1.0) + t)
+    slope *= dout
+    return slope
+
+
 def dropout_forward(x: np.ndarray, rate: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Inverted dropout: kept units are scaled by 1 / (1 - rate), so evaluation needs no rescaling."""
     keep = 1.0 - rate

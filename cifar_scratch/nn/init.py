@@ -21,6 +21,20 @@ def initialize(
     elif kind == "xavier_uniform":
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         values = rng.uniform(-limit, limit, shape)
+    elif kind == "dirac":
+        return dirac(shape, dtype)
     else:
         raise ValueError(f"unknown initializer {kind!r}")
     return values.astype(dtype)
+
+
+def dirac(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """Identity convolution weights (kh, kw, C, F): the centre tap passes channel c to output c for
+    c < min(C, F); everything else is 0 (as ``torch.nn.init.dirac_``)."""
+    if len(shape) != 4:
+        raise ValueError(f"dirac initialisation is for convolution weights (kh, kw, C, F), got shape {shape}")
+    kh, kw, c, f = shape
+    weight = np.zeros(shape, dtype)
+    channels = np.arange(min(c, f))
+    weight[kh // 2, kw // 2, channels, channels] = 1
+    return weight

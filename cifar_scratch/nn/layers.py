@@ -12,6 +12,23 @@ import math
 import numpy as np
 
 from cifar_scratch.nn import functional as F
+from cifar_scratch.nn.conv import (
+    Workspace,
+    avgpool_backward,
+    avgpool_forward,
+    conv2d_backward,
+    conv2d_forward,
+    conv_geometry,
+    global_avgpool_backward,
+    global_avgpool_forward,
+    global_maxpool_backward,
+    global_maxpool_forward,
+    maxpool_backward,
+    maxpool_forward,
+    pair,
+    pool_geometry,
+)
+from cifar_scratch.nn.norm import batchnorm_backward, batchnorm_forward
 from cifar_scratch.nn.init import initialize
 
 
@@ -158,6 +175,164 @@ class Dropout(Layer):
         return dout if self._cache is None else F.dropout_backward(dout, self._cache)
 
 
+class GELU(_Elementwise):
+    kind = "gelu"
+
+    def _kernels(self):
+        return F.gelu_forward, F.gelu_backward
+
+
+class Conv2D(Layer):
+    """(H, W, C) -> (Ho, Wo, filters). ``weight``: (kh, kw, C, filters), ``bias``: (filters,)."""
+
+    kind = "conv2d"
+
+    def __init__(self, filters: int, kernel=3, stride=1, padding="same", bias: bool = True, init: str = "he_normal"):
+        super().__init__()
+        self.filters, self.kernel, self.stride = filters, pair(kernel), pair(stride)
+        self.padding, self.use_bias, self.init = padding, bias, init
+        self.workspace = Workspace()
+
+    def build(self, input_shape, rng, dtype=np.float32):
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.name}: expects images (H, W, C), got {input_shape}")
+        h, w, c = input_shape
+        _, (out_h, out_w) = conv_geometry((h, w), self.kernel, self.stride, self.padding)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"{self.name}: a {self.kernel} kernel does not fit the {h}x{w} input")
+        shape = (*self.kernel, c, self.filters)
+        fan_in, fan_out = self.kernel[0] * self.kernel[1] * c, self.kernel[0] * self.kernel[1] * self.filters
+        self.params["weight"] = initialize(self.init, shape, fan_in, fan_out, rng, dtype)
+        if self.use_bias:
+            self.params["bias"] = np.zeros(self.filters, dtype=dtype)
+        return (out_h, out_w, self.filters)
+
+    def forward(self, x):
+        out, self._cache = conv2d_forward(
+            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.workspace
+        )
+        return out
+
+    def backward(self, dout):
+        dx, dweight, dbias = conv2d_backward(dout, self._cache)
+        self.grads["weight"] = dweight
+        if self.use_bias:
+            self.grads["bias"] = dbias
+        return dx
+
+
+class _Pool(Layer):
+    """(H, W, C) -> (Ho, Wo, C) over size x size windows (floor mode: windows that do not fit are dropped)."""
+
+    def __init__(self, size=2, stride=None):
+        super().__init__()
+        self.size = pair(size)
+        self.stride = pair(stride) if stride is not None else self.size
+
+    def build(self, input_shape, rng, dtype=np.float32):
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.name}: expects images (H, W, C), got {input_shape}")
+        out_h, out_w = pool_geometry(input_shape[:2], self.size, self.stride)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"{self.name}: a {self.size} window does not fit the {input_shape[0]}x{input_shape[1]} input")
+        return (out_h, out_w, input_shape[2])
+
+
+class MaxPool2D(_Pool):
+    kind = "maxpool2d"
+
+    def forward(self, x):
+        out, self._cache = maxpool_forward(x, self.size, self.stride)
+        return out
+
+    def backward(self, dout):
+        return maxpool_backward(dout, self._cache)
+
+
+class AvgPool2D(_Pool):
+    kind = "avgpool2d"
+
+    def forward(self, x):
+        out, self._cache = avgpool_forward(x, self.size, self.stride)
+        return out
+
+    def backward(self, dout):
+        return avgpool_backward(dout, self._cache)
+
+
+class _GlobalPool(Layer):
+    """(H, W, C) -> (C,)."""
+
+    def build(self, input_shape, rng, dtype=np.float32):
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.name}: expects images (H, W, C), got {input_shape}")
+        return (input_shape[2],)
+
+
+class GlobalAvgPool(_GlobalPool):
+    kind = "global_avgpool"
+
+    def forward(self, x):
+        out, self._cache = global_avgpool_forward(x)
+        return out
+
+    def backward(self, dout):
+        return global_avgpool_backward(dout, self._cache)
+
+
+class GlobalMaxPool(_GlobalPool):
+    kind = "global_maxpool"
+
+    def forward(self, x):
+        out, self._cache = global_maxpool_forward(x)
+        return out
+
+    def backward(self, dout):
+        return global_maxpool_backward(dout, self._cache)
+
+
+class BatchNorm(Layer):
+    """Normalises the last axis: (D,) after dense layers, (H, W, C) after convolutions.
+
+    ``weight`` (scale) and ``bias`` (shift) are trained, (C,) each, unless ``affine`` is false;
+    ``running_mean`` and ``running_var`` are buffers: saved in checkpoints, used in eval mode.
+    """
+
+    kind = "batchnorm"
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.momentum, self.eps, self.affine = momentum, eps, affine
+
+    def build(self, input_shape, rng, dtype=np.float32):
+        channels = input_shape[-1]
+        if self.affine:
+            self.params["weight"] = np.ones(channels, dtype)
+            self.params["bias"] = np.zeros(channels, dtype)
+        self.buffers["running_mean"] = np.zeros(channels, dtype)
+        self.buffers["running_var"] = np.ones(channels, dtype)
+        return input_shape
+
+    def forward(self, x):
+        out, self._cache = batchnorm_forward(
+            x, self.params.get("weight"), self.params.get("bias"), self.buffers["running_mean"],
+            self.buffers["running_var"], self.training, self.momentum, self.eps,
+        )
+        return out
+
+    def backward(self, dout):
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward after an eval-mode forward")
+        dx, dgamma, dbeta = batchnorm_backward(dout, self._cache)
+        if self.affine:
+            self.grads["weight"], self.grads["bias"] = dgamma, dbeta
+        return dx
+
+
 LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.kind: cls for cls in (Dense, Flatten, ReLU, LeakyReLU, Tanh, Sigmoid, Dropout)
+    cls.kind: cls
+    for cls in (
+        Dense, Flatten, ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Dropout,
+        Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool, GlobalMaxPool, BatchNorm,
+    )
 }

@@ -1,0 +1,238 @@
+"""Convolution and pooling kernels on NHWC arrays, cs231n style: ``forward -> (out, cache)``, ``backward(dout, cache)``.
+
+Layout: NHWC (channels last), chosen by measurement. im2col on NHWC gathers each kernel offset as
+one strided block copy into columns of shape (N*Ho*Wo, kh*kw*C); the GEMM with the (kh*kw*C, F)
+weight matrix then yields (N*Ho*Wo, F), which *is* the NHWC output: no transpose before or after.
+On NCHW the same GEMM needs a (K, N*Ho*Wo) column matrix whose output must be transposed back to
+NCHW for every layer, and batch norm / bias / pooling broadcast over the last axis become strided.
+(The benchmark that decided this: ``python benchmarks/conv_layout.py``.)
+
+Padding is never materialised: for each kernel offset only the valid rectangle is copied, and the
+border of the column buffer, which stays zero, is written once when the buffer is made. col2im is
+the transpose of that gather: one strided ``+=`` per kernel offset (kh*kw in total), never
+``np.add.at`` and never a loop over images or pixels.
+
+A :class:`Workspace` lets a layer keep its column buffer between steps (a 150 MB array re-faulted
+into memory every step costs more than the copy into it). Without one the kernels are pure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Workspace:
+    """Scratch arrays kept by name between calls; a different shape or dtype replaces the array (never grows)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def zeros_once(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An array that was zero when made; callers rely on untouched regions staying zero."""
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self._arrays[name] = np.zeros(shape, dtype)
+        return array
+
+    def empty(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self._arrays[name] = np.empty(shape, dtype)
+        return array
+
+    def clear(self) -> None:
+        self._arrays.clear()
+
+
+def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def resolve_padding(padding: str | int, kernel: int, stride: int, size: int) -> tuple[int, int]:
+    """(before, after) padding along one axis. ``same`` follows TensorFlow/Keras: output = ceil(size / stride),
+    with any odd pixel of padding at the end."""
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+        return total // 2, total - total // 2
+    return int(padding), int(padding)
+
+
+def output_size(size: int, kernel: int, stride: int, before: int, after: int) -> int:
+    return (size + before + after - kernel) // stride + 1
+
+
+def _span(offset: int, pad: int, stride: int, in_size: int, out_size: int) -> tuple[slice, slice] | None:
+    """Output positions o whose input o*stride + offset - pad lies inside the image, and those inputs."""
+    first = max(0, -(-(pad - offset) // stride))
+    last = min(out_size, (in_size - 1 + pad - offset) // stride + 1)
+    if last <= first:
+        return None
+    start = first * stride + offset - pad
+    return slice(first, last), slice(start, start + (last - first - 1) * stride + 1, stride)
+
+
+def _offsets(kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int], in_hw, out_hw):
+    """For every kernel offset (i, j) with any valid pixel: (i, j, out rows, out cols, in rows, in cols)."""
+    for i in range(kernel[0]):
+        rows = _span(i, pads[0], stride[0], in_hw[0], out_hw[0])
+        if rows is None:
+            continue
+        for j in range(kernel[1]):
+            cols = _span(j, pads[1], stride[1], in_hw[1], out_hw[1])
+            if cols is not None:
+                yield i, j, rows[0], cols[0], rows[1], cols[1]
+
+
+def conv_geometry(in_hw, kernel, stride, padding):
+    """-> (pads (top, left), out (Ho, Wo)) for an input of spatial size ``in_hw``."""
+    (top, bottom), (left, right) = (resolve_padding(padding, kernel[a], stride[a], in_hw[a]) for a in (0, 1))
+    out = (output_size(in_hw[0], kernel[0], stride[0], top, bottom), output_size(in_hw[1], kernel[1], stride[1], left, right))
+    return (top, left), out
+
+
+def im2col(x: np.ndarray, kernel, stride, pads, out_hw, workspace: Workspace | None = None) -> np.ndarray:
+    """x (N, H, W, C) -> columns (N, Ho, Wo, kh, kw, C): entry [n, oy, ox, i, j, c] = padded x[n, oy*sy+i, ox*sx+j, c]."""
+    n, c = x.shape[0], x.shape[3]
+    shape = (n, *out_hw, *kernel, c)
+    cols = workspace.zeros_once("cols", shape, x.dtype) if workspace else np.zeros(shape, x.dtype)
+    for i, j, out_rows, out_cols, in_rows, in_cols in _offsets(kernel, stride, pads, x.shape[1:3], out_hw):
+        cols[:, out_rows, out_cols, i, j, :] = x[:, in_rows, in_cols, :]
+    return cols
+
+
+def col2im(dcols: np.ndarray, x_shape, kernel, stride, pads) -> np.ndarray:
+    """Adjoint of :func:`im2col`: dcols (N, Ho, Wo, kh, kw, C) -> dx (N, H, W, C), summing overlapping windows."""
+    dx = np.zeros(x_shape, dcols.dtype)
+    for i, j, out_rows, out_cols, in_rows, in_cols in _offsets(kernel, stride, pads, x_shape[1:3], dcols.shape[1:3]):
+        dx[:, in_rows, in_cols, :] += dcols[:, out_rows, out_cols, i, j, :]
+    return dx
+
+
+def conv2d_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=1, padding: str | int = "same",
+    workspace: Workspace | None = None,
+) -> tuple[np.ndarray, tuple]:
+    """x (N, H, W, C), weight (kh, kw, C, F), bias (F,) or None -> out (N, Ho, Wo, F)."""
+    kernel, stride = weight.shape[:2], pair(stride)
+    pads, out_hw = conv_geometry(x.shape[1:3], kernel, stride, padding)
+    n, f = x.shape[0], weight.shape[3]
+    pointwise = kernel == (1, 1) and stride == (1, 1) and pads == (0, 0)
+    if pointwise:
+        cols2d = x.reshape(-1, x.shape[3])  # a 1x1 convolution is a dense layer over pixels
+    else:
+        cols2d = im2col(x, kernel, stride, pads, out_hw, workspace).reshape(n * out_hw[0] * out_hw[1], -1)
+    out = cols2d @ weight.reshape(-1, f)
+    if bias is not None:
+        out += bias
+    return out.reshape(n, *out_hw, f), (cols2d, x.shape, weight, stride, pads, pointwise, workspace)
+
+
+def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dout (N, Ho, Wo, F) -> dx (N, H, W, C), dweight (kh, kw, C, F), dbias (F,)."""
+    cols2d, x_shape, weight, stride, pads, pointwise, workspace = cache
+    kernel, f = weight.shape[:2], weight.shape[3]
+    dout2d = dout.reshape(-1, f)
+    dweight = (cols2d.T @ dout2d).reshape(weight.shape)
+    dbias = dout2d.sum(axis=0)
+    w2d = weight.reshape(-1, f)
+    if pointwise:
+        return (dout2d @ w2d.T).reshape(x_shape), dweight, dbias
+    shape = (dout2d.shape[0], w2d.shape[0])
+    dcols = workspace.empty("dcols", shape, dout.dtype) if workspace else np.empty(shape, dout.dtype)
+    np.matmul(dout2d, w2d.T, out=dcols)
+    dcols = dcols.reshape(dout.shape[0], *dout.shape[1:3], *kernel, x_shape[3])
+    return col2im(dcols, x_shape, kernel, stride, pads), dweight, dbias
+
+
+# --------------------------------------------------------------------------- pooling
+def pool_geometry(in_hw, size, stride):
+    """Windows that fit entirely (floor mode, no padding, as Keras 'valid' and PyTorch's default)."""
+    return tuple((in_hw[a] - size[a]) // stride[a] + 1 for a in (0, 1))
+
+
+def _window_slices(size, stride, out_hw):
+    for i in range(size[0]):
+        for j in range(size[1]):
+            yield (
+                slice(None),
+                slice(i, i + (out_hw[0] - 1) * stride[0] + 1, stride[0]),
+                slice(j, j + (out_hw[1] - 1) * stride[1] + 1, stride[1]),
+                slice(None),
+            )
+
+
+def maxpool_forward(x: np.ndarray, size=2, stride=None) -> tuple[np.ndarray, tuple]:
+    """x (N, H, W, C) -> (N, Ho, Wo, C), max over each window. The cache records which offset won
+    (the first one on ties, as PyTorch), so backward routes each gradient to exactly one input."""
+    size = pair(size)
+    stride = pair(stride) if stride is not None else size
+    out_hw = pool_geometry(x.shape[1:3], size, stride)
+    windows = list(_window_slices(size, stride, out_hw))
+    out = x[windows[0]].copy()
+    winner = np.zeros(out.shape, np.uint8)
+    for k, window in enumerate(windows[1:], start=1):
+        candidate = x[window]
+        better = candidate > out
+        np.copyto(out, candidate, where=better)
+        winner[better] = k
+    return out, (winner, x.shape, windows)
+
+
+def maxpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    winner, x_shape, windows = cache
+    dx = np.zeros(x_shape, dout.dtype)
+    for k, window in enumerate(windows):
+        dx[window] += np.where(winner == k, dout, 0)
+    return dx
+
+
+def avgpool_forward(x: np.ndarray, size=2, stride=None) -> tuple[np.ndarray, tuple]:
+    """x (N, H, W, C) -> (N, Ho, Wo, C), mean over each window."""
+    size = pair(size)
+    stride = pair(stride) if stride is not None else size
+    out_hw = pool_geometry(x.shape[1:3], size, stride)
+    windows = list(_window_slices(size, stride, out_hw))
+    out = x[windows[0]].copy()
+    for window in windows[1:]:
+        out += x[window]
+    out *= x.dtype.type(1.0 / len(windows))
+    return out, (x.shape, windows)
+
+
+def avgpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    x_shape, windows = cache
+    share = dout * dout.dtype.type(1.0 / len(windows))
+    dx = np.zeros(x_shape, dout.dtype)
+    for window in windows:
+        dx[window] += share
+    return dx
+
+
+def global_avgpool_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """x (N, H, W, C) -> (N, C)."""
+    return x.mean(axis=(1, 2), dtype=x.dtype), x.shape
+
+
+def global_avgpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    n, h, w, c = cache
+    dx = np.empty(cache, dout.dtype)
+    dx[...] = (dout * dout.dtype.type(1.0 / (h * w)))[:, None, None, :]
+    return dx
+
+
+def global_maxpool_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """x (N, H, W, C) -> (N, C); the first maximum of each channel gets the gradient."""
+    flat = x.reshape(x.shape[0], -1, x.shape[3])
+    index = flat.argmax(axis=1)
+    return np.take_along_axis(flat, index[:, None, :], axis=1)[:, 0, :], (index, x.shape)
+
+
+def global_maxpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    index, x_shape = cache
+    dx = np.zeros((x_shape[0], x_shape[1] * x_shape[2], x_shape[3]), dout.dtype)
+    np.put_along_axis(dx, index[:, None, :], dout[:, None, :], axis=1)
+    return dx.reshape(x_shape)
