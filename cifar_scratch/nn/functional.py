@@ -17,10 +17,10 @@ def dense_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) ->
     return out, (x, weight)
 
 
-def dense_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """dout: (N, M) -> dx: (N, D), dweight: (D, M), dbias: (M,)."""
+def dense_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
+    """dout: (N, M) -> dx: (N, D) (None unless ``input_grad``), dweight: (D, M), dbias: (M,)."""
     x, weight = cache
-    return dout @ weight.T, x.T @ dout, dout.sum(axis=0)
+    return (dout @ weight.T if input_grad else None), x.T @ dout, dout.sum(axis=0)
 
 
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

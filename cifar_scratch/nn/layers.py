@@ -41,6 +41,7 @@ class Layer:
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self.training = True
+        self.input_grad = True  # False: backward may skip the input gradient (nothing upstream needs it)
         self._cache = None
 
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32) -> tuple[int, ...]:
@@ -80,7 +81,7 @@ class Dense(Layer):
         return out
 
     def backward(self, dout):
-        dx, dweight, dbias = F.dense_backward(dout, self._cache)
+        dx, dweight, dbias = F.dense_backward(dout, self._cache, self.input_grad)
         self.grads["weight"] = dweight
         if self.use_bias:
             self.grads["bias"] = dbias
@@ -214,7 +215,7 @@ class Conv2D(Layer):
         return out
 
     def backward(self, dout):
-        dx, dweight, dbias = conv2d_backward(dout, self._cache)
+        dx, dweight, dbias = conv2d_backward(dout, self._cache, self.input_grad)
         self.grads["weight"] = dweight
         if self.use_bias:
             self.grads["bias"] = dbias

@@ -74,11 +74,19 @@ class Sequential:
             x = layer.forward(x)
         return x
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dout: gradient of the loss w.r.t. the logits -> gradient w.r.t. the input; fills every layer's grads."""
-        for layer in reversed(self.layers):
+    def backward(self, dout: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """dout: gradient of the loss w.r.t. the logits -> gradient w.r.t. the input; fills every layer's grads.
+
+        With ``input_grad=False`` (training) the pass stops at the first layer with parameters and
+        that layer skips its input gradient: for a CNN, the first convolution's col2im is the
+        costliest step of all and its result would be thrown away.
+        """
+        first = 0 if input_grad else next((i for i, layer in enumerate(self.layers) if layer.params), 0)
+        for index in range(len(self.layers) - 1, first - 1, -1):
+            layer = self.layers[index]
+            layer.input_grad = input_grad or index > first
             dout = layer.backward(dout)
-        return dout
+        return dout if input_grad else None
 
     # ----------------------------------------------------------------- summary
     def summary(self) -> str:

@@ -9,6 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def _column_sums(flat: np.ndarray) -> np.ndarray:
+    """(M, C) -> (C,) sums, as a BLAS matrix-vector product: several times faster than ``sum(axis=0)``."""
+    return np.ones(flat.shape[0], flat.dtype) @ flat
+
+
 def batchnorm_forward(
     x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, running_mean: np.ndarray, running_var: np.ndarray,
     training: bool, momentum: float = 0.1, eps: float = 1e-5,
@@ -21,14 +26,15 @@ def batchnorm_forward(
         inv = 1.0 / np.sqrt(running_var + dtype(eps))
         scale = inv if gamma is None else gamma * inv
         shift = -running_mean * scale if beta is None else beta - running_mean * scale
-        return (flat * scale + shift).reshape(x.shape), None
+        out = flat * scale
+        out += shift
+        return out.reshape(x.shape), None
     count = flat.shape[0]
-    mean = flat.mean(axis=0)
-    centered = flat - mean
-    var = np.square(centered).mean(axis=0)
+    mean = _column_sums(flat) / dtype(count)
+    xhat = flat - mean
+    var = _column_sums(np.square(xhat)) / dtype(count)
     inv = 1.0 / np.sqrt(var + dtype(eps))
-    xhat = centered
-    xhat *= inv  # reuse the centred buffer: it is not needed after this
+    xhat *= inv
     out = xhat * gamma if gamma is not None else xhat.copy()
     if beta is not None:
         out += beta
@@ -43,8 +49,8 @@ def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.n
     """dout (..., C) -> dx (same shape), dgamma (C,), dbeta (C,) (None for an absent scale/shift)."""
     xhat, inv, gamma = cache
     flat = dout.reshape(-1, xhat.shape[1])
-    dbeta = flat.sum(axis=0)
-    dgamma = (flat * xhat).sum(axis=0)
+    dbeta = _column_sums(flat)
+    dgamma = _column_sums(flat * xhat)
     # dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), with dxhat = dout * gamma.
     scale = inv if gamma is None else gamma * inv
     count = flat.shape[0]
