@@ -162,5 +162,121 @@ def evaluate(
     typer.echo(str(out_dir))
 
 
+@app.command()
+@_user_errors
+def gradcheck(
+    config: Optional[Path] = typer.Argument(None, help="YAML config whose model to check (omit with --layer to check layer types)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Check only this layer type (without a config: its examples)."),
+    against: Optional[str] = typer.Option(None, "--against", help="torch: also compare with the same PyTorch model in float32."),
+    threshold: float = typer.Option(1e-6, "--threshold", help="Largest accepted relative error in float64."),
+    torch_threshold: float = typer.Option(1e-4, "--torch-threshold", help="Largest accepted relative difference from PyTorch."),
+    max_elements: int = typer.Option(20, "--max-elements", min=1, help="Elements probed per tensor (two forward passes each)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
+    threads: Optional[int] = THREADS_OPTION,
+) -> None:
+    """Analytic gradients vs float64 central differences (and PyTorch); exit 1 if any tensor fails."""
+    from cifar_scratch.diagnostics import gradcheck as checks
+    from cifar_scratch.fileio import atomic_write_json
+
+    if against not in (None, "torch"):
+        raise UserError(f"--against: only 'torch' is supported (got {against!r})")
+    resolved = load_config(config, list(overrides or [])) if config is not None else None
+    if resolved is None and layer is None and against is None:
+        layer_kinds = list(checks.LAYER_EXAMPLES)
+    else:
+        layer_kinds = [layer] if layer is not None else []
+    results: dict = {"threshold": threshold}
+    with threadpool_limits(limits=threads, user_api="blas"):
+        if resolved is None:
+            if against is not None:
+                raise UserError("--against torch compares a config's model: give a config")
+            rows = checks.check_layer_types(layer_kinds, max_elements)
+            results["layers"] = rows
+        else:
+            results["layers"] = checks.check_config_layers(resolved, layer, max_elements)
+            if layer is None:
+                results["model"] = checks.check_config_model(resolved, max_elements=max(4, max_elements // 2))
+            if against is not None:
+                results["torch"] = checks.check_against_torch(resolved)
+    failed = 0
+    for title, key in (("per layer (float64)", "layers"), ("end to end through the loss (float64)", "model")):
+        if key in results:
+            typer.echo(f"\n{title}")
+            typer.echo(_table(["layer", "tensor", "shape", "checked", "max rel. error", "worst element", "result"],
+                              [[r.layer, r.tensor, "x".join(map(str, r.shape)), str(r.checked), f"{r.max_relative_error:.2e}",
+                                str(r.worst_index), "ok" if r.max_relative_error < threshold else "FAIL"] for r in results[key]]))
+            failed += sum(r.max_relative_error >= threshold for r in results[key])
+    if "torch" in results:
+        typer.echo("\nagainst PyTorch (float32, same weights, dropout off, batch-norm batch statistics)")
+        typer.echo(_table(["layer", "tensor", "shape", "max abs. diff", "rel. diff", "result"],
+                          [[r.layer, r.tensor, "x".join(map(str, r.shape)), f"{r.max_abs_diff:.2e}", f"{r.relative_diff:.2e}",
+                            "ok" if r.relative_diff < torch_threshold else "FAIL"] for r in results["torch"]]))
+        failed += sum(r.relative_diff >= torch_threshold for r in results["torch"])
+    if json_path is not None:
+        payload = {k: checks.as_json(v) if isinstance(v, list) else v for k, v in results.items()}
+        atomic_write_json(json_path, {**payload, "torch_threshold": torch_threshold, "failed": failed})
+    typer.echo(f"\n{'FAILED' if failed else 'passed'}: {failed} of "
+               f"{sum(len(v) for v in results.values() if isinstance(v, list))} tensors outside the threshold")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def benchmark(
+    config: Path = typer.Argument(..., help="YAML config whose model, optimizer and batch size to time."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="[default: training.batch_size]"),
+    steps: int = typer.Option(5, "--steps", min=1, help="Steps per timed block."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed blocks (median and spread are over these)."),
+    threads: Optional[int] = THREADS_OPTION,
+    against: Optional[str] = typer.Option(None, "--against", help="torch: time the same model in PyTorch, interleaved."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
+) -> None:
+    """Training and inference images/s, per-layer times, peak memory, GFLOP/s (and the ratio to PyTorch)."""
+    from cifar_scratch.diagnostics.benchmark import run_benchmark
+    from cifar_scratch.fileio import atomic_write_json
+
+    if against not in (None, "torch"):
+        raise UserError(f"--against: only 'torch' is supported (got {against!r})")
+    resolved = load_config(config, list(overrides or []))
+    batch = batch_size or resolved.training.batch_size
+    with threadpool_limits(limits=threads, user_api="blas"):
+        r = run_benchmark(resolved, batch, steps, repeats, threads, against == "torch",
+                          progress=lambda text: typer.echo(text, err=True))
+    m = r["machine"]
+    typer.echo(f"{resolved.name}: batch {batch}, {repeats} x {steps} steps, threads {threads or 'all'}")
+    typer.echo(f"machine: {m['cpu']} ({m['cores']} cores), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
+               + (f", torch {r['torch']['version']}" if r["torch"] else ""))
+    rows = []
+    for phase in ("train", "inference"):
+        for name in ("ours", "torch"):
+            if name in r[phase]:
+                t = r[phase][name]
+                rows.append([phase, name, f"{t['images_per_s_median']:,.0f}", f"{t['images_per_s_min']:,.0f}-{t['images_per_s_max']:,.0f}",
+                             f"{t['step_ms_median']:.1f}"])
+    typer.echo(_table(["phase", "engine", "images/s (median)", "range", "ms/step"], rows))
+    if r["torch"]:
+        typer.echo(f"ours / torch: train {r['train']['ratio']:.2f}x, inference {r['inference']['ratio']:.2f}x (same run, interleaved)")
+    typer.echo(f"peak memory of a training step: {r['peak_memory_mb']:,.0f} MB (NumPy arrays, tracemalloc)")
+    typer.echo(f"GEMM work per training step: {r['gflop_per_train_step']:.2f} GFLOP -> {r['achieved_gflops']:.0f} GFLOP/s "
+               f"achieved; float32 GEMM peak here: {r['gemm_peak_gflops']:.0f} GFLOP/s")
+    total = sum(row["forward_ms"] + row["backward_ms"] for row in r["layers"]) or 1.0
+    typer.echo(_table(["layer", "output", "forward ms", "backward ms", "share", "GFLOP"],
+                      [[row["layer"], "x".join(map(str, row["output_shape"])), f"{row['forward_ms']:.1f}", f"{row['backward_ms']:.1f}",
+                        f"{(row['forward_ms'] + row['backward_ms']) / total:.0%}", f"{row['gflop']:.2f}"] for row in r["layers"]]))
+    if json_path is not None:
+        atomic_write_json(json_path, r)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
 def main() -> None:
     app()

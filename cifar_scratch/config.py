@@ -191,6 +191,9 @@ LayerSpec = Annotated[
 ]
 
 
+LAYER_TYPE_NAMES = tuple(typing.get_args(spec.model_fields["type"].annotation)[0] for spec in typing.get_args(LayerSpec.__origin__))
+
+
 class ModelConfig(_Section):
     layers: list[LayerSpec] = Field(min_length=1)
 

@@ -25,7 +25,7 @@ from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.optim.schedules import Schedule
 from cifar_scratch.training.checkpoint import group, load_checkpoint, save_checkpoint
 
-EVAL_BATCH = 1024
+EVAL_BATCH = 256  # bounds the im2col buffers of convolutions in eval mode
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time")
 
 

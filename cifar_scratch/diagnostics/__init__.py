@@ -1,0 +1,1 @@
+"""Checks and measurements behind ``cifar-scratch gradcheck`` and ``cifar-scratch benchmark``."""

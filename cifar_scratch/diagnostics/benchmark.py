@@ -1,0 +1,230 @@
+"""``cifar-scratch benchmark``: training and inference throughput of a config's model, where the
+time goes per layer, peak memory, achieved GFLOP/s against this machine's float32 GEMM peak, and
+optionally the same model in PyTorch timed in the same run, interleaved with ours."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+import tracemalloc
+from typing import Callable
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+from cifar_scratch import __version__
+from cifar_scratch.config import RunConfig
+from cifar_scratch.diagnostics.gradcheck import model_input_shape, num_classes
+from cifar_scratch.nn import layers as L
+from cifar_scratch.nn.functional import softmax_cross_entropy
+from cifar_scratch.nn.model import Sequential, build_model
+from cifar_scratch.optim.optimizers import build_optimizer
+
+#: Keys of the JSON written by ``--json`` (documented in the README).
+JSON_FIELDS = ("config", "batch_size", "steps", "repeats", "threads", "machine", "train", "inference", "layers",
+               "peak_memory_mb", "gflop_per_train_step", "achieved_gflops", "gemm_peak_gflops", "torch")
+
+
+def layer_flops(layer: L.Layer, in_shape: tuple[int, ...], out_shape: tuple[int, ...], batch: int) -> tuple[float, float]:
+    """(forward, backward) floating-point operations of the layer's matrix products for one batch.
+
+    Backward counts the weight gradient and the input gradient (2x forward); element-wise work is
+    ignored, so "achieved GFLOP/s" measures how well the GEMMs are fed.
+    """
+    if isinstance(layer, L.Conv2D):
+        forward = 2.0 * batch * out_shape[0] * out_shape[1] * out_shape[2] * layer.kernel[0] * layer.kernel[1] * in_shape[2]
+    elif isinstance(layer, L.Dense):
+        forward = 2.0 * batch * in_shape[0] * layer.units
+    else:
+        return 0.0, 0.0
+    return forward, 2.0 * forward
+
+
+def gemm_peak_gflops(size: int = 1024, repeats: int = 5) -> float:
+    """Best float32 GEMM rate of this machine's BLAS at the current thread limit."""
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return 2.0 * size**3 / best / 1e9
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def machine_info(threads: int | None) -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import os
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": [f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)" for i in threadpool_info() if i["user_api"] == "blas"],
+        "threads": threads,
+        "cifar_scratch": __version__,
+    }
+
+
+class OurModel:
+    """Training step (forward, loss, backward without the unused input gradient, optimizer update) and inference step."""
+
+    def __init__(self, config: RunConfig, batch: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.model = build_model(config.model, model_input_shape(config), num_classes(config), rng)
+        self.optimizer = build_optimizer(config.optimizer, self.model.params)
+        self.x = rng.standard_normal((batch, *self.model.input_shape)).astype(np.float32)
+        self.labels = rng.integers(0, num_classes(config), batch)
+        self.lr = config.optimizer.lr
+        self.smoothing = config.training.label_smoothing
+
+    def train_step(self) -> None:
+        self.model.train()
+        logits = self.model.forward(self.x)
+        _, dlogits = softmax_cross_entropy(logits, self.labels, self.smoothing)
+        self.model.backward(dlogits, input_grad=False)
+        self.optimizer.step(self.model.grads, self.lr)
+
+    def inference_step(self) -> None:
+        self.model.eval()
+        self.model.forward(self.x)
+
+    def layer_times(self, repeats: int) -> list[dict]:
+        """Median forward and backward milliseconds of each layer over ``repeats`` training steps."""
+        model, rows = self.model, {layer.name: {"forward": [], "backward": []} for layer in self.model.layers}
+        model.train()
+        for _ in range(repeats):
+            h = self.x
+            for layer in model.layers:
+                start = time.perf_counter()
+                h = layer.forward(h)
+                rows[layer.name]["forward"].append(time.perf_counter() - start)
+            _, d = softmax_cross_entropy(h, self.labels, self.smoothing)
+            first = next(i for i, layer in enumerate(model.layers) if layer.params)
+            for index in range(len(model.layers) - 1, first - 1, -1):
+                layer = model.layers[index]
+                layer.input_grad = index > first
+                start = time.perf_counter()
+                d = layer.backward(d)
+                rows[layer.name]["backward"].append(time.perf_counter() - start)
+        return [
+            {
+                "layer": layer.name,
+                "type": type(layer).__name__,
+                "output_shape": list(model.output_shapes[index]),
+                "forward_ms": 1e3 * statistics.median(rows[layer.name]["forward"]),
+                "backward_ms": 1e3 * statistics.median(rows[layer.name]["backward"]) if rows[layer.name]["backward"] else 0.0,
+                "gflop": gflop,
+            }
+            for index, (layer, gflop) in enumerate(zip(model.layers, self._train_gflop_per_layer()))
+        ]
+
+    def _train_gflop_per_layer(self) -> list[float]:
+        model = self.model
+        shapes = [model.input_shape, *model.output_shapes]
+        first = next(i for i, layer in enumerate(model.layers) if layer.params)
+        out = []
+        for index, layer in enumerate(model.layers):
+            forward, backward = layer_flops(layer, shapes[index], shapes[index + 1], len(self.x))
+            out.append((forward + (backward / 2 if index == first else backward)) / 1e9)  # first: no input gradient
+        return out
+
+    def train_gflop(self) -> float:
+        return sum(self._train_gflop_per_layer())
+
+    def peak_memory_mb(self) -> float:
+        """Peak of NumPy allocations during one training step (tracemalloc sees NumPy's buffers)."""
+        tracemalloc.start()
+        try:
+            self.train_step()
+            return tracemalloc.get_traced_memory()[1] / 1e6
+        finally:
+            tracemalloc.stop()
+
+
+class TorchModel:
+    """The same architecture and weights in PyTorch (CPU, float32), same batch and optimizer family."""
+
+    def __init__(self, ours: OurModel, config: RunConfig, threads: int | None):
+        from cifar_scratch.torch_reference import build_torch_model, import_torch, to_torch_input
+
+        torch = self.torch = import_torch()
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, _ = build_torch_model(ours.model)
+        spec = config.optimizer
+        if spec.name == "sgd":
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=spec.lr, momentum=spec.momentum,
+                                             nesterov=spec.nesterov, weight_decay=spec.l2)
+        else:
+            kind = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
+            decay = spec.weight_decay if spec.name == "adamw" else spec.l2
+            self.optimizer = kind(self.model.parameters(), lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=decay)
+        self.x = to_torch_input(ours.x)
+        self.labels = torch.from_numpy(ours.labels)
+        self.smoothing = ours.smoothing
+
+    def train_step(self) -> None:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.torch.nn.functional.cross_entropy(self.model(self.x), self.labels, label_smoothing=self.smoothing)
+        loss.backward()
+        self.optimizer.step()
+
+    def inference_step(self) -> None:
+        self.model.eval()
+        with self.torch.inference_mode():
+            self.model(self.x)
+
+    @property
+    def version(self) -> str:
+        return self.torch.__version__
+
+
+def _rates(times: list[float], images: int) -> dict:
+    rates = sorted(images / t for t in times)
+    return {"images_per_s_median": statistics.median(rates), "images_per_s_min": rates[0], "images_per_s_max": rates[-1],
+            "step_ms_median": 1e3 * statistics.median(times), "samples": len(times)}
+
+
+def run_benchmark(config: RunConfig, batch_size: int, steps: int, repeats: int, threads: int | None,
+                  against_torch: bool = False, warmup: int = 2, progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Time ``repeats`` blocks of ``steps`` steps after ``warmup`` steps; with torch, blocks alternate ours/torch."""
+    ours = OurModel(config, batch_size)
+    theirs = TorchModel(ours, config, threads) if against_torch else None
+    contenders = {"ours": ours, **({"torch": theirs} if theirs else {})}
+    results: dict = {"config": config.name, "batch_size": batch_size, "steps": steps, "repeats": repeats,
+                     "threads": threads, "machine": machine_info(threads)}
+    for phase in ("train", "inference"):
+        for model in contenders.values():
+            for _ in range(warmup):
+                getattr(model, f"{phase}_step")()
+        times = {name: [] for name in contenders}
+        for repeat in range(repeats):
+            for name, model in contenders.items():  # interleaved: a slow spell of the machine hits both
+                step = getattr(model, f"{phase}_step")
+                start = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                times[name].append((time.perf_counter() - start) / steps)
+            progress(f"{phase} repeat {repeat + 1}/{repeats}")
+        results[phase] = {name: _rates(t, batch_size) for name, t in times.items()}
+        if theirs:
+            results[phase]["ratio"] = results[phase]["ours"]["images_per_s_median"] / results[phase]["torch"]["images_per_s_median"]
+    results["layers"] = ours.layer_times(max(3, repeats))
+    results["peak_memory_mb"] = ours.peak_memory_mb()
+    results["gflop_per_train_step"] = ours.train_gflop()
+    results["achieved_gflops"] = results["gflop_per_train_step"] / (results["train"]["ours"]["step_ms_median"] / 1e3)
+    results["gemm_peak_gflops"] = gemm_peak_gflops()
+    results["torch"] = {"version": theirs.version} if theirs else None
+    return results

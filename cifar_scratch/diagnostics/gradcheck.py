@@ -1,0 +1,208 @@
+"""``cifar-scratch gradcheck``: analytic gradients against central differences (float64) and,
+optionally, against PyTorch (float32), per layer and end to end through the loss."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from cifar_scratch.config import LAYER_TYPE_NAMES, ModelConfig, RunConfig
+from cifar_scratch.errors import ConfigError, UserError
+from cifar_scratch.nn.gradcheck import TensorCheck, check_layer, check_model
+from cifar_scratch.nn.layers import LAYER_TYPES
+from cifar_scratch.nn.model import Sequential, build_model
+
+# Every registered layer type on odd, non-square shapes, covering its options (spec, per-sample input shape).
+LAYER_EXAMPLES: dict[str, list[tuple[dict, tuple[int, ...]]]] = {
+    "dense": [({"units": 5}, (7,)), ({"units": 3, "bias": False}, (4,))],
+    "flatten": [({}, (3, 5, 2))],
+    "relu": [({}, (3, 5, 2))],
+    "leaky_relu": [({"alpha": 0.1}, (3, 5, 2))],
+    "tanh": [({}, (3, 5, 2))],
+    "sigmoid": [({}, (3, 5, 2))],
+    "gelu": [({}, (3, 5, 2))],
+    "dropout": [({"rate": 0.3}, (11,))],
+    "conv2d": [
+        ({"filters": 4, "kernel": 3}, (5, 7, 3)),
+        ({"filters": 3, "kernel": [2, 3], "stride": 2, "padding": "same"}, (7, 6, 2)),
+        ({"filters": 3, "kernel": 3, "stride": 2, "padding": "valid"}, (7, 8, 2)),
+        ({"filters": 3, "kernel": 3, "padding": 2, "bias": False}, (4, 5, 2)),
+        ({"filters": 5, "kernel": 1}, (3, 4, 3)),
+        ({"filters": 3, "kernel": 2, "stride": [1, 2], "padding": 1, "init": "dirac"}, (5, 6, 3)),
+    ],
+    "maxpool2d": [({"size": 2}, (5, 7, 3)), ({"size": 3, "stride": 2}, (7, 6, 2)), ({"size": [2, 3]}, (4, 6, 3))],
+    "avgpool2d": [({"size": 2}, (5, 7, 3)), ({"size": [2, 3], "stride": 1}, (4, 5, 2))],
+    "global_avgpool": [({}, (3, 5, 4))],
+    "global_maxpool": [({}, (3, 5, 4))],
+    "batchnorm": [({}, (3, 5, 4)), ({}, (7,)), ({"affine": False}, (3, 4, 2))],
+}
+
+
+def make_layer(kind: str, options: dict):
+    """A layer from a YAML-style spec, validated by the config schema."""
+    spec = ModelConfig.model_validate({"layers": [{"type": kind, **options}]}).layers[0]
+    return LAYER_TYPES[kind](**spec.model_dump(exclude={"type"}))
+
+
+@dataclass
+class TorchCheck:
+    layer: str
+    tensor: str
+    shape: tuple[int, ...]
+    max_abs_diff: float
+    relative_diff: float  # max |ours - torch| / max |torch|
+
+
+def check_layer_types(kinds: list[str], max_elements: int | None = None) -> list[TensorCheck]:
+    """Each example of each layer type in isolation; rows are labelled ``kind[options] shape``."""
+    unknown = [k for k in kinds if k not in LAYER_EXAMPLES]
+    if unknown:
+        raise UserError(f"--layer: unknown layer type {unknown[0]!r}; types: {', '.join(LAYER_EXAMPLES)}")
+    rows = []
+    for kind in kinds:
+        for options, shape in LAYER_EXAMPLES[kind]:
+            layer = make_layer(kind, options)
+            label = f"{kind}{_options_text(options)} {shape}"
+            for row in check_layer(layer, shape, batch=3, max_elements=max_elements):
+                row.layer = label
+                rows.append(row)
+    return rows
+
+
+def _options_text(options: dict) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else ""
+
+
+def _shrink(shape: tuple[int, ...], layer) -> tuple[int, ...]:
+    """A small odd, non-square spatial size that the layer still accepts (per-layer checks only)."""
+    if len(shape) != 3:
+        return shape
+    need = max(getattr(layer, "kernel", (1, 1)) + getattr(layer, "size", (1, 1)))
+    return (min(shape[0], max(7, need + 2)), min(shape[1], max(6, need + 1)), shape[2])
+
+
+def model_input_shape(config: RunConfig) -> tuple[int, ...]:
+    """Per-sample input shape of the config's data, without loading it (image folders are loaded)."""
+    data = config.data
+    if data.dataset in ("mnist", "fashion_mnist"):
+        return (28, 28, 1)
+    if data.dataset == "digits":
+        return (8, 8, 1)
+    if data.dataset == "cifar10":
+        return (32, 32, 1 if data.grayscale else 3)
+    from cifar_scratch.data import load_dataset, resolve_data_dir
+
+    return load_dataset(data, resolve_data_dir(), progress=False).image_shape
+
+
+def num_classes(config: RunConfig) -> int:
+    return len(config.data.classes) if config.data.classes else 10
+
+
+def check_config_layers(config: RunConfig, only: str | None = None, max_elements: int | None = 20) -> list[TensorCheck]:
+    """Every layer of the config's model in isolation, at its place in the model (channels, options)."""
+    model = build_model(config.model, model_input_shape(config), num_classes(config), np.random.default_rng(0))
+    rows = []
+    shape = model.input_shape
+    for spec, layer, out_shape in zip(config.model.layers, model.layers, model.output_shapes):
+        if only is None or layer.kind == only:
+            fresh = LAYER_TYPES[spec.type](**spec.model_dump(exclude={"type"}))
+            if layer.kind == "dense":
+                fresh.units = layer.units  # the last dense layer may have taken its units from the classes
+            fresh.name = layer.name
+            rows += check_layer(fresh, _shrink(shape, fresh), batch=3, max_elements=max_elements)
+        shape = out_shape
+    if only is not None and not rows:
+        raise UserError(f"--layer: the config's model has no {only!r} layer")
+    return rows
+
+
+def small_model(config: RunConfig, dtype=np.float64, seed: int = 0) -> Sequential:
+    """The config's model at the smallest input size it accepts, for the end-to-end check."""
+    full = model_input_shape(config)
+    for side in (8, 12, 16, 24, None):
+        shape = full if side is None or side >= full[0] else (side, min(side + 1, full[1]), full[2])
+        try:
+            return build_model(config.model, shape, num_classes(config), np.random.default_rng(seed), dtype)
+        except ConfigError:
+            if side is None:
+                raise
+    raise AssertionError("unreachable")
+
+
+def check_config_model(config: RunConfig, max_elements: int | None = 8, batch: int = 2) -> list[TensorCheck]:
+    model = small_model(config)
+    rng = np.random.default_rng(1)
+    for value in model.params.values():
+        if np.all(value == value.flat[0]):  # zero biases, unit scales: make every term of the backward pass count
+            value += 0.1 * rng.standard_normal(value.shape)
+    x = rng.standard_normal((batch, *model.input_shape))
+    labels = rng.integers(0, num_classes(config), batch)
+    return check_model(model, x, labels, config.training.label_smoothing, max_elements=max_elements)
+
+
+def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0) -> list[TorchCheck]:
+    """Logits, loss and every gradient of our float32 model against the same PyTorch model.
+
+    Both run in training mode (batch statistics in batch norm) with dropout switched off in both,
+    so the comparison is deterministic.
+    """
+    from cifar_scratch.nn.functional import softmax_cross_entropy
+    from cifar_scratch.torch_reference import build_torch_model, import_torch, to_torch_input
+
+    torch = import_torch()
+    rng = np.random.default_rng(seed)
+    model = build_model(config.model, model_input_shape(config), num_classes(config), rng)
+    for value in model.params.values():
+        value += (0.05 * rng.standard_normal(value.shape)).astype(value.dtype)
+    reference, names = build_torch_model(model)
+    model.train()
+    reference.train()
+    for layer in model.layers:
+        if layer.kind == "dropout":
+            layer.training = False
+    for module in reference.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
+    x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
+    labels = rng.integers(0, num_classes(config), batch)
+    logits = model.forward(x)
+    loss, dlogits = softmax_cross_entropy(logits, labels, config.training.label_smoothing)
+    dx = model.backward(dlogits)
+    xt = to_torch_input(x).requires_grad_(True)
+    logits_t = reference(xt)
+    loss_t = torch.nn.functional.cross_entropy(logits_t, torch.from_numpy(labels), label_smoothing=config.training.label_smoothing)
+    loss_t.backward()
+    dx_t = xt.grad.numpy()
+    if dx_t.ndim == 4:
+        dx_t = dx_t.transpose(0, 2, 3, 1)
+    rows = [
+        _torch_row("model", "logits", logits, logits_t.detach().numpy()),
+        _torch_row("model", "loss", np.array([loss]), np.array([loss_t.item()])),
+        _torch_row("model", "input", dx, dx_t),
+    ]
+    grads = model.grads
+    for name in model.params:
+        tensor, to_ours = names[name]
+        layer, _, part = name.partition(".")
+        rows.append(_torch_row(layer, part, grads[name], to_ours(tensor.grad)))
+    for name, value in model.buffers.items():
+        tensor, to_ours = names[name]
+        layer, _, part = name.partition(".")
+        rows.append(_torch_row(layer, part, value, to_ours(tensor)))
+    return rows
+
+
+def _torch_row(layer: str, tensor: str, ours: np.ndarray, theirs: np.ndarray) -> TorchCheck:
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    diff = float(np.abs(ours - theirs).max(initial=0.0))
+    scale = float(np.abs(theirs).max(initial=0.0))
+    return TorchCheck(layer, tensor, tuple(ours.shape), diff, diff / scale if scale > 0 else diff)
+
+
+def as_json(rows: list) -> list[dict]:
+    return [asdict(row) for row in rows]
+
+
+assert set(LAYER_EXAMPLES) == set(LAYER_TYPES) == set(LAYER_TYPE_NAMES), "every layer type needs gradcheck examples"

@@ -1,0 +1,47 @@
+"""`cifar-scratch benchmark`: runs on a tiny config and writes the documented JSON fields."""
+
+import json
+
+import numpy as np
+
+import pytest
+from typer.testing import CliRunner
+
+from cifar_scratch.cli import app
+from cifar_scratch.diagnostics.benchmark import JSON_FIELDS, layer_flops
+from cifar_scratch.diagnostics.gradcheck import make_layer
+from tests.conftest import REPO
+
+runner = CliRunner()
+
+
+def test_benchmark_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["benchmark", str(REPO / "configs" / "digits.yaml"), "--steps", "1", "--repeats", "2",
+                                 "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert tuple(report) == JSON_FIELDS
+    assert report["batch_size"] == 32 and report["train"]["ours"]["samples"] == 2
+    assert report["train"]["ours"]["images_per_s_median"] > 0 and report["gemm_peak_gflops"] > 0
+    assert [row["layer"] for row in report["layers"]] == ["flatten1", "dense1", "relu1", "dense2"]
+    assert report["torch"] is None
+    assert "images/s (median)" in result.output
+
+
+def test_conv_flop_count():
+    layer = make_layer("conv2d", {"filters": 8})
+    layer.build((6, 6, 4), np.random.default_rng(0))
+    forward, backward = layer_flops(layer, (6, 6, 4), (6, 6, 8), batch=2)
+    assert forward == 2 * 2 * 36 * 8 * 9 * 4 and backward == 2 * forward
+
+
+def test_benchmark_against_torch(tmp_path):
+    pytest.importorskip("torch", reason="PyTorch is an optional extra: pip install torch==2.13.0")
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["benchmark", str(REPO / "configs" / "mnist_cnn.yaml"), "--batch-size", "16", "--steps", "1",
+                                 "--repeats", "2", "--threads", "1", "--against", "torch", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["torch"]["version"].startswith("2.13") and report["train"]["ratio"] > 0
+    assert "ours / torch: train" in result.output

@@ -1,0 +1,77 @@
+"""`cifar-scratch gradcheck`: passes on every layer type and shipped config, fails on a broken layer."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cifar_scratch.cli import app
+from cifar_scratch.diagnostics.gradcheck import LAYER_EXAMPLES, check_layer_types, make_layer
+from cifar_scratch.nn import conv, functional
+from cifar_scratch.nn.gradcheck import check_layer
+from tests.conftest import REPO
+
+runner = CliRunner()
+SHIPPED = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("kind", list(LAYER_EXAMPLES))
+def test_every_layer_type_passes_in_float64(kind):
+    for row in check_layer_types([kind]):
+        assert row.max_relative_error < 1e-6, row
+
+
+def test_layer_option_checks_all_types_without_a_config(tmp_path):
+    result = runner.invoke(app, ["gradcheck", "--json", str(tmp_path / "g.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "g.json").read_text())
+    kinds = {row["layer"].split("(")[0].split(" ")[0] for row in report["layers"]}
+    assert kinds == set(LAYER_EXAMPLES) and report["failed"] == 0
+    assert "passed: 0 of" in result.output
+
+
+def test_a_broken_backward_is_caught(monkeypatch):
+    """A wrong input gradient (10% too large) must fail the check and give exit code 1."""
+    monkeypatch.setattr(functional, "relu_backward", lambda dout, cache: 1.1 * dout * (cache > 0))
+    result = runner.invoke(app, ["gradcheck", "--layer", "relu"])
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output and "FAILED: 1 of 1" in result.output
+
+
+def test_a_broken_convolution_weight_gradient_is_caught(monkeypatch):
+    original = conv.conv2d_backward
+
+    def off_by_one(dout, cache, input_grad=True):
+        dx, dweight, dbias = original(dout, cache, input_grad)
+        return dx, np.roll(dweight, 1, axis=2), dbias  # gradients attributed to the wrong input channel
+
+    monkeypatch.setattr("cifar_scratch.nn.layers.conv2d_backward", off_by_one)
+    rows = check_layer(make_layer("conv2d", {"filters": 3}), (5, 6, 2), batch=2)
+    assert {r.tensor: r.max_relative_error > 1e-6 for r in rows} == {"input": False, "weight": True, "bias": False}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_passes(name):
+    result = runner.invoke(app, ["gradcheck", str(REPO / "configs" / name), "--max-elements", "3"])
+    assert result.exit_code == 0, result.output
+    assert "end to end through the loss" in result.output
+
+
+def test_unknown_layer_type_is_a_clear_error():
+    result = runner.invoke(app, ["gradcheck", "--layer", "conv3d"])
+    assert result.exit_code == 1 and "unknown layer type 'conv3d'" in result.output
+
+
+torch = pytest.importorskip("torch", reason="PyTorch is an optional extra: pip install torch==2.13.0")
+
+
+@pytest.mark.parametrize("name", ["cifar_cnn.yaml", "fast_cnn.yaml", "fashion_cnn.yaml", "mlp10.yaml"])
+def test_against_torch(name, tmp_path):
+    result = runner.invoke(app, ["gradcheck", str(REPO / "configs" / name), "--layer", "dense", "--against", "torch",
+                                 "--json", str(tmp_path / "g.json")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "g.json").read_text())["torch"]
+    tensors = {(r["layer"], r["tensor"]) for r in rows}
+    assert ("model", "logits") in tensors and ("model", "input") in tensors
+    assert all(r["relative_diff"] < 1e-4 for r in rows)
