@@ -187,6 +187,24 @@ def test_engine_is_float32_end_to_end(tmp_path, optimizer):
     assert spy.dtypes == {np.dtype(np.float32)}
 
 
+CNN_LAYERS = ("model.layers=[{type: conv2d, filters: 6}, relu, batchnorm, maxpool2d, {type: conv2d, filters: 8, stride: 2},"
+              " gelu, {type: avgpool2d, size: 1}, global_maxpool, {type: dense}]")
+
+
+def test_cnn_training_is_float32_and_buffers_are_checkpointed(tmp_path):
+    """Every CNN layer type in a real training run: float32 throughout; BN running stats saved and restored."""
+    spy = ActivationSpy()
+    config = build_config(digits_tree(epochs=4), [CNN_LAYERS, "optimizer={name: adam, lr: 0.01}"])
+    run = start_run(config, tmp_path / "data", [Float32Guard(), spy], progress=False, runs_dir=tmp_path / "runs")
+    assert spy.dtypes == {np.dtype(np.float32)}
+    arrays, _ = params_of(run.run_dir, "best")
+    assert arrays["buffer/batchnorm1.running_var"].dtype == np.float32
+    assert not np.allclose(arrays["buffer/batchnorm1.running_mean"], 0), "running statistics were updated and saved"
+    assert run.metrics["test_accuracy"] > 0.5
+    summary = (run.run_dir / "summary.txt").read_text()
+    assert "Non-trainable params: 12" in summary and "conv2d1 (Conv2D)" in summary
+
+
 def test_one_generator_per_run_no_global_rng(tmp_path):
     np.random.seed(0)
     before = np.random.get_state()[1].copy()
