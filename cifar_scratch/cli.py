@@ -182,17 +182,12 @@ def gradcheck(
     if against not in (None, "torch"):
         raise UserError(f"--against: only 'torch' is supported (got {against!r})")
     resolved = load_config(config, list(overrides or [])) if config is not None else None
-    if resolved is None and layer is None and against is None:
-        layer_kinds = list(checks.LAYER_EXAMPLES)
-    else:
-        layer_kinds = [layer] if layer is not None else []
     results: dict = {"threshold": threshold}
     with threadpool_limits(limits=threads, user_api="blas"):
         if resolved is None:
             if against is not None:
                 raise UserError("--against torch compares a config's model: give a config")
-            rows = checks.check_layer_types(layer_kinds, max_elements)
-            results["layers"] = rows
+            results["layers"] = checks.check_layer_types([layer] if layer else list(checks.LAYER_EXAMPLES), max_elements)
         else:
             results["layers"] = checks.check_config_layers(resolved, layer, max_elements)
             if layer is None:

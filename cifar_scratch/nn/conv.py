@@ -43,9 +43,6 @@ class Workspace:
             array = self._arrays[name] = np.empty(shape, dtype)
         return array
 
-    def clear(self) -> None:
-        self._arrays.clear()
-
 
 def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))

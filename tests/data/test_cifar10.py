@@ -124,3 +124,15 @@ def test_corrupt_extracted_file_is_reported(tmp_path):
     (folder / "data_batch_3").write_bytes(b"garbage")
     with pytest.raises(DataError, match="data_batch_3: checksum mismatch"):
         cifar10.verify_folder(folder, checksums)
+
+
+def test_altered_extracted_folder_is_extracted_again(tmp_path, http_root):
+    www, url = http_root
+    archive, archive_md5, checksums, *_ = make_cifar_archive(www)
+    release = cifar10.Release(RemoteFile(archive.name, (f"{url}/{archive.name}",), archive_md5), checksums)
+    folder = cifar10.prepare(tmp_path, True, progress=False, release=release)
+    (folder / "data_batch_3").write_bytes(b"garbage")
+    (folder / "test_batch").unlink()
+    assert cifar10.prepare(tmp_path, True, progress=False, release=release) == folder
+    cifar10.verify_folder(folder, checksums)  # rebuilt from the verified archive
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".discarded", ".extracting"))]
