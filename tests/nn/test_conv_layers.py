@@ -119,7 +119,11 @@ def test_workspace_keeps_one_buffer_per_name():
 
 
 # --------------------------------------------------------------------------- PyTorch reference
-torch = pytest.importorskip("torch", reason="PyTorch is an optional extra: pip install torch==2.13.0")
+try:
+    import torch
+except ImportError:  # PyTorch is an optional extra; only the reference comparisons below need it
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (pip install torch==2.13.0)")
 
 
 def _nchw(a):
@@ -161,6 +165,7 @@ def _torch_reference(layer, x):
     raise AssertionError(layer)
 
 
+@needs_torch
 @pytest.mark.parametrize("make,shape", CASES, ids=IDS)
 def test_matches_pytorch_in_float32(make, shape):
     rng = np.random.default_rng(3)
@@ -186,3 +191,19 @@ def test_matches_pytorch_in_float32(make, shape):
     assert close(ours_dx, xt.grad.numpy()) < 1e-4
     for name, (tensor, to_ours) in params.items():
         assert close(layer.grads[name], to_ours(tensor.grad).numpy()) < 1e-4, name
+
+
+@pytest.mark.parametrize("name,shape,trainable,frozen", [
+    ("mnist_cnn", (28, 28, 1), 469_172, 0),
+    ("fashion_cnn", (28, 28, 1), 467_818, 0),
+    ("cifar_cnn", (32, 32, 3), 361_962, 384),
+])
+def test_keras_project_parameter_counts(name, shape, trainable, frozen):
+    """The three Keras CNN project nets, rebuilt from our configs, report the project's parameter counts."""
+    from cifar_scratch.config import load_config
+    from cifar_scratch.nn.model import build_model
+    from tests.conftest import REPO
+
+    model = build_model(load_config(REPO / "configs" / f"{name}.yaml").model, shape, 10, np.random.default_rng(0))
+    summary = model.summary()
+    assert f"Trainable params: {trainable:,}" in summary and f"Non-trainable params: {frozen:,}" in summary
