@@ -1,6 +1,6 @@
 """Cost of online augmentation for one batch of CIFAR-shaped images, next to one training step.
 
-Usage: python benchmarks/augment.py [--batch 512] [--repeats 50] [--threads N] [--config configs/mlp3class.yaml]
+Usage: python benchmarks/augment.py [--batch 512] [--repeats 50] [--threads N] [--config configs/cnn_im2col_study.yaml]
 
 Times `cifar_scratch.data.augment.augment` (draw + apply) on a uint8 (batch, 32, 32, 3) batch for
 several settings, and one training step (forward + backward + update) of --config at the same batch
@@ -18,11 +18,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cifar_scratch.config import AugmentConfig, load_config
-from cifar_scratch.data import Normalizer
 from cifar_scratch.data.augment import augment
-from cifar_scratch.nn.functional import softmax_cross_entropy
-from cifar_scratch.nn.model import build_model
-from cifar_scratch.optim.optimizers import build_optimizer
+from cifar_scratch.diagnostics.benchmark import OurModel
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -48,27 +45,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--config", default="configs/mlp3class.yaml")
+    parser.add_argument("--config", default="configs/cnn_im2col_study.yaml", help="default: the smallest shipped CNN")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8)
     with threadpool_limits(args.threads, user_api="blas"):
         for name, config in SETTINGS.items():
             print(f"augment {name:32s} {median_ms(lambda: augment(images, config, rng), args.repeats):7.2f} ms / batch of {args.batch}")
-        config = load_config(REPO / args.config)
-        classes = len(config.data.classes or range(10))
-        model = build_model(config.model, images.shape[1:], classes, rng)
-        optimizer = build_optimizer(config.optimizer, model.params)
-        normalizer = Normalizer.fit(images, "standardize")
-        labels = rng.integers(0, classes, args.batch)
-
-        def step():
-            logits = model.forward(normalizer(images))
-            _, dlogits = softmax_cross_entropy(logits, labels)
-            model.backward(dlogits)
-            optimizer.step(model.grads, 0.01)
-
-        print(f"training step of {args.config:24s} {median_ms(step, max(5, args.repeats // 5)):7.2f} ms / batch of {args.batch}")
+        step = OurModel(load_config(REPO / args.config), args.batch).train_step
+        print(f"training step of {args.config} {median_ms(step, max(5, args.repeats // 5)):7.2f} ms / batch of {args.batch}")
 
 
 if __name__ == "__main__":
