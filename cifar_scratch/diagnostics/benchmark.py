@@ -18,7 +18,7 @@ from cifar_scratch.config import RunConfig
 from cifar_scratch.diagnostics.gradcheck import model_input_shape, num_classes
 from cifar_scratch.nn import layers as L
 from cifar_scratch.nn.functional import softmax_cross_entropy
-from cifar_scratch.nn.model import Sequential, build_model
+from cifar_scratch.nn.model import build_model
 from cifar_scratch.optim.optimizers import build_optimizer
 
 #: Keys of the JSON written by ``--json`` (documented in the README).

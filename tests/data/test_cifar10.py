@@ -11,7 +11,7 @@ import pytest
 from cifar_scratch.data import cifar10
 from cifar_scratch.data.download import RemoteFile, download, extract_tar
 from cifar_scratch.errors import DataError
-from tests.data.helpers import add_tar_member, cifar_batch_bytes, make_cifar_archive, md5
+from tests.data.helpers import add_tar_member, cifar_batch_bytes, make_cifar_archive
 
 
 def test_download_verify_extract_and_load(tmp_path, http_root):
