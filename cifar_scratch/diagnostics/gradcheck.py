@@ -27,6 +27,7 @@ LAYER_EXAMPLES: dict[str, list[tuple[dict, tuple[int, ...]]]] = {
         ({"filters": 4, "kernel": 3}, (5, 7, 3)),
         ({"filters": 3, "kernel": [2, 3], "stride": 2, "padding": "same"}, (7, 6, 2)),
         ({"filters": 3, "kernel": 3, "stride": 2, "padding": "valid"}, (7, 8, 2)),
+        ({"filters": 4, "kernel": 3, "padding": "valid"}, (6, 7, 2)),
         ({"filters": 3, "kernel": 3, "padding": 2, "bias": False}, (4, 5, 2)),
         ({"filters": 5, "kernel": 1}, (3, 4, 3)),
         ({"filters": 3, "kernel": 2, "stride": [1, 2], "padding": 1, "init": "dirac"}, (5, 6, 3)),

@@ -161,9 +161,11 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
     if pointwise:
         return (dout2d @ weight.reshape(-1, f).T).reshape(x_shape), dweight, dbias
     back_pads = (kernel[0] - 1 - pads[0], kernel[1] - 1 - pads[1])
-    if stride == (1, 1) and min(back_pads) >= 0:
+    if stride == (1, 1) and all(0 <= back <= pad for back, pad in zip(back_pads, pads)):
         # dx is the correlation of dout with the flipped, transposed kernel ("full" padding): one more
-        # im2col + a GEMM with K = kh*kw*F, which beats a thin K = F GEMM followed by col2im.
+        # im2col + a GEMM with K = kh*kw*F, which beats a thin K = F GEMM followed by col2im (2x on
+        # cifar_cnn's 32x32 layer). Not for valid convolutions: there the full correlation would run
+        # over a border of zeros wider than the forward pass's, and col2im is 2x faster.
         flipped = weight[::-1, ::-1].transpose(0, 1, 3, 2).reshape(-1, x_shape[3])
         dcols = im2col(dout, kernel, (1, 1), back_pads, x_shape[1:3], workspace, "dcols")
         dx = dcols.reshape(-1, dcols.shape[3] * dcols.shape[4] * f) @ flipped

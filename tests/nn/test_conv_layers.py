@@ -20,6 +20,7 @@ CASES = [
     (lambda: Conv2D(4, kernel=3), (5, 7, 3)),
     (lambda: Conv2D(3, kernel=(2, 3), stride=2, padding="same"), (7, 6, 2)),
     (lambda: Conv2D(3, kernel=3, stride=2, padding="valid"), (7, 8, 2)),
+    (lambda: Conv2D(4, kernel=3, padding="valid"), (6, 7, 2)),
     (lambda: Conv2D(3, kernel=3, padding=2, bias=False), (4, 5, 2)),
     (lambda: Conv2D(5, kernel=1), (3, 4, 3)),
     (lambda: Conv2D(3, kernel=2, stride=(1, 2), padding=1, init="dirac"), (5, 6, 3)),
@@ -35,7 +36,7 @@ CASES = [
     (lambda: BatchNorm(affine=False), (3, 4, 2)),
     (lambda: GELU(), (3, 5, 2)),
 ]
-IDS = ["conv3", "conv2x3-s2-same", "conv3-s2-valid", "conv3-pad2-nobias", "conv1x1", "conv2-s1x2-dirac",
+IDS = ["conv3", "conv2x3-s2-same", "conv3-s2-valid", "conv3-valid", "conv3-pad2-nobias", "conv1x1", "conv2-s1x2-dirac",
        "maxpool2", "maxpool3-s2", "maxpool2x3", "avgpool2", "avgpool2x3-s1", "global_avg", "global_max", "bn-conv", "bn-dense",
        "bn-noaffine", "gelu"]
 
