@@ -104,15 +104,19 @@ class Flatten(Layer):
         return dout.reshape((dout.shape[0], *self._input_shape))
 
 
-class _Elementwise(Layer):
-    """An activation applied element by element: any shape -> same shape."""
+class _KernelLayer(Layer):
+    """A parameter-free layer over a pure kernel pair: ``forward(x, *options) -> (out, cache)``,
+    ``backward(dout, cache)``. Activations keep the input shape; pools define ``build``."""
 
     def _kernels(self):
         raise NotImplementedError
 
+    def _options(self) -> tuple:
+        return ()
+
     def forward(self, x):
         forward, _ = self._kernels()
-        out, self._cache = forward(x)
+        out, self._cache = forward(x, *self._options())
         return out
 
     def backward(self, dout):
@@ -120,14 +124,14 @@ class _Elementwise(Layer):
         return backward(dout, self._cache)
 
 
-class ReLU(_Elementwise):
+class ReLU(_KernelLayer):
     kind = "relu"
 
     def _kernels(self):
         return F.relu_forward, F.relu_backward
 
 
-class LeakyReLU(_Elementwise):
+class LeakyReLU(_KernelLayer):
     kind = "leaky_relu"
 
     def __init__(self, alpha: float = 0.01) -> None:
@@ -135,17 +139,20 @@ class LeakyReLU(_Elementwise):
         self.alpha = alpha
 
     def _kernels(self):
-        return (lambda x: F.leaky_relu_forward(x, self.alpha)), F.leaky_relu_backward
+        return F.leaky_relu_forward, F.leaky_relu_backward
+
+    def _options(self):
+        return (self.alpha,)
 
 
-class Tanh(_Elementwise):
+class Tanh(_KernelLayer):
     kind = "tanh"
 
     def _kernels(self):
         return F.tanh_forward, F.tanh_backward
 
 
-class Sigmoid(_Elementwise):
+class Sigmoid(_KernelLayer):
     kind = "sigmoid"
 
     def _kernels(self):
@@ -176,7 +183,7 @@ class Dropout(Layer):
         return dout if self._cache is None else F.dropout_backward(dout, self._cache)
 
 
-class GELU(_Elementwise):
+class GELU(_KernelLayer):
     kind = "gelu"
 
     def _kernels(self):
@@ -222,7 +229,7 @@ class Conv2D(Layer):
         return dx
 
 
-class _Pool(Layer):
+class _Pool(_KernelLayer):
     """(H, W, C) -> (Ho, Wo, C) over size x size windows (floor mode: windows that do not fit are dropped)."""
 
     def __init__(self, size=2, stride=None):
@@ -238,30 +245,25 @@ class _Pool(Layer):
             raise ValueError(f"{self.name}: a {self.size} window does not fit the {input_shape[0]}x{input_shape[1]} input")
         return (out_h, out_w, input_shape[2])
 
+    def _options(self):
+        return self.size, self.stride
+
 
 class MaxPool2D(_Pool):
     kind = "maxpool2d"
 
-    def forward(self, x):
-        out, self._cache = maxpool_forward(x, self.size, self.stride)
-        return out
-
-    def backward(self, dout):
-        return maxpool_backward(dout, self._cache)
+    def _kernels(self):
+        return maxpool_forward, maxpool_backward
 
 
 class AvgPool2D(_Pool):
     kind = "avgpool2d"
 
-    def forward(self, x):
-        out, self._cache = avgpool_forward(x, self.size, self.stride)
-        return out
-
-    def backward(self, dout):
-        return avgpool_backward(dout, self._cache)
+    def _kernels(self):
+        return avgpool_forward, avgpool_backward
 
 
-class _GlobalPool(Layer):
+class _GlobalPool(_KernelLayer):
     """(H, W, C) -> (C,)."""
 
     def build(self, input_shape, rng, dtype=np.float32):
@@ -273,23 +275,15 @@ class _GlobalPool(Layer):
 class GlobalAvgPool(_GlobalPool):
     kind = "global_avgpool"
 
-    def forward(self, x):
-        out, self._cache = global_avgpool_forward(x)
-        return out
-
-    def backward(self, dout):
-        return global_avgpool_backward(dout, self._cache)
+    def _kernels(self):
+        return global_avgpool_forward, global_avgpool_backward
 
 
 class GlobalMaxPool(_GlobalPool):
     kind = "global_maxpool"
 
-    def forward(self, x):
-        out, self._cache = global_maxpool_forward(x)
-        return out
-
-    def backward(self, dout):
-        return global_maxpool_backward(dout, self._cache)
+    def _kernels(self):
+        return global_maxpool_forward, global_maxpool_backward
 
 
 class BatchNorm(Layer):
