@@ -23,6 +23,12 @@ def dense_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
     return (dout @ weight.T if input_grad else None), x.T @ dout, dout.sum(axis=0)
 
 
+def column_sums(flat: np.ndarray) -> np.ndarray:
+    """(M, C) -> (C,) sums, as a BLAS matrix-vector product: several times faster than ``sum(axis=0)``
+    for tall, narrow arrays such as per-channel sums over N*H*W pixels."""
+    return np.ones(flat.shape[0], flat.dtype) @ flat
+
+
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Any shape -> same shape."""
     out = np.maximum(x, 0)

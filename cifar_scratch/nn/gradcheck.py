@@ -30,8 +30,7 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-5, i
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = 1e-8) -> float:
     """max |a - n| / max(|a| + |n|, floor): the cs231n measure, robust where both are ~0."""
-    analytic, numeric = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
-    return float(np.max(np.abs(analytic - numeric) / np.maximum(np.abs(analytic) + np.abs(numeric), floor)))
+    return float(np.max(_errors(np.asarray(analytic, np.float64), np.asarray(numeric, np.float64), floor)))
 
 
 @dataclass

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _column_sums(flat: np.ndarray) -> np.ndarray:
-    """(M, C) -> (C,) sums, as a BLAS matrix-vector product: several times faster than ``sum(axis=0)``."""
-    return np.ones(flat.shape[0], flat.dtype) @ flat
+from cifar_scratch.nn.functional import column_sums
 
 
 def batchnorm_forward(
@@ -30,9 +27,9 @@ def batchnorm_forward(
         out += shift
         return out.reshape(x.shape), None
     count = flat.shape[0]
-    mean = _column_sums(flat) / dtype(count)
+    mean = column_sums(flat) / dtype(count)
     xhat = flat - mean
-    var = _column_sums(np.square(xhat)) / dtype(count)
+    var = column_sums(np.square(xhat)) / dtype(count)
     inv = 1.0 / np.sqrt(var + dtype(eps))
     xhat *= inv
     out = xhat * gamma if gamma is not None else xhat.copy()
@@ -49,8 +46,8 @@ def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.n
     """dout (..., C) -> dx (same shape), dgamma (C,), dbeta (C,) (None for an absent scale/shift)."""
     xhat, inv, gamma = cache
     flat = dout.reshape(-1, xhat.shape[1])
-    dbeta = _column_sums(flat)
-    dgamma = _column_sums(flat * xhat)
+    dbeta = column_sums(flat)
+    dgamma = column_sums(flat * xhat)
     # dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), with dxhat = dout * gamma.
     scale = inv if gamma is None else gamma * inv
     count = flat.shape[0]

@@ -125,3 +125,10 @@ def test_kernels_keep_dtype(dtype, rng):
     results.append(F.softmax_cross_entropy(out, np.array([0, 1, 2, 0]), 0.1)[1])
     results.append(F.softmax(out))
     assert all(r.dtype == dtype for r in results)
+
+
+def test_column_sums_match_numpy_and_keep_dtype():
+    flat = np.random.default_rng(0).standard_normal((1000, 7)).astype(np.float32)
+    sums = F.column_sums(flat)
+    assert sums.dtype == np.float32 and sums.shape == (7,)
+    assert np.allclose(sums, flat.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-4)
