@@ -10,8 +10,6 @@ size, in the same run. Prints medians.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from cifar_scratch.config import AugmentConfig, load_config
 from cifar_scratch.data.augment import augment
-from cifar_scratch.diagnostics.benchmark import OurModel
+from cifar_scratch.diagnostics.benchmark import OurModel, median_ms
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -28,16 +26,6 @@ SETTINGS = {
     "flip + translate 4 (zero)": AugmentConfig(flip=True, translate=4, padding="zero"),
     "flip + translate 4 + cutout 8": AugmentConfig(flip=True, translate=4, padding="zero", cutout=8),
 }
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:

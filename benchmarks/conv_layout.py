@@ -13,12 +13,11 @@ Prints the medians and the NCHW/NHWC ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from cifar_scratch.diagnostics.benchmark import median_ms
 from cifar_scratch.nn.conv import Workspace, conv2d_forward
 
 SHAPES = [  # (batch, size, in channels, filters)
@@ -35,16 +34,6 @@ def nchw_forward(x: np.ndarray, w: np.ndarray, padded: np.ndarray, cols: np.ndar
     np.copyto(cols.reshape(c, 3, 3, n, h, width), windows)
     out = w.reshape(w.shape[0], -1) @ cols  # (F, N*H*W)
     return np.ascontiguousarray(out.reshape(w.shape[0], n, h, width).transpose(1, 0, 2, 3))
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:

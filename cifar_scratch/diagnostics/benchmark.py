@@ -55,6 +55,12 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median milliseconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    return 1e3 * statistics.median(_timed(fn) for _ in range(repeats))
+
+
 def machine_info(threads: int | None) -> dict:
     cpu = platform.processor()
     try:

@@ -45,3 +45,11 @@ def test_benchmark_against_torch(tmp_path):
     report = json.loads(out.read_text())
     assert report["torch"]["version"].startswith("2.13") and report["train"]["ratio"] > 0
     assert "ours / torch: train" in result.output
+
+
+def test_median_ms_warms_up_once_then_times_each_call():
+    from cifar_scratch.diagnostics.benchmark import median_ms
+
+    calls = []
+    assert median_ms(lambda: calls.append(1), repeats=4) >= 0.0
+    assert len(calls) == 5
