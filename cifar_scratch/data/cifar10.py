@@ -117,12 +117,13 @@ def prepare(data_dir: Path, download_missing: bool, progress: bool, release: Rel
     if folder_problem(folder, release.checksums) is None:
         return folder
     with data_lock(data_dir, FOLDER, progress):
-        if folder_problem(folder, release.checksums) is not None:  # still broken after waiting for the lock
-            if folder.exists():
-                discard_folder(folder)
-            archive_path = download(release.archive, data_dir, progress=progress, fetch=download_missing)
-            extract_tar(archive_path, data_dir, FOLDER)
-    verify_folder(folder, release.checksums)
+        if folder_problem(folder, release.checksums) is None:  # another process finished it while this one waited
+            return folder
+        if folder.exists():
+            discard_folder(folder)
+        archive_path = download(release.archive, data_dir, progress=progress, fetch=download_missing)
+        extract_tar(archive_path, data_dir, FOLDER)
+    verify_folder(folder, release.checksums)  # the archive's content itself must match the published sums
     return folder
 
 

@@ -175,14 +175,14 @@ def load(
             return arrays, folder
     with data_lock(data_dir, release.folder, progress):
         # Another process may have finished while this one waited: download only what is still missing.
-        for file in release.files.values():
+        arrays = {}
+        for key, file in release.files.items():
             path = _find(own, file)
-            if path is not None:
-                if _read_verified(path, file) is not None:
-                    continue
-                path.unlink()  # corrupt or truncated: fetch it again
-            download(file.remote, own, progress=progress, fetch=download_missing)
-    arrays = _read_folder(own, release)
-    if arrays is None:
-        raise DataError(f"{own}: {_explain(own, release)}")
-    return arrays, own
+            array = _read_verified(path, file) if path is not None else None
+            if array is None:
+                if path is not None:
+                    path.unlink()  # corrupt or truncated: fetch it again
+                # download() has checked the packed MD5, so this parses (or raises on a malformed release).
+                array = _read_verified(download(file.remote, own, progress=progress, fetch=download_missing), file)
+            arrays[key] = array
+    return _check_shapes(arrays, own), own
