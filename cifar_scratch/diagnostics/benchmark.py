@@ -116,7 +116,7 @@ class OurModel:
                 h = layer.forward(h)
                 rows[layer.name]["forward"].append(time.perf_counter() - start)
             _, d = softmax_cross_entropy(h, self.labels, self.smoothing)
-            first = next(i for i, layer in enumerate(model.layers) if layer.params)
+            first = model.first_trained
             for index in range(len(model.layers) - 1, first - 1, -1):
                 layer = model.layers[index]
                 layer.input_grad = index > first
@@ -138,7 +138,7 @@ class OurModel:
     def _train_gflop_per_layer(self) -> list[float]:
         model = self.model
         shapes = [model.input_shape, *model.output_shapes]
-        first = next(i for i, layer in enumerate(model.layers) if layer.params)
+        first = model.first_trained
         out = []
         for index, layer in enumerate(model.layers):
             forward, backward = layer_flops(layer, shapes[index], shapes[index + 1], len(self.x))

@@ -67,6 +67,11 @@ class Sequential:
             layer.training = False
         return self
 
+    @property
+    def first_trained(self) -> int:
+        """Index of the first layer with parameters: a training backward pass stops there (0 if none)."""
+        return next((i for i, layer in enumerate(self.layers) if layer.params), 0)
+
     # ----------------------------------------------------------------- compute
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x: (N, *input_shape) -> logits (N, *output_shape)."""
@@ -81,7 +86,7 @@ class Sequential:
         that layer skips its input gradient: for a CNN, the first convolution's col2im is the
         costliest step of all and its result would be thrown away.
         """
-        first = 0 if input_grad else next((i for i, layer in enumerate(self.layers) if layer.params), 0)
+        first = 0 if input_grad else self.first_trained
         for index in range(len(self.layers) - 1, first - 1, -1):
             layer = self.layers[index]
             layer.input_grad = input_grad or index > first

@@ -128,3 +128,16 @@ def test_summary_counts_parameters():
 def test_sequential_accepts_layer_objects():
     model = Sequential([Flatten(), Dense(2)], (2, 2), np.random.default_rng(0))
     assert [layer.name for layer in model.layers] == ["flatten1", "dense1"]
+
+
+def test_training_backward_stops_at_the_first_trained_layer():
+    model = build_model(model_config("flatten", {"type": "dense", "units": 4}, "relu", {"type": "dense"}), (2, 3, 1), 3,
+                        np.random.default_rng(0))
+    assert model.first_trained == 1
+    x = np.random.default_rng(1).standard_normal((5, 2, 3, 1)).astype(np.float32)
+    _, dlogits = softmax_cross_entropy(model.forward(x), np.array([0, 1, 2, 0, 1]))
+    full = model.backward(dlogits)
+    grads = {k: v.copy() for k, v in model.grads.items()}
+    assert full.shape == x.shape
+    assert model.backward(dlogits, input_grad=False) is None
+    assert all(np.array_equal(grads[k], v) for k, v in model.grads.items()), "parameter gradients are the same"
