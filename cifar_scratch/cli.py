@@ -7,7 +7,10 @@ Exit codes: 0 success, 1 runtime problem (data, checkpoint), 2 bad config or usa
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import time
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -15,57 +18,124 @@ import typer
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from cifar_scratch import __version__, signals
 from cifar_scratch.config import dump_config, load_config
 from cifar_scratch.data import DATA_DIR_ENV, resolve_data_dir
-from cifar_scratch.errors import UserError
-from cifar_scratch.training.trainer import Callback, Trainer, TrainingInterrupted
+from cifar_scratch.errors import UsageError, UserError
+from cifar_scratch.training.checkpoint import load_checkpoint
+from cifar_scratch.training.trainer import Callback, Trainer, read_metadata
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help text: Rich markup would eat "[default: ...]" as a tag
     help="Train and evaluate from-scratch NumPy networks on CIFAR-10 and friends.",
 )
 
 DATA_DIR_OPTION = typer.Option(
-    None, "--data-dir", envvar=DATA_DIR_ENV, help=f"Dataset cache folder [default: ./data, or ${DATA_DIR_ENV}]."
+    None, "--data-dir", envvar=DATA_DIR_ENV, show_default=False,
+    help=f"Dataset cache folder. [default: ${DATA_DIR_ENV}, else ./data]",
 )
-THREADS_OPTION = typer.Option(None, "--threads", min=1, help="BLAS threads [default: all cores].")
+THREADS_OPTION = typer.Option(None, "--threads", min=1, show_default=False, help="BLAS threads. [default: all cores]")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but the result path.")
+DEBUG_ENV = "CIFAR_SCRATCH_DEBUG"
+
+
+class Split(str, Enum):
+    test = "test"
+    val = "val"
+
+
+class Reference(str, Enum):
+    torch = "torch"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cifar-scratch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Train and evaluate from-scratch NumPy networks on CIFAR-10 and friends."""
 
 
 def _user_errors(command):
-    """Turn UserError into its message on stderr and its exit code; never a traceback."""
+    """Every way a command can stop, as the README promises: one ``error:`` line and exit 1/2 for
+    problems the user can fix, 130/143 and a message for SIGINT/SIGTERM, never a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with signals.handled():
+                return command(*args, **kwargs)
         except UserError as exc:
             for line in str(exc).splitlines():
                 typer.echo(f"error: {line}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except TrainingInterrupted as exc:
-            typer.echo(f"\n{exc}", err=True)
-            typer.echo(f"resume with: cifar-scratch train --resume {exc.checkpoint.parent.parent}", err=True)
-            raise typer.Exit(128 + exc.signum) from None
+        except signals.Interrupted as exc:
+            for line in _interruption_report(exc):
+                typer.echo(line, err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # disk full, read-only folder, a file where a folder should be...
+            where = f"{exc.filename}: " if exc.filename else ""
+            typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
+        except MemoryError:
+            typer.echo("error: out of memory; use a smaller batch_size or model", err=True)
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            typer.echo(f"error: internal error ({type(exc).__name__}: {str(exc)[:300]}); this is a bug in "
+                       f"cifar-scratch: please report it with the traceback that {DEBUG_ENV}=1 shows", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
 
-class ConsoleReport(Callback):
-    """A tqdm bar per epoch on a terminal; one plain line per epoch otherwise."""
+def _interruption_report(exc: signals.Interrupted) -> list[str]:
+    """What was stopped, what was saved, and how to go on."""
+    lines = [f"\ninterrupted by {exc.name}" + (" (a second signal: stopped at once)" if exc.immediate else "")]
+    if exc.run_dir is None:
+        return lines + ["nothing was written"]
+    if exc.checkpoint is None:
+        return lines + [f"no checkpoint was written yet: {exc.run_dir} cannot be resumed; start the run again"]
+    try:
+        meta = read_metadata(load_checkpoint(exc.checkpoint)[1], exc.checkpoint)
+        saved = f"epoch {meta.epoch}" + (f", batch {meta.batch_in_epoch} of epoch {meta.epoch + 1}" if meta.batch_in_epoch else "")
+        saved += f", step {meta.step}"
+    except UserError:
+        saved = "unreadable"
+    if exc.immediate:
+        lines.append(f"the steps since the last checkpoint were not saved; {exc.checkpoint} holds {saved}")
+    else:
+        lines.append(f"state saved to {exc.checkpoint} ({saved})")
+    return lines + [f"resume with: cifar-scratch train --resume {exc.run_dir}"]
 
-    def __init__(self, stream=None):
+
+class ConsoleReport(Callback):
+    """A tqdm bar per epoch on a terminal (running means, learning rate); otherwise one plain line per
+    epoch plus a heartbeat line every ``heartbeat_s`` seconds, so a log file shows progress within long epochs."""
+
+    def __init__(self, stream=None, heartbeat_s: float = 30.0):
         self.stream = stream or sys.stdout
         self.interactive = self.stream.isatty()
+        self.heartbeat_s = heartbeat_s
         self.bar: tqdm | None = None
+        self._next_beat = 0.0
 
     def on_train_start(self, trainer: Trainer) -> None:
         self._print(trainer.model.summary())
         self._print(f"{trainer.dataset.description}: {len(trainer.dataset.train)} train / "
                     f"{len(trainer.dataset.val)} val / {len(trainer.dataset.test)} test images")
         self._print(f"run folder: {trainer.run_dir}")
+        self._started, self._steps_at_start = time.perf_counter(), trainer.state.step
+        self._next_beat = self._started + self.heartbeat_s
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         if self.interactive:
@@ -73,10 +143,24 @@ class ConsoleReport(Callback):
                             desc=f"epoch {epoch}/{trainer.config.training.epochs}", unit="batch", leave=False)
 
     def on_batch_end(self, trainer: Trainer, batch: int, batches: int, loss: float, accuracy: float) -> None:
+        running = trainer.state.running
+        seen = max(1, running["seen"])
         if self.bar is not None:
             self.bar.update(1)
             if batch % 10 == 0 or batch == batches:
-                self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.3f}", refresh=False)
+                self.bar.set_postfix(loss=f"{running['loss_sum'] / seen:.4f}", acc=f"{running['correct'] / seen:.3f}",
+                                     lr=f"{trainer.state.lrs[-1]:.3g}", refresh=False)
+        elif time.perf_counter() >= self._next_beat:
+            now = time.perf_counter()
+            self._next_beat = now + self.heartbeat_s
+            done = trainer.state.step - self._steps_at_start
+            total = trainer.steps_per_epoch * trainer.config.training.epochs - self._steps_at_start
+            rate = done / max(now - self._started, 1e-9)
+            eta = (total - done) / rate if rate > 0 else float("inf")
+            images = rate * trainer.config.training.batch_size
+            self._print(f"  epoch {trainer.state.epoch + 1} batch {batch}/{batches}  loss {running['loss_sum'] / seen:.4f}  "
+                        f"acc {running['correct'] / seen:.4f}  lr {trainer.state.lrs[-1]:.3g}  {images:,.0f} img/s  "
+                        f"run ETA {_duration(eta)}")
 
     def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
         if self.bar is not None:
@@ -99,6 +183,14 @@ class ConsoleReport(Callback):
             print(text, file=self.stream, flush=True)
 
 
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 @app.command()
 @_user_errors
 def train(
@@ -106,26 +198,32 @@ def train(
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides, values parsed as YAML."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
     data_dir: Optional[Path] = DATA_DIR_OPTION,
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where run folders go [default: output.runs_dir]."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", show_default=False,
+                                            help="Where run folders go. [default: output.runs_dir]"),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
     quiet: bool = QUIET_OPTION,
     threads: Optional[int] = THREADS_OPTION,
 ) -> None:
     """Train a model; the run folder's path is the last line printed."""
-    from cifar_scratch.training.run import resume_run, start_run
+    from cifar_scratch.training.run import resume_config, resume_run, start_run
 
     overrides = list(overrides or [])
     if resume is not None and config is not None:
         # With --resume every positional argument is an override.
         overrides.insert(0, str(config))
         config = None
+    if resume is not None and runs_dir is not None:
+        raise UsageError("--runs-dir: not used with --resume (the run folder is given)")
     callbacks = [] if quiet else [ConsoleReport()]
     with threadpool_limits(limits=threads, user_api="blas"):
         if resume is not None:
+            if print_config:
+                typer.echo(dump_config(resume_config(resume, overrides)), nl=False)
+                return
             result = resume_run(resume, overrides, data_dir, callbacks, progress=not quiet)
         else:
             if config is None:
-                raise UserError("give a config file, or --resume RUN_DIR")
+                raise UsageError("give a config file, or --resume RUN_DIR (see cifar-scratch train --help)")
             resolved = load_config(config, overrides)
             if print_config:
                 typer.echo(dump_config(resolved), nl=False)
@@ -142,7 +240,7 @@ def train(
 @_user_errors
 def evaluate(
     target: Path = typer.Argument(..., help="A run folder (uses checkpoints/best.npz) or a checkpoint file."),
-    split: str = typer.Option("test", "--split", help="test or val."),
+    split: Split = typer.Option(Split.test, "--split", help="Which split to measure."),
     data_dir: Optional[Path] = DATA_DIR_OPTION,
     quiet: bool = QUIET_OPTION,
     threads: Optional[int] = THREADS_OPTION,
@@ -150,15 +248,15 @@ def evaluate(
     """Accuracy, per-class precision/recall/F1, confusion matrix and image grids; prints the output folder."""
     from cifar_scratch.evaluate import evaluate_checkpoint
 
-    if split not in ("test", "val"):
-        raise UserError(f"--split: must be test or val (got {split!r})")
+    notes: list[str] = []
     with threadpool_limits(limits=threads, user_api="blas"):
-        out_dir, metrics = evaluate_checkpoint(target, split, data_dir, progress=not quiet)
+        out_dir, metrics = evaluate_checkpoint(target, split.value, data_dir, progress=not quiet, notes=notes)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     if not quiet:
-        typer.echo(f"{split}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  loss {metrics['loss']:.4f}  "
-                   f"({metrics['samples']} images)")
-        for name, row in metrics["per_class"].items():
-            typer.echo(f"  {name:>12}  precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1-score']:.3f}")
+        typer.echo(f"{split.value}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+                   f"loss {metrics['loss']:.4f}  ({metrics['samples']} images, {metrics['checkpoint']})")
+        typer.echo(metrics["report"].rstrip())
     typer.echo(str(out_dir))
 
 
@@ -168,7 +266,7 @@ def gradcheck(
     config: Optional[Path] = typer.Argument(None, help="YAML config whose model to check (omit with --layer to check layer types)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Check only this layer type (without a config: its examples)."),
-    against: Optional[str] = typer.Option(None, "--against", help="torch: also compare with the same PyTorch model in float32."),
+    against: Optional[Reference] = typer.Option(None, "--against", help="Also compare with the same PyTorch model in float32."),
     threshold: float = typer.Option(1e-6, "--threshold", help="Largest accepted relative error in float64."),
     torch_threshold: float = typer.Option(1e-4, "--torch-threshold", help="Largest accepted relative difference from PyTorch."),
     max_elements: int = typer.Option(20, "--max-elements", min=1, help="Elements probed per tensor (two forward passes each)."),
@@ -179,14 +277,12 @@ def gradcheck(
     from cifar_scratch.diagnostics import gradcheck as checks
     from cifar_scratch.fileio import atomic_write_json
 
-    if against not in (None, "torch"):
-        raise UserError(f"--against: only 'torch' is supported (got {against!r})")
     resolved = load_config(config, list(overrides or [])) if config is not None else None
     results: dict = {"threshold": threshold}
     with threadpool_limits(limits=threads, user_api="blas"):
         if resolved is None:
             if against is not None:
-                raise UserError("--against torch compares a config's model: give a config")
+                raise UsageError("--against torch compares a config's model: give a config")
             results["layers"] = checks.check_layer_types([layer] if layer else list(checks.LAYER_EXAMPLES), max_elements)
         else:
             results["layers"] = checks.check_config_layers(resolved, layer, max_elements)
@@ -226,19 +322,17 @@ def benchmark(
     steps: int = typer.Option(5, "--steps", min=1, help="Steps per timed block."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed blocks (median and spread are over these)."),
     threads: Optional[int] = THREADS_OPTION,
-    against: Optional[str] = typer.Option(None, "--against", help="torch: time the same model in PyTorch, interleaved."),
+    against: Optional[Reference] = typer.Option(None, "--against", help="Time the same model in PyTorch, interleaved."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
 ) -> None:
     """Training and inference images/s, per-layer times, peak memory, GFLOP/s (and the ratio to PyTorch)."""
     from cifar_scratch.diagnostics.benchmark import run_benchmark
     from cifar_scratch.fileio import atomic_write_json
 
-    if against not in (None, "torch"):
-        raise UserError(f"--against: only 'torch' is supported (got {against!r})")
     resolved = load_config(config, list(overrides or []))
     batch = batch_size or resolved.training.batch_size
     with threadpool_limits(limits=threads, user_api="blas"):
-        r = run_benchmark(resolved, batch, steps, repeats, threads, against == "torch",
+        r = run_benchmark(resolved, batch, steps, repeats, threads, against is Reference.torch,
                           progress=lambda text: typer.echo(text, err=True))
     m = r["machine"]
     typer.echo(f"{resolved.name}: batch {batch}, {repeats} x {steps} steps, threads {threads or 'all'}")

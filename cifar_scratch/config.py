@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeInt,
-    PositiveInt,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -31,8 +31,27 @@ Init = Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform"]
 Monitor = Literal["val_loss", "val_accuracy"]
 
 
+def _not_a_bool(value: Any) -> Any:
+    # YAML's `true` would otherwise pass as 1.0 (pydantic's lax float accepts booleans).
+    if isinstance(value, bool):
+        raise ValueError(f"Input should be a number, not a boolean (got {value})")
+    return value
+
+
+#: Numbers as the schema takes them: integers are exact (no booleans, no 3.0), floats finite and not booleans.
+Int = Annotated[int, Strict()]
+PosInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
+#: Upper bound of learning rates: far above any that trains, low enough to catch a typo such as 1e30.
+MAX_LR = 100.0
+#: Seeds go to scikit-learn as well, whose random_state must be below 2**32 (the split uses split_seed + 1).
+MAX_SEED = 2**32 - 2
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: .inf or .nan anywhere in a config is refused with its path.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- data
@@ -40,10 +59,10 @@ class AugmentConfig(_Section):
     """Random transforms of training images (never of validation or test images)."""
 
     flip: bool = Field(False, description="Mirror left-right with probability 1/2.")
-    translate: int = Field(0, ge=0, description="Shift by up to this many pixels in each direction (a random crop of the padded image).")
+    translate: Int = Field(0, ge=0, description="Shift by up to this many pixels in each direction (a random crop of the padded image).")
     padding: Literal["reflect", "zero"] = Field("reflect", description="What a shift uncovers: mirrored pixels or black (0).")
-    cutout: int = Field(0, ge=0, description="Side of a square erased (set to 0) at a random centre; 0 disables it.")
-    copies: int = Field(
+    cutout: Int = Field(0, ge=0, description="Side of a square erased (set to 0) at a random centre; 0 disables it.")
+    copies: Int = Field(
         0,
         ge=0,
         description="0: augment every training batch on the fly. N > 0: append N augmented copies of the training "
@@ -68,11 +87,11 @@ class DataConfig(_Section):
     download: bool = Field(True, description="cifar10/mnist/fashion_mnist: download the official files when they are missing.")
     classes: list[Any] | None = Field(None, description="Class subset by name or index; labels become 0..k-1 in this order.")
     grayscale: bool = False
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of the training split held out for validation.")
-    test_fraction: float = Field(
+    val_fraction: Float = Field(0.1, ge=0.0, lt=1.0, description="Share of the training split held out for validation.")
+    test_fraction: Float = Field(
         0.1, gt=0.0, lt=1.0, description="Share of the training split held out as test set when the source has no test split."
     )
-    split_seed: int = Field(0, description="Seed of the stratified validation/test split (independent of training.seed).")
+    split_seed: Int = Field(0, ge=0, le=MAX_SEED, description="Seed of the stratified validation/test split (independent of training.seed).")
     normalize: Literal["standardize", "scale", "none"] = Field(
         "standardize", description="standardize: per-channel mean/std of the training split; scale: x/255; none: raw 0..255."
     )
@@ -103,7 +122,7 @@ class DataConfig(_Section):
 # --------------------------------------------------------------------------- model
 class DenseSpec(_Section):
     type: Literal["dense"]
-    units: int | None = Field(None, gt=0, description="Output features; may be omitted on the last layer (= number of classes).")
+    units: Optional[PosInt] = Field(None, description="Output features; may be omitted on the last layer (= number of classes).")
     bias: bool = True
     init: Init = "he_normal"
 
@@ -118,7 +137,7 @@ class ReLUSpec(_Section):
 
 class LeakyReLUSpec(_Section):
     type: Literal["leaky_relu"]
-    alpha: float = Field(0.01, ge=0.0)
+    alpha: Float = Field(0.01, ge=0.0, le=1.0)
 
 
 class TanhSpec(_Section):
@@ -131,22 +150,22 @@ class SigmoidSpec(_Section):
 
 class DropoutSpec(_Section):
     type: Literal["dropout"]
-    rate: float = Field(0.5, ge=0.0, lt=1.0)
+    rate: Float = Field(0.5, ge=0.0, lt=1.0)
 
 
 class GELUSpec(_Section):
     type: Literal["gelu"]
 
 
-Size = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
+Size = Union[PosInt, tuple[PosInt, PosInt]]
 
 
 class Conv2DSpec(_Section):
     type: Literal["conv2d"]
-    filters: PositiveInt
+    filters: PosInt
     kernel: Size = Field(3, description="Square size, or [height, width].")
     stride: Size = 1
-    padding: Union[Literal["same", "valid"], NonNegativeInt] = Field(
+    padding: Union[Literal["same", "valid"], NonNegInt] = Field(
         "same", description="same: output = ceil(input / stride), as Keras; valid: no padding; N: N pixels on every side."
     )
     bias: bool = True
@@ -177,8 +196,8 @@ class GlobalMaxPoolSpec(_Section):
 
 class BatchNormSpec(_Section):
     type: Literal["batchnorm"]
-    momentum: float = Field(0.1, gt=0.0, le=1.0, description="PyTorch convention: running = (1 - m) running + m batch (Keras 0.99 = 0.01 here).")
-    eps: float = Field(1e-5, gt=0.0)
+    momentum: Float = Field(0.1, gt=0.0, le=1.0, description="PyTorch convention: running = (1 - m) running + m batch (Keras 0.99 = 0.01 here).")
+    eps: Float = Field(1e-5, gt=0.0, le=1.0)
     affine: bool = Field(True, description="Learn a scale (weight) and shift (bias) per channel.")
 
 
@@ -209,11 +228,11 @@ class ModelConfig(_Section):
 # --------------------------------------------------------------------------- optimizer
 class SGDSpec(_Section):
     name: Literal["sgd"]
-    lr: float = Field(0.01, gt=0.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    lr: Float = Field(0.01, gt=0.0, le=MAX_LR)
+    momentum: Float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
-    l2: float = Field(0.0, ge=0.0, description="L2 penalty: l2 * w is added to the gradient of every weight matrix.")
-    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay: w -= lr * weight_decay * w.")
+    l2: Float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty: l2 * w is added to the gradient of every weight matrix.")
+    weight_decay: Float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay: w -= lr * weight_decay * w.")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> "SGDSpec":
@@ -223,19 +242,19 @@ class SGDSpec(_Section):
 
 
 class _AdamFamily(_Section):
-    lr: float = Field(0.001, gt=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0.0)
+    lr: Float = Field(0.001, gt=0.0, le=MAX_LR)
+    betas: tuple[Annotated[Float, Field(ge=0.0, lt=1.0)], Annotated[Float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
+    eps: Float = Field(1e-8, gt=0.0, le=1.0)
 
 
 class AdamSpec(_AdamFamily):
     name: Literal["adam"]
-    l2: float = Field(0.0, ge=0.0, description="L2 penalty added to the gradient (classic Adam + L2).")
+    l2: Float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty added to the gradient (classic Adam + L2).")
 
 
 class AdamWSpec(_AdamFamily):
     name: Literal["adamw"]
-    weight_decay: float = Field(0.01, ge=0.0, description="Decoupled weight decay (Loshchilov & Hutter).")
+    weight_decay: Float = Field(0.01, ge=0.0, le=1.0, description="Decoupled weight decay (Loshchilov & Hutter).")
 
 
 OptimizerSpec = Annotated[Union[SGDSpec, AdamSpec, AdamWSpec], Field(discriminator="name")]
@@ -243,7 +262,7 @@ OptimizerSpec = Annotated[Union[SGDSpec, AdamSpec, AdamWSpec], Field(discriminat
 
 # --------------------------------------------------------------------------- schedule
 class _Warmup(_Section):
-    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warm-up from 0 to the schedule's value, per step.")
+    warmup_epochs: Float = Field(0.0, ge=0.0, le=1e6, description="Linear warm-up from 0 to the schedule's value, per step.")
 
 
 class ConstantSchedule(_Warmup):
@@ -252,42 +271,42 @@ class ConstantSchedule(_Warmup):
 
 class StepSchedule(_Warmup):
     name: Literal["step"]
-    step_epochs: int = Field(10, gt=0)
-    gamma: float = Field(0.1, gt=0.0)
+    step_epochs: Int = Field(10, gt=0)
+    gamma: Float = Field(0.1, gt=0.0, le=1.0)
 
 
 class ExponentialSchedule(_Warmup):
     name: Literal["exponential"]
-    gamma: float = Field(0.95, gt=0.0, description="Multiplier per epoch.")
+    gamma: Float = Field(0.95, gt=0.0, le=1.0, description="Multiplier per epoch.")
 
 
 class CosineSchedule(_Warmup):
     name: Literal["cosine"]
-    min_lr: float = Field(0.0, ge=0.0)
+    min_lr: Float = Field(0.0, ge=0.0)
 
 
 class OneCycleSchedule(_Section):
     name: Literal["onecycle"]
-    pct_start: float = Field(0.3, gt=0.0, lt=1.0)
-    div_factor: float = Field(25.0, gt=1.0, description="Start at lr / div_factor.")
-    final_div_factor: float = Field(1e4, gt=1.0, description="End at lr / (div_factor * final_div_factor).")
+    pct_start: Float = Field(0.3, gt=0.0, lt=1.0)
+    div_factor: Float = Field(25.0, gt=1.0, description="Start at lr / div_factor.")
+    final_div_factor: Float = Field(1e4, gt=1.0, description="End at lr / (div_factor * final_div_factor).")
 
 
 class CyclicSchedule(_Section):
     name: Literal["cyclic"]
-    base_lr: float = Field(1e-4, ge=0.0, description="Bottom of each triangle; optimizer.lr is the first peak.")
-    step_epochs: float = Field(2.0, gt=0.0, description="Half-cycle length of the first cycle, in epochs.")
-    step_growth: float = Field(1.0, ge=1.0, description="Each cycle's half-length is this times the previous one's.")
-    decay: float = Field(1.0, gt=0.0, le=1.0, description="Each cycle's amplitude is this times the previous one's.")
+    base_lr: Float = Field(1e-4, ge=0.0, description="Bottom of each triangle; optimizer.lr is the first peak.")
+    step_epochs: Float = Field(2.0, gt=0.0, description="Half-cycle length of the first cycle, in epochs.")
+    step_growth: Float = Field(1.0, ge=1.0, le=10.0, description="Each cycle's half-length is this times the previous one's.")
+    decay: Float = Field(1.0, gt=0.0, le=1.0, description="Each cycle's amplitude is this times the previous one's.")
 
 
 class PlateauSchedule(_Warmup):
     name: Literal["plateau"]
     monitor: Monitor = "val_loss"
-    factor: float = Field(0.1, gt=0.0, lt=1.0)
-    patience: int = Field(5, ge=0)
-    threshold: float = Field(1e-4, ge=0.0)
-    min_lr: float = Field(0.0, ge=0.0)
+    factor: Float = Field(0.1, gt=0.0, lt=1.0)
+    patience: Int = Field(5, ge=0)
+    threshold: Float = Field(1e-4, ge=0.0)
+    min_lr: Float = Field(0.0, ge=0.0)
 
 
 ScheduleSpec = Annotated[
@@ -300,18 +319,18 @@ ScheduleSpec = Annotated[
 
 # --------------------------------------------------------------------------- training
 class EarlyStoppingConfig(_Section):
-    patience: int = Field(5, ge=1, description="Epochs without improvement of training.monitor before stopping.")
-    min_delta: float = Field(0.0, ge=0.0)
+    patience: Int = Field(5, ge=1, description="Epochs without improvement of training.monitor before stopping.")
+    min_delta: Float = Field(0.0, ge=0.0)
 
 
 class TrainingConfig(_Section):
-    epochs: int = Field(10, gt=0)
-    batch_size: int = Field(128, gt=0)
-    seed: int = 0
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    epochs: Int = Field(10, gt=0, le=1_000_000)
+    batch_size: Int = Field(128, gt=0, le=1_000_000)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
+    label_smoothing: Float = Field(0.0, ge=0.0, lt=1.0)
     monitor: Monitor = Field("val_loss", description="Metric that picks the best checkpoint and drives early stopping.")
     early_stopping: EarlyStoppingConfig | None = None
-    checkpoint_every: int = Field(1, gt=0, description="Write checkpoints/last.npz every N epochs (and always at the end).")
+    checkpoint_every: Int = Field(1, gt=0, description="Write checkpoints/last.npz every N epochs (and always at the end).")
 
 
 class OutputConfig(_Section):
@@ -340,6 +359,18 @@ class RunConfig(_Section):
         return tree
 
     @model_validator(mode="after")
+    def _rates_fit_together(self) -> "RunConfig":
+        decay = getattr(self.optimizer, "weight_decay", 0.0)
+        if self.optimizer.lr * decay >= 1.0:
+            raise ValueError(
+                f"optimizer.weight_decay: lr * weight_decay must be below 1, or every step flips the weights' sign "
+                f"(got {self.optimizer.lr:g} * {decay:g})"
+            )
+        if isinstance(self.schedule, CyclicSchedule) and self.schedule.base_lr >= self.optimizer.lr:
+            raise ValueError(f"schedule.base_lr: must be below optimizer.lr, the peak (got {self.schedule.base_lr:g} >= {self.optimizer.lr:g})")
+        return self
+
+    @model_validator(mode="after")
     def _monitors_need_validation(self) -> "RunConfig":
         if self.data.val_fraction == 0.0:
             if self.training.early_stopping is not None:
@@ -350,15 +381,58 @@ class RunConfig(_Section):
 
 
 # --------------------------------------------------------------------------- loading
+#: A config is a few hundred bytes; anything near this is not a config.
+MAX_CONFIG_BYTES = 1_000_000
+#: Values a config may expand to: YAML aliases can make 600 bytes mean billions of values.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with every failure mode as one ConfigError line: syntax, nesting too deep for
+    Python's recursion limit, integers too long to convert, and alias bombs (checked after loading:
+    the loaded tree shares its repeated nodes, so it is small; walking it counts the expansion)."""
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}" if mark else where
+        raise ConfigError(f"{at}: invalid YAML ({getattr(exc, 'problem', None) or _short_text(str(exc))})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a config") from None
+    except ValueError as exc:  # Python refuses to convert integers of more than 4,300 digits
+        raise ConfigError(f"{where}: invalid value: a number longer than Python converts (4,300 digits)") from None
+    if _count_values(tree, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{where}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases?); not a config")
+    return tree
+
+
+def _count_values(node: Any, limit: int, depth: int = 0) -> int:
+    """Values in ``node`` with shared (aliased) nodes counted at every use; stops counting past ``limit``."""
+    if depth > 100:
+        return limit + 1
+    if isinstance(node, dict):
+        total = 1
+        for key, value in node.items():
+            total += 1 + _count_values(value, limit - total, depth + 1)
+            if total > limit:
+                break
+        return total
+    if isinstance(node, list):
+        total = 1
+        for value in node:
+            total += _count_values(value, limit - total, depth + 1)
+            if total > limit:
+                break
+        return total
+    return 1
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optimizer.lr=0.02"`` -> ``(["optimizer", "lr"], 0.02)``; the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"{text}: overrides look like dotted.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{key}: value is not valid YAML ({exc.problem if hasattr(exc, 'problem') else exc})") from None
+        raise ConfigError(f"{_short_text(text)}: overrides look like dotted.key=value")
+    value = _parse_yaml(raw, key) if raw.strip() else None
     return key.split("."), value
 
 
@@ -386,23 +460,28 @@ def apply_override(tree: dict, keys: list[str], value: Any) -> None:
                 if child is None:  # absent, or `null` in the YAML: the override creates the section
                     child = node[key] = {}
                 elif not isinstance(child, (dict, list)):
-                    raise ConfigError(f"{where}: is a value, not a section (got {child!r})")
+                    raise ConfigError(f"{where}: is a value, not a section (got {_short(child)})")
                 node = child
         else:
-            raise ConfigError(f"{'.'.join(keys[:depth])}: is a value, not a section (got {node!r})")
+            raise ConfigError(f"{'.'.join(keys[:depth])}: is a value, not a section (got {_short(node)})")
 
 
 def read_yaml_mapping(path: Path) -> dict:
+    """The config file's top-level mapping; every way a file can fail to be one is a ConfigError line."""
     try:
-        text = path.read_text()
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a config file")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a config")
     try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); is it a config file?") from None
+    tree = _parse_yaml(text, str(path))
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
@@ -410,19 +489,42 @@ def read_yaml_mapping(path: Path) -> dict:
     return tree
 
 
-def build_config(tree: dict, overrides: list[str] = ()) -> RunConfig:
-    """Apply ``overrides`` to the raw mapping ``tree`` and validate it."""
+#: Fields that hold paths. Written in a config file, a relative path means relative to that file;
+#: given as an override on the command line, relative to the current folder (as a shell user means).
+PATH_FIELDS = (("data", "source"),)
+
+
+def _absolute_paths(tree: dict, base: Path) -> None:
+    for section, key in PATH_FIELDS:
+        node = tree.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key] and "\0" not in node[key]:
+            path = Path(node[key]).expanduser()
+            node[key] = str(path if path.is_absolute() else (base / path).resolve())
+
+
+def build_config(tree: dict, overrides: list[str] = (), base_dir: Path | None = None) -> RunConfig:
+    """Apply ``overrides`` to the raw mapping ``tree`` and validate it.
+
+    Relative paths in ``tree`` are taken relative to ``base_dir`` (the config file's folder), those
+    in overrides relative to the current folder; the resolved config holds absolute paths only.
+    """
+    if base_dir is not None:
+        _absolute_paths(tree, base_dir)
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(tree, keys, value)
+    _absolute_paths(tree, Path.cwd())
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError([format_error(err, tree) for err in exc.errors()]) from None
+        raise ConfigError([format_error(err, tree) for err in exc.errors()[:20]]) from None
+    except RecursionError:
+        raise ConfigError("<config>: nested too deeply to be a config") from None
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    return build_config(read_yaml_mapping(Path(path)), overrides)
+    path = Path(path)
+    return build_config(read_yaml_mapping(path), overrides, base_dir=path.resolve().parent)
 
 
 def dump_config(config: RunConfig) -> str:
@@ -461,22 +563,47 @@ def format_error(err: dict, tree: dict) -> str:
             else:
                 allowed = sorted(owner.model_fields, key=lambda name: name not in ("type", "name"))  # kind first
                 msg += f"; allowed: {', '.join(allowed)}"
-        return f"{'.'.join(path)}: {msg}"
+            msg += _switch_hint(owner, str(path[-1]), path[:-1])
+        return f"{_short_text('.'.join(path))}: {msg}"
     if kind == "union_tag_invalid":
         msg = f"unknown {err['ctx']['discriminator'].strip(chr(39))} {err['ctx']['tag']!r}; choose from {err['ctx']['expected_tags']}"
         return f"{'.'.join(path)}: {msg}"
     if kind == "union_tag_not_found":
-        keys = ", ".join(map(str, got)) if isinstance(got := err.get("input"), dict) else repr(got)
+        keys = _short_text(", ".join(map(str, got))) if isinstance(got := err.get("input"), dict) else _short(got)
         return f"{'.'.join(path)}: needs a {err['ctx']['discriminator']} key (got keys: {keys}; in YAML flow style write 'key: value' with a space)"
     if kind == "missing":
         return f"{'.'.join(path)}: required"
     got = err.get("input")
     # A whole section as input says nothing the path does not; a scalar is worth quoting.
-    suffix = "" if isinstance(got, (dict, list)) and kind == "value_error" else (
-        " (got a mapping)" if isinstance(got, dict) else f" (got {got!r})")
+    suffix = "" if isinstance(got, (dict, list)) and kind == "value_error" else f" (got {_short(got)})"
     if "(got " in msg:  # the validator already quoted the offending value
         suffix = ""
-    return f"{'.'.join(path) or '<config>'}: {msg}{suffix}"
+    return f"{_short_text('.'.join(path)) or '<config>'}: {_short_text(msg, 300)}{suffix}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: an error line never echoes a huge (or alias-expanded) value."""
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else f"a list of {len(value)} items"
+    return _short_text(repr(value), limit)
+
+
+def _short_text(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text):,} chars)"
+
+
+def _switch_hint(owner: type[BaseModel], key: str, section: list[str]) -> str:
+    """After ``optimizer.name=adam`` on an SGD config, ``momentum`` is unknown: say whose key it is,
+    and how to replace the whole section instead of one key of it."""
+    if not section or section[0] not in ("optimizer", "schedule") or len(section) != 1:
+        return ""
+    kind = _literal_tags(owner)
+    members = _union_members(RunConfig.model_fields[section[0]].annotation)
+    owners = [tag for m in members if _is_model(m) and key in m.model_fields for tag in _literal_tags(m)]
+    if not owners or not kind:
+        return ""
+    example = f"{{name: {kind[0]}, lr: ...}}" if section[0] == "optimizer" else f"{{name: {kind[0]}}}"
+    return f"; {key} belongs to {' / '.join(owners)}, not {kind[0]}: to switch, replace the whole section, e.g. {section[0]}={example}"
 
 
 def _unwrap(annotation: Any) -> Any:

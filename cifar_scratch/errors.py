@@ -23,3 +23,13 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint or run folder is missing, incomplete or of an unknown format."""
+
+
+class UsageError(UserError):
+    """A command used the wrong way (missing argument, a run that is already finished)."""
+
+    exit_code = 2
+
+
+class TrainingFailed(UserError):
+    """Training ran but did not produce a usable model (the loss became NaN or infinite)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +9,12 @@ import numpy as np
 from cifar_scratch import reports
 from cifar_scratch.config import load_config
 from cifar_scratch.data import Normalizer, load_dataset
-from cifar_scratch.errors import CheckpointError, DataError
+from cifar_scratch.errors import CheckpointError, DataError, UsageError
 from cifar_scratch.fileio import atomic_write_json
 from cifar_scratch.nn.functional import softmax
 from cifar_scratch.nn.model import build_model
-from cifar_scratch.training.trainer import evaluate_split, load_weights
+from cifar_scratch.training.run import check_checkpoint_matches, read_run_info
+from cifar_scratch.training.trainer import EVAL_BATCH, evaluate_split, load_weights
 
 GRID_SIZE = 32
 
@@ -23,6 +23,8 @@ def locate(target: Path) -> tuple[Path, Path]:
     """A run folder (its best checkpoint, else last) or a checkpoint file -> (run folder, checkpoint)."""
     target = Path(target)
     if target.is_file():
+        if target.suffix in (".yaml", ".yml"):
+            raise UsageError(f"{target}: this is a config, not a run folder; train it first: cifar-scratch train {target}")
         run_dir = target.parent.parent if target.parent.name == "checkpoints" else target.parent
         return run_dir, target
     for name in ("best.npz", "last.npz"):
@@ -31,25 +33,36 @@ def locate(target: Path) -> tuple[Path, Path]:
     raise CheckpointError(f"{target}: no checkpoints/best.npz or checkpoints/last.npz (is it a run folder?)")
 
 
-def evaluate_checkpoint(target: Path, split: str = "test", data_dir: Path | None = None, progress: bool = True) -> tuple[Path, dict]:
-    """Write metrics.json, confusion_matrix.json/.png, samples.png and misclassified.png; return (folder, metrics)."""
+def evaluate_checkpoint(
+    target: Path, split: str = "test", data_dir: Path | None = None, progress: bool = True, notes: list[str] | None = None
+) -> tuple[Path, dict]:
+    """Write metrics.json, confusion_matrix.json/.png, samples.png and misclassified.png; return (folder, metrics).
+
+    ``notes`` collects what the user should know about the weights measured (an unfinished run, say).
+    """
+    notes = notes if notes is not None else []
     run_dir, checkpoint = locate(target)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir}: config.yaml is missing, so the model cannot be rebuilt")
     config = load_config(run_dir / "config.yaml")
-    if data_dir is None:
-        info_path = run_dir / "run.json"
-        data_dir = Path(json.loads(info_path.read_text()).get("data_dir", "data")) if info_path.exists() else Path("data")
+    info = read_run_info(run_dir)
+    data_dir = data_dir or Path(info.get("data_dir", "data"))
     dataset = load_dataset(config.data, data_dir, progress)
     data = dataset.split(split)
     if not len(data):
         raise DataError(f"the {split} split is empty (data.val_fraction is 0?)")
-    model = build_model(config.model, dataset.image_shape, len(dataset.class_names), np.random.default_rng(0))
+    model = build_model(config.model, dataset.image_shape, len(dataset.class_names), np.random.default_rng(0), EVAL_BATCH)
     channels = dataset.image_shape[-1]
     normalizer = Normalizer(np.zeros(channels, np.float32), np.ones(channels, np.float32))  # filled from the checkpoint
     meta = load_weights(model, normalizer, checkpoint)
-    if meta.get("class_names") != list(dataset.class_names):
-        raise CheckpointError(f"{checkpoint}: trained on classes {meta.get('class_names')}, data has {list(dataset.class_names)}")
+    check_checkpoint_matches(meta, config, dataset.fingerprint(), dataset.class_names, checkpoint)
+    status = info.get("status")
+    if status != "completed":
+        notes.append(f"the run is not finished (run.json status: {status or 'unknown'}, {meta.epoch} of "
+                     f"{config.training.epochs} epochs trained)")
+    if checkpoint.name == "last.npz" and target.is_dir():
+        notes.append(f"no best checkpoint yet: measuring checkpoints/last.npz, the weights after epoch {meta.epoch} "
+                     f"(step {meta.step})" + (", i.e. untrained" if meta.step == 0 else ""))
 
     loss, accuracy, logits = evaluate_split(model, normalizer, data)
     probabilities = softmax(logits)
@@ -60,7 +73,8 @@ def evaluate_checkpoint(target: Path, split: str = "test", data_dir: Path | None
     per_class = {n: {k: report[n][k] for k in ("precision", "recall", "f1-score", "support")} for n in names}
     metrics = {
         "checkpoint": str(checkpoint),
-        "epoch": meta.get("epoch"),
+        "epoch": meta.epoch,
+        "notes": notes,
         "split": split,
         "samples": len(data),
         "loss": loss,
@@ -69,6 +83,8 @@ def evaluate_checkpoint(target: Path, split: str = "test", data_dir: Path | None
         "macro_recall": report["macro avg"]["recall"],
         "macro_f1": report["macro avg"]["f1-score"],
         "per_class": per_class,
+        "weighted_f1": report["weighted avg"]["f1-score"],
+        "report": report["text"],
     }
     atomic_write_json(out_dir / "metrics.json", metrics)
     atomic_write_json(out_dir / "confusion_matrix.json", {"class_names": list(names), "matrix": report["confusion_matrix"]})

@@ -37,6 +37,19 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
+TEMP_PATTERN = ".*.tmp"
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete what :func:`atomic_open` leaves when the process is killed mid-write (never a real file)."""
+    removed = []
+    for path in Path(folder).rglob(TEMP_PATTERN):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)

@@ -9,9 +9,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import classification_report, confusion_matrix  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix  # noqa: E402
 
-from cifar_scratch.config import PlateauSchedule  # noqa: E402
+from cifar_scratch.fileio import atomic_open  # noqa: E402
 
 
 def classification_summary(labels: np.ndarray, predictions: np.ndarray, class_names: tuple[str, ...]) -> dict:
@@ -22,73 +23,78 @@ def classification_summary(labels: np.ndarray, predictions: np.ndarray, class_na
     )
     report["accuracy"] = float(np.mean(labels == predictions)) if len(labels) else float("nan")
     report["confusion_matrix"] = confusion_matrix(labels, predictions, labels=classes).tolist()
+    report["text"] = classification_report(
+        labels, predictions, labels=classes, target_names=list(class_names), digits=4, zero_division=0
+    )
     return report
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    """Write the figure through a temporary name (a killed run never leaves half a PNG)."""
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def plot_history(history: list[dict], directory: Path) -> None:
-    """loss.png and accuracy.png: train vs validation per epoch."""
+def _mark_best(ax, best_epoch: int | None) -> None:
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="0.4", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+
+
+def plot_history(history: list[dict], directory: Path, best_epoch: int | None = None) -> None:
+    """loss.png and accuracy.png: train vs validation per epoch, the best epoch marked."""
     epochs = [row["epoch"] for row in history]
     for metric, label in (("loss", "cross-entropy loss"), ("accuracy", "accuracy")):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for split in ("train", "val"):
+        for split, style in (("train", "o-"), ("val", "s--")):
             values = [np.nan if row[f"{split}_{metric}"] is None else row[f"{split}_{metric}"] for row in history]
-            ax.plot(epochs, values, marker="o", markersize=3, label="validation" if split == "val" else split)
+            ax.plot(epochs, values, style, markersize=3, label="validation" if split == "val" else split)
+        _mark_best(ax, best_epoch)
         ax.set(xlabel="epoch", ylabel=label, title=f"{label} per epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
         _save(fig, directory / f"{metric}.png")
 
 
-def plot_lr(schedule, state, path: Path) -> None:
-    """The learning rate of every step taken (per epoch for plateau, whose rate depends on metrics)."""
+def plot_lr(lrs: list[float], steps_per_epoch: int, schedule_name: str, path: Path, best_epoch: int | None = None) -> None:
+    """The learning rate of every step actually taken (so an extended or resumed run shows what ran), by epoch."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    if isinstance(schedule.spec, PlateauSchedule):
-        ax.step([r["epoch"] for r in state.history], [r["lr"] for r in state.history], where="post")
-        ax.set_xlabel("epoch")
-    else:
-        steps = np.arange(state.step)
-        ax.plot(steps, [schedule.lr_at(int(s)) for s in steps])
-        ax.set_xlabel("step")
-    ax.set(ylabel="learning rate", title=f"schedule: {schedule.spec.name}")
+    epochs = (np.arange(len(lrs)) + 1) / steps_per_epoch
+    ax.plot(epochs, lrs, linewidth=1.2)
+    _mark_best(ax, best_epoch)
+    ax.set(xlabel="epoch", ylabel="learning rate", title=f"learning rate of each step (schedule: {schedule_name})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
+    if best_epoch is not None:
+        ax.legend()
     _save(fig, path)
 
 
 def plot_confusion(matrix, class_names: tuple[str, ...], directory: Path, split: str) -> None:
-    """confusion_matrix.png (counts) and confusion_matrix_normalized.png (rows sum to 1)."""
+    """confusion_matrix.png (counts) and confusion_matrix_normalized.png (rows sum to 1, colours on [0, 1])."""
     counts = np.asarray(matrix)
     normalized = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.55 * len(class_names) + 2)
-    for values, suffix, fmt in ((counts, "", "d"), (normalized, "_normalized", ".2f")):
+    for values, suffix, fmt, limits in ((counts, "", "d", {"vmin": 0}), (normalized, "_normalized", ".2f", {"vmin": 0, "vmax": 1})):
         fig, ax = plt.subplots(figsize=(size + 1, size))
-        image = ax.imshow(values, cmap="Blues", vmin=0)
-        fig.colorbar(image, ax=ax, fraction=0.046)
-        ticks = np.arange(len(class_names))
-        ax.set_xticks(ticks, class_names, rotation=45, ha="right")
-        ax.set_yticks(ticks, class_names)
+        display = ConfusionMatrixDisplay(values, display_labels=list(class_names))
+        display.plot(ax=ax, cmap="Blues", values_format=fmt, xticks_rotation=45, colorbar=True, im_kw=limits)
+        for text in display.text_.ravel():
+            text.set_fontsize(8)
         ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix ({split}{', row-normalized' if suffix else ''})")
-        threshold = values.max() / 2 if values.size else 0
-        for i in range(values.shape[0]):
-            for j in range(values.shape[1]):
-                ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=8,
-                        color="white" if values[i, j] > threshold else "black")
         _save(fig, directory / f"confusion_matrix{suffix}.png")
 
 
 def plot_image_grid(images: np.ndarray, titles: list[str], correct: list[bool], path: Path, title: str, columns: int = 8) -> None:
-    """Images (N, H, W, C) uint8 with a caption each; green captions are right, red ones wrong."""
+    """Images (N, H, W, C) uint8 with a caption each. Right and wrong differ by a mark and by colour
+    (blue/orange, which colour-blind readers tell apart), never by colour alone."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.4, rows * 1.6))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.4, rows * 1.7 + 0.6), layout="constrained")
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, image, caption, ok in zip(np.atleast_1d(axes).ravel(), images, titles, correct):
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
-        ax.set_title(caption, fontsize=7, color="green" if ok else "red")
+        ax.set_title(("\u2713 " if ok else "\u2717 ") + caption, fontsize=7, color="tab:blue" if ok else "tab:orange")
     fig.suptitle(title)
     _save(fig, path)

@@ -73,11 +73,11 @@ def test_missing_config_file_and_missing_arguments(tmp_path, env):
     result = invoke("train", tmp_path / "nope.yaml", env=env)
     assert result.exit_code == 2 and "cannot read config" in result.output
     result = invoke("train", env=env)
-    assert result.exit_code == 1 and "give a config file" in result.output
+    assert result.exit_code == 2 and "give a config file" in result.output
     result = invoke("evaluate", tmp_path, env=env)
     assert result.exit_code == 1 and "no checkpoints/best.npz" in result.output
     result = invoke("evaluate", tmp_path, "--split", "train", env=env)
-    assert result.exit_code == 1 and "--split: must be test or val" in result.output
+    assert result.exit_code == 2 and "'train' is not one of 'test', 'val'" in result.output
 
 
 def test_print_config_resolves_overrides(digits_config, env):

@@ -7,6 +7,7 @@ labels. Images stay uint8 until a batch is formed; :class:`Normalizer` makes the
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,17 @@ class Dataset:
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def fingerprint(self) -> dict[str, str]:
+        """SHA-256 (16 hex digits) of each split's images and labels: which images a run saw, exactly."""
+        digests = {}
+        for name in ("train", "val", "test"):
+            split = self.split(name)
+            digest = hashlib.sha256(repr((split.images.shape, split.labels.shape)).encode())
+            digest.update(np.ascontiguousarray(split.images).data)
+            digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).data)
+            digests[name] = digest.hexdigest()[:16]
+        return digests
 
 
 @dataclass

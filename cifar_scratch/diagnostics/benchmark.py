@@ -87,7 +87,7 @@ class OurModel:
 
     def __init__(self, config: RunConfig, batch: int, seed: int = 0):
         rng = np.random.default_rng(seed)
-        self.model = build_model(config.model, model_input_shape(config), num_classes(config), rng)
+        self.model = build_model(config.model, model_input_shape(config), num_classes(config), rng, batch)
         self.optimizer = build_optimizer(config.optimizer, self.model.params)
         self.x = rng.standard_normal((batch, *self.model.input_shape)).astype(np.float32)
         self.labels = rng.integers(0, num_classes(config), batch)

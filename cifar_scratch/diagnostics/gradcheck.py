@@ -125,7 +125,7 @@ def small_model(config: RunConfig, dtype=np.float64, seed: int = 0) -> Sequentia
     for side in (8, 12, 16, 24, None):
         shape = full if side is None or side >= full[0] else (side, min(side + 1, full[1]), full[2])
         try:
-            return build_model(config.model, shape, num_classes(config), np.random.default_rng(seed), dtype)
+            return build_model(config.model, shape, num_classes(config), np.random.default_rng(seed), dtype=dtype)
         except ConfigError:
             if side is None:
                 raise

@@ -8,6 +8,7 @@ unless written out. A layer keeps only the cache of its latest forward pass.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +33,19 @@ from cifar_scratch.nn.norm import batchnorm_backward, batchnorm_forward
 from cifar_scratch.nn.init import initialize
 
 
+@dataclass(frozen=True)
+class LayerPlan:
+    """A layer's shapes for a given input, worked out without allocating anything.
+
+    ``scratch``: extra values per sample that a training step holds (im2col columns, dropout masks).
+    """
+
+    output_shape: tuple[int, ...]
+    params: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    buffers: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    scratch: int = 0
+
+
 class Layer:
     kind = "layer"
 
@@ -44,9 +58,13 @@ class Layer:
         self.input_grad = True  # False: backward may skip the input gradient (nothing upstream needs it)
         self._cache = None
 
+    def plan(self, input_shape: tuple[int, ...]) -> LayerPlan:
+        """Output, parameter and buffer shapes for per-sample ``input_shape``; ValueError if it does not fit."""
+        return LayerPlan(tuple(input_shape))
+
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32) -> tuple[int, ...]:
         """Create parameters for per-sample ``input_shape``; return the per-sample output shape."""
-        return input_shape
+        return self.plan(input_shape).output_shape
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -67,14 +85,19 @@ class Dense(Layer):
         super().__init__()
         self.units, self.use_bias, self.init = units, bias, init
 
-    def build(self, input_shape, rng, dtype=np.float32):
+    def plan(self, input_shape):
         if len(input_shape) != 1:
             raise ValueError(f"{self.name}: expects flat input (D,), got {input_shape}; add a flatten layer before it")
+        params = {"weight": (input_shape[0], self.units)} | ({"bias": (self.units,)} if self.use_bias else {})
+        return LayerPlan((self.units,), params)
+
+    def build(self, input_shape, rng, dtype=np.float32):
+        plan = self.plan(input_shape)
         fan_in = input_shape[0]
-        self.params["weight"] = initialize(self.init, (fan_in, self.units), fan_in, self.units, rng, dtype)
+        self.params["weight"] = initialize(self.init, plan.params["weight"], fan_in, self.units, rng, dtype)
         if self.use_bias:
             self.params["bias"] = np.zeros(self.units, dtype=dtype)
-        return (self.units,)
+        return plan.output_shape
 
     def forward(self, x):
         out, self._cache = F.dense_forward(x, self.params["weight"], self.params.get("bias"))
@@ -93,9 +116,12 @@ class Flatten(Layer):
 
     kind = "flatten"
 
+    def plan(self, input_shape):
+        return LayerPlan((math.prod(input_shape),))
+
     def build(self, input_shape, rng, dtype=np.float32):
         self._input_shape = input_shape
-        return (math.prod(input_shape),)
+        return self.plan(input_shape).output_shape
 
     def forward(self, x):
         return x.reshape(x.shape[0], -1)
@@ -168,6 +194,9 @@ class Dropout(Layer):
         super().__init__()
         self.rate = rate
 
+    def plan(self, input_shape):
+        return LayerPlan(tuple(input_shape), scratch=math.prod(input_shape))  # the mask
+
     def build(self, input_shape, rng, dtype=np.float32):
         self._rng = rng
         return input_shape
@@ -201,19 +230,26 @@ class Conv2D(Layer):
         self.padding, self.use_bias, self.init = padding, bias, init
         self.workspace = Workspace()
 
-    def build(self, input_shape, rng, dtype=np.float32):
+    def plan(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"{self.name}: expects images (H, W, C), got {input_shape}")
         h, w, c = input_shape
-        _, (out_h, out_w) = conv_geometry((h, w), self.kernel, self.stride, self.padding)
+        (top, left), (out_h, out_w) = conv_geometry((h, w), self.kernel, self.stride, self.padding)
         if out_h < 1 or out_w < 1:
             raise ValueError(f"{self.name}: a {self.kernel} kernel does not fit the {h}x{w} input")
-        shape = (*self.kernel, c, self.filters)
+        params = {"weight": (*self.kernel, c, self.filters)} | ({"bias": (self.filters,)} if self.use_bias else {})
+        columns = out_h * out_w * self.kernel[0] * self.kernel[1] * c
+        padded = (h + 2 * top + self.kernel[0]) * (w + 2 * left + self.kernel[1]) * c
+        return LayerPlan((out_h, out_w, self.filters), params, scratch=2 * columns + padded)  # columns and their gradient
+
+    def build(self, input_shape, rng, dtype=np.float32):
+        plan = self.plan(input_shape)
+        c = input_shape[2]
         fan_in, fan_out = self.kernel[0] * self.kernel[1] * c, self.kernel[0] * self.kernel[1] * self.filters
-        self.params["weight"] = initialize(self.init, shape, fan_in, fan_out, rng, dtype)
+        self.params["weight"] = initialize(self.init, plan.params["weight"], fan_in, fan_out, rng, dtype)
         if self.use_bias:
             self.params["bias"] = np.zeros(self.filters, dtype=dtype)
-        return (out_h, out_w, self.filters)
+        return plan.output_shape
 
     def forward(self, x):
         out, self._cache = conv2d_forward(
@@ -237,13 +273,13 @@ class _Pool(_KernelLayer):
         self.size = pair(size)
         self.stride = pair(stride) if stride is not None else self.size
 
-    def build(self, input_shape, rng, dtype=np.float32):
+    def plan(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"{self.name}: expects images (H, W, C), got {input_shape}")
         out_h, out_w = pool_geometry(input_shape[:2], self.size, self.stride)
         if out_h < 1 or out_w < 1:
             raise ValueError(f"{self.name}: a {self.size} window does not fit the {input_shape[0]}x{input_shape[1]} input")
-        return (out_h, out_w, input_shape[2])
+        return LayerPlan((out_h, out_w, input_shape[2]))
 
     def _options(self):
         return self.size, self.stride
@@ -266,10 +302,10 @@ class AvgPool2D(_Pool):
 class _GlobalPool(_KernelLayer):
     """(H, W, C) -> (C,)."""
 
-    def build(self, input_shape, rng, dtype=np.float32):
+    def plan(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"{self.name}: expects images (H, W, C), got {input_shape}")
-        return (input_shape[2],)
+        return LayerPlan((input_shape[2],))
 
 
 class GlobalAvgPool(_GlobalPool):
@@ -298,6 +334,11 @@ class BatchNorm(Layer):
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True):
         super().__init__()
         self.momentum, self.eps, self.affine = momentum, eps, affine
+
+    def plan(self, input_shape):
+        channels = (input_shape[-1],)
+        params = {"weight": channels, "bias": channels} if self.affine else {}
+        return LayerPlan(tuple(input_shape), params, {"running_mean": channels, "running_var": channels})
 
     def build(self, input_shape, rng, dtype=np.float32):
         channels = input_shape[-1]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Iterable
 
 import numpy as np
 
 from cifar_scratch.config import DenseSpec, ModelConfig
 from cifar_scratch.errors import ConfigError
-from cifar_scratch.nn.layers import LAYER_TYPES, Layer
+from cifar_scratch.nn.layers import LAYER_TYPES, Layer, LayerPlan
 
 
 class Sequential:
@@ -17,14 +18,11 @@ class Sequential:
         """Build ``layers`` for per-sample ``input_shape``; parameters are drawn from ``rng``."""
         self.layers = list(layers)
         self.input_shape = tuple(input_shape)
-        self.output_shapes: list[tuple[int, ...]] = []
-        counts: dict[str, int] = {}
+        self.plans = plan_layers(self.layers, self.input_shape)
         shape = self.input_shape
         for layer in self.layers:
-            counts[layer.kind] = counts.get(layer.kind, 0) + 1
-            layer.name = f"{layer.kind}{counts[layer.kind]}"
             shape = tuple(layer.build(shape, rng, dtype))
-            self.output_shapes.append(shape)
+        self.output_shapes = [plan.output_shape for plan in self.plans]
         self.output_shape = shape
 
     # ----------------------------------------------------------------- state
@@ -117,10 +115,68 @@ class Sequential:
         return "\n".join(lines)
 
 
+def plan_layers(layers: list[Layer], input_shape: tuple[int, ...]) -> list[LayerPlan]:
+    """Name the layers (``dense1``, ``conv2d2``...) and work out every shape without allocating."""
+    counts: dict[str, int] = {}
+    plans, shape = [], tuple(input_shape)
+    for layer in layers:
+        counts[layer.kind] = counts.get(layer.kind, 0) + 1
+        layer.name = f"{layer.kind}{counts[layer.kind]}"
+        plan = layer.plan(shape)
+        plans.append(plan)
+        shape = plan.output_shape
+    return plans
+
+
+#: float32 copies of the parameters alive during a step: values, gradients, two optimizer slots, one temporary.
+PARAMETER_COPIES = 5
+#: float32 copies of each activation alive during a step: output, cached input, gradient.
+ACTIVATION_COPIES = 3
+
+
+def training_memory(plans: list[LayerPlan], input_shape: tuple[int, ...], batch_size: int) -> tuple[int, int]:
+    """Estimated bytes of (parameters, activations) that one training step of ``batch_size`` holds."""
+    parameters = sum(math.prod(s) for plan in plans for s in [*plan.params.values(), *plan.buffers.values()])
+    per_sample = math.prod(input_shape) + sum(ACTIVATION_COPIES * math.prod(p.output_shape) + p.scratch for p in plans)
+    return 4 * PARAMETER_COPIES * parameters, 4 * batch_size * per_sample
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
 def build_model(
-    config: ModelConfig, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator, dtype=np.float32
+    config: ModelConfig,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    rng: np.random.Generator,
+    batch_size: int = 1,
+    dtype=np.float32,
 ) -> Sequential:
-    """Layers from the config's list. The last dense layer may omit ``units``: it gets ``num_classes``."""
+    """Layers from the config's list. The last dense layer may omit ``units``: it gets ``num_classes``.
+
+    Shapes are worked out first and the memory of a training step of ``batch_size`` is compared with
+    what the machine has, so an absurd size is refused with the figure instead of asking NumPy for it.
+    """
     dense_positions = [i for i, spec in enumerate(config.layers) if isinstance(spec, DenseSpec)]
     if not dense_positions:
         raise ConfigError("model.layers: needs at least one dense layer to produce class scores")
@@ -139,9 +195,18 @@ def build_model(
                 raise ConfigError(f"model.layers.{index}.units: required (only the last dense layer may omit it)")
         layers.append(LAYER_TYPES[spec.type](**options))
     try:
-        model = Sequential(layers, input_shape, rng, dtype)
+        plans = plan_layers(layers, input_shape)
     except ValueError as exc:
         raise ConfigError(f"model.layers: {exc}") from None
+    parameters, activations = training_memory(plans, input_shape, batch_size)
+    available = available_memory()
+    if available is not None and parameters + activations > available:
+        raise ConfigError(
+            f"model.layers: a training step would need about {_size(parameters + activations)} (parameters and optimizer "
+            f"state {_size(parameters)}, activations for a batch of {batch_size} {_size(activations)}), more than the "
+            f"{_size(available)} of memory available; use fewer units/filters, a smaller kernel or padding, or a smaller batch"
+        )
+    model = Sequential(layers, input_shape, rng, dtype)
     if math.prod(model.output_shape) != num_classes or len(model.output_shape) != 1:
         raise ConfigError(f"model.layers: the model outputs {model.output_shape}, expected ({num_classes},) class scores")
     return model

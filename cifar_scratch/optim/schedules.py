@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 
+from cifar_scratch.errors import ConfigError
 from cifar_scratch.config import (
     ConstantSchedule,
+    RunConfig,
     CosineSchedule,
     CyclicSchedule,
     ExponentialSchedule,
@@ -72,15 +74,21 @@ class Schedule:
 
     def _cyclic(self, step: int) -> float:
         """Triangles from base_lr up to the peak and back. Cycle c lasts 2 * h0 * step_growth**c steps
-        and peaks at base_lr + (lr - base_lr) * decay**c: longer, gentler cycles as training settles."""
+        and peaks at base_lr + (lr - base_lr) * decay**c: longer, gentler cycles as training settles.
+
+        The cycle is found in closed form (a geometric series), so the cost does not grow with the step.
+        """
         spec = self.spec
-        half = spec.step_epochs * self.steps_per_epoch
-        amplitude = self.base_lr - spec.base_lr
-        position = float(step)
-        while position >= 2 * half:
-            position -= 2 * half
-            half *= spec.step_growth
-            amplitude *= spec.decay
+        first_half = spec.step_epochs * self.steps_per_epoch
+        growth = spec.step_growth
+        if growth == 1.0:
+            cycle = math.floor(step / (2 * first_half))
+        else:  # cycles 0..c-1 span 2 h0 (g^c - 1) / (g - 1) steps
+            cycle = math.floor(math.log1p(step * (growth - 1) / (2 * first_half)) / math.log(growth))
+        start = 2 * first_half * (cycle if growth == 1.0 else (growth**cycle - 1) / (growth - 1))
+        half = first_half * growth**cycle
+        position = min(max(step - start, 0.0), 2 * half)  # guards the last ulp of the log
+        amplitude = (self.base_lr - spec.base_lr) * spec.decay**cycle
         return spec.base_lr + amplitude * (1.0 - abs(position / half - 1.0))
 
     # ------------------------------------------------------------ plateau
@@ -104,3 +112,12 @@ class Schedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.scale, self.best, self.bad_epochs = state["scale"], state["best"], state["bad_epochs"]
+
+
+def build_schedule(config: RunConfig, steps_per_epoch: int) -> Schedule:
+    """The configured schedule for ``steps_per_epoch``; a length shorter than one step is a config error."""
+    spec = config.schedule
+    epochs = getattr(spec, "step_epochs", None)
+    if epochs is not None and epochs * steps_per_epoch < 1:
+        raise ConfigError(f"schedule.step_epochs: must last at least one step ({steps_per_epoch} steps per epoch, got {epochs:g} epochs)")
+    return Schedule(spec, config.optimizer.lr, steps_per_epoch, config.training.epochs)

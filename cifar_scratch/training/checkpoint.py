@@ -17,7 +17,7 @@ from cifar_scratch.errors import CheckpointError
 from cifar_scratch.fileio import atomic_open, json_safe
 
 FORMAT = "cifar-scratch-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: metadata holds the resolved config and the data fingerprint
 META_MEMBER = "metadata.json"
 
 
@@ -40,17 +40,20 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     try:
         with zipfile.ZipFile(path) as archive:
             metadata = json.loads(archive.read(META_MEMBER))
-            if metadata.get("format") != FORMAT:
+            if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: not a cifar-scratch checkpoint")
             if metadata.get("version") != VERSION:
-                raise CheckpointError(f"{path}: checkpoint version {metadata.get('version')} is not supported (expected {VERSION})")
+                raise CheckpointError(
+                    f"{path}: checkpoint format {metadata.get('version')} is not supported by this version of cifar-scratch "
+                    f"(it reads format {VERSION}); train the run again, or use the version that wrote it"
+                )
             arrays = {}
             for name in archive.namelist():
                 if name.endswith(".npy"):
                     with archive.open(name) as member:
                         arrays[name[:-4]] = np.lib.format.read_array(member, allow_pickle=False)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, OSError, EOFError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
     return arrays, metadata
 
 

@@ -17,30 +17,33 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
-from cifar_scratch import __version__
+from cifar_scratch import __version__, signals
 from cifar_scratch.config import RunConfig, build_config, dump_config, read_yaml_mapping
 from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
-from cifar_scratch.errors import CheckpointError, ConfigError, UserError
-from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe
+from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError, UserError
+from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe, remove_stale_temporaries
 from cifar_scratch.nn.model import build_model
 from cifar_scratch.optim.optimizers import build_optimizer
-from cifar_scratch.optim.schedules import Schedule
+from cifar_scratch.optim.schedules import build_schedule
 from cifar_scratch import reports
 from cifar_scratch.training.run_dir import create_run_dir
 from cifar_scratch.training.trainer import (
     HISTORY_FIELDS,
     Callback,
     Trainer,
-    TrainingInterrupted,
     evaluate_split,
     load_weights,
     steps_per_epoch,
@@ -74,116 +77,262 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
     atomic_write_text(run_dir / "history.jsonl", "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in history))
 
 
-def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path, callbacks: list[Callback]) -> Trainer:
+def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, callbacks: list[Callback]) -> Trainer:
     """Everything a run needs, built from the config with one seeded generator."""
     rng = np.random.default_rng(config.training.seed)
     normalizer = Normalizer.fit(dataset.train.images, config.data.normalize)
+    fingerprint = dataset.fingerprint()
     if config.data.augment.copies:
         # Own stream derived from the seed: resume rebuilds the same copies without touching `rng`.
         copies_rng = np.random.default_rng([config.training.seed, OFFLINE_AUGMENT_STREAM])
         images, labels = augmented_copies(dataset.train.images, dataset.train.labels, config.data.augment, copies_rng)
         dataset = dataclasses.replace(dataset, train=Split(images, labels))
-    model = build_model(config.model, dataset.image_shape, len(dataset.class_names), rng)
+    model = build_model(config.model, dataset.image_shape, len(dataset.class_names), rng, config.training.batch_size)
     optimizer = build_optimizer(config.optimizer, model.params)
-    schedule = Schedule(
-        config.schedule, config.optimizer.lr, steps_per_epoch(len(dataset.train), config.training.batch_size), config.training.epochs
-    )
-    return Trainer(config, dataset, model, normalizer, optimizer, schedule, rng, run_dir, [HistoryWriter(), *callbacks])
+    schedule = build_schedule(config, steps_per_epoch(len(dataset.train), config.training.batch_size))
+    trainer = Trainer(config, dataset, model, normalizer, optimizer, schedule, rng, run_dir, [HistoryWriter(), *callbacks])
+    trainer.data_fingerprint = fingerprint
+    return trainer
+
+
+def read_run_info(run_dir: Path) -> dict:
+    """``run.json`` as a dict ({} when absent); a damaged file is a clear error, never a traceback."""
+    path = run_dir / "run.json"
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: run.json is damaged ({type(exc).__name__}); fix or delete it (pass --data-dir then)") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: run.json is damaged (not a JSON object); fix or delete it (pass --data-dir then)")
+    return info
 
 
 def _write_run_info(run_dir: Path, updates: dict) -> None:
     path = run_dir / "run.json"
-    info = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        info = read_run_info(run_dir)
+    except CheckpointError:
+        info = {}  # rewritten whole: a damaged run.json must not stop the run from recording its state
     info.update(updates)
     atomic_write_json(path, info)
+
+
+def _record_failure(run_dir: Path, status: str, error: str) -> None:
+    """Best effort: a run that stops on an error says so in run.json (the disk may be what failed)."""
+    try:
+        _write_run_info(run_dir, {"status": status, "error": error, "stopped": _now()})
+    except (OSError, UserError):
+        pass
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def git_commit() -> str | None:
+    """The commit of the code that runs, with ``+dirty`` for uncommitted changes; None outside a git checkout."""
+    source = Path(__file__).resolve().parents[2]
+    if not (source / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def start_run(
     config: RunConfig, data_dir: Path, callbacks: list[Callback] = (), progress: bool = True, runs_dir: Path | None = None
 ) -> RunResult:
-    """Create a run folder for ``config``, train, and finish. Returns the folder and final metrics."""
+    """Create a run folder for ``config``, train, and finish. Returns the folder and final metrics.
+
+    Everything that can refuse (data, model size) runs before the folder exists, so a refused
+    run leaves nothing behind. ``runs_dir`` overrides ``output.runs_dir``; the folder actually used
+    is written into the run's ``config.yaml``, as an absolute path.
+    """
     dataset = load_dataset(config.data, data_dir, progress)
-    run_dir = create_run_dir(runs_dir or config.output.runs_dir, config.name)
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    trainer = build_trainer(config, dataset, run_dir, list(callbacks))
-    atomic_write_text(run_dir / "summary.txt", trainer.model.summary() + "\n")
-    _write_run_info(
-        run_dir,
-        {
-            "cifar_scratch": __version__,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "machine": platform.platform(),
-            "command": sys.argv,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "data_dir": str(data_dir.resolve()),
-            "dataset": dataset.description,
-            "class_names": list(dataset.class_names),
-            "sizes": {"train": len(trainer.dataset.train), "val": len(dataset.val), "test": len(dataset.test)},
-            "status": "running",
-        },
-    )
-    return _train_and_finish(trainer)
+    trainer = build_trainer(config, dataset, None, list(callbacks))
+    runs_dir = Path(runs_dir or config.output.runs_dir).expanduser().resolve()
+    config = config.model_copy(update={"output": config.output.model_copy(update={"runs_dir": str(runs_dir)})})
+    trainer.config = config
+    run_dir = trainer.run_dir = create_run_dir(runs_dir, config.name)
+    with run_lock(run_dir):
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        atomic_write_text(run_dir / "summary.txt", trainer.model.summary() + "\n")
+        _write_run_info(
+            run_dir,
+            {
+                "cifar_scratch": __version__,
+                "git_commit": git_commit(),
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+                "machine": platform.platform(),
+                "command": sys.argv,
+                "cwd": os.getcwd(),
+                "started": _now(),
+                "data_dir": str(data_dir.resolve()),
+                "dataset": dataset.description,
+                "class_names": list(dataset.class_names),
+                "sizes": {"train": len(trainer.dataset.train), "val": len(dataset.val), "test": len(dataset.test)},
+                "status": "running",
+                "resumes": [],
+            },
+        )
+        return _train_and_finish(trainer)
 
 
 def resume_run(
-    run_dir: Path, overrides: list[str], data_dir: Path | None, callbacks: list[Callback] = (), progress: bool = True
+    run_dir: Path,
+    overrides: list[str],
+    data_dir: Path | None,
+    callbacks: list[Callback] = (),
+    progress: bool = True,
 ) -> RunResult:
-    """Continue the run in ``run_dir`` from ``checkpoints/last.npz``, bit-exactly.
+    """Bring the run in ``run_dir`` to its complete state from ``checkpoints/last.npz``, bit-exactly.
 
-    ``overrides`` may only touch :data:`RESUMABLE_KEYS` (for example ``training.epochs=30`` to train longer).
+    An interrupted run trains on; a run whose training ended but whose final metrics and plots
+    were not all written (stopped in its last seconds) only finishes. ``overrides`` may only touch
+    :data:`RESUMABLE_KEYS` (for example ``training.epochs=30`` to train longer).
     """
     run_dir = Path(run_dir)
-    config_path, last = run_dir / "config.yaml", run_dir / "checkpoints" / "last.npz"
-    for needed in (config_path, last):
-        if not needed.exists():
-            raise CheckpointError(f"{run_dir}: not a resumable run folder ({needed.name} is missing)")
+    config = resume_config(run_dir, overrides)
+    last = run_dir / "checkpoints" / "last.npz"
+    if not last.exists():
+        raise CheckpointError(f"{run_dir}: not a resumable run folder (checkpoints/last.npz is missing)")
+    info = read_run_info(run_dir)
+    with run_lock(run_dir):
+        removed = remove_stale_temporaries(run_dir)
+        data_dir = data_dir or Path(info.get("data_dir", "data"))
+        dataset = load_dataset(config.data, data_dir, progress)
+        trainer = build_trainer(config, dataset, run_dir, list(callbacks))
+        meta = trainer.restore(last)
+        check_checkpoint_matches(meta, config, trainer.data_fingerprint, dataset.class_names, last)
+        state = trainer.state
+        if state.stop_reason == "completed" and state.epoch < config.training.epochs:
+            state.stop_reason = None  # asked to train longer
+        if state.stop_reason is not None and info.get("status") in ("completed", "failed") and (run_dir / "metrics.json").exists():
+            raise UsageError(
+                f"{run_dir}: run already finished after {state.epoch} epochs ({state.stop_reason}); "
+                f"pass training.epochs=N with N > {state.epoch} to train longer"
+            )
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        resumes = info.get("resumes") if isinstance(info.get("resumes"), list) else []
+        resume = {"time": _now(), "overrides": list(overrides), "from_epoch": state.epoch, "from_step": state.step,
+                  "removed_temporaries": len(removed), "git_commit": git_commit()}
+        _write_run_info(run_dir, {"status": "running", "resumes": [*resumes, resume]})
+        return _train_and_finish(trainer)
+
+
+def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
+    """The run's config with resume overrides applied; anything but :data:`RESUMABLE_KEYS` is refused."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists():
+        hint = " (it is a config file: train it with 'cifar-scratch train FILE')" if run_dir.is_file() else ""
+        raise CheckpointError(f"{run_dir}: not a resumable run folder (config.yaml is missing){hint}")
     old = build_config(read_yaml_mapping(config_path))
     config = build_config(read_yaml_mapping(config_path), overrides)
-    changed = _changed_keys(old.model_dump(mode="json"), config.model_dump(mode="json"))
-    refused = [k for k in changed if not k.startswith(RESUMABLE_KEYS)]
+    refused = [k for k in changed_keys(old.model_dump(mode="json"), config.model_dump(mode="json")) if not k.startswith(RESUMABLE_KEYS)]
     if refused:
         raise ConfigError([f"{k}: cannot change when resuming (allowed: {', '.join(RESUMABLE_KEYS)})" for k in refused])
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    data_dir = data_dir or Path(info.get("data_dir", "data"))
-    dataset = load_dataset(config.data, data_dir, progress)
-    trainer = build_trainer(config, dataset, run_dir, list(callbacks))
-    trainer.restore(last)
-    state = trainer.state
-    if state.stop_reason == "completed" and state.epoch < config.training.epochs:
-        state.stop_reason = None  # asked to train longer
-    if state.stop_reason is not None:
-        raise UserError(
-            f"{run_dir}: run already finished after {state.epoch} epochs ({state.stop_reason}); "
-            f"pass training.epochs=N with N > {state.epoch} to train longer"
+    return config
+
+
+def check_checkpoint_matches(meta, config: RunConfig, fingerprint: dict, class_names, checkpoint: Path) -> None:
+    """Refuse a checkpoint whose recorded config or data differ from what the run folder now says.
+
+    Without this, an edited ``config.yaml`` (say ``data.split_seed``) would silently mix training
+    images into the test split.
+    """
+    differences = [
+        k for k in changed_keys(meta.config, config.model_dump(mode="json"))
+        if not k.startswith(RESUMABLE_KEYS) and k != "output.runs_dir"
+    ]
+    if differences:
+        raise ConfigError(
+            [f"{k}: config.yaml says {_lookup(config.model_dump(mode='json'), k)!r}, but {checkpoint.name} was trained with "
+             f"{_lookup(meta.config, k)!r} (config.yaml was edited after the run started; restore it or start a new run)"
+             for k in differences[:10]]
         )
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    _write_run_info(run_dir, {"status": "running", "resumed": [*info.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]})
-    return _train_and_finish(trainer)
+    if list(meta.class_names) != list(class_names):
+        raise CheckpointError(f"{checkpoint}: trained on classes {meta.class_names}, but the data now has {list(class_names)}")
+    changed = [split for split, digest in meta.data.items() if fingerprint.get(split) != digest]
+    if changed:
+        raise CheckpointError(
+            f"{checkpoint}: the {', '.join(changed)} split{'s' if len(changed) > 1 else ''} of the data differ from the images "
+            f"this run was trained on (the dataset files changed); results would not be comparable"
+        )
 
 
-def _changed_keys(old, new, prefix: str = "") -> list[str]:
+def _lookup(tree, dotted: str):
+    for key in dotted.split("."):
+        if isinstance(tree, dict):
+            tree = tree.get(key)
+        elif isinstance(tree, list) and key.isdigit() and int(key) < len(tree):
+            tree = tree[int(key)]
+        else:
+            return None
+    return tree
+
+
+def changed_keys(old, new, prefix: str = "") -> list[str]:
+    """Dotted paths where two config trees differ."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = list(dict.fromkeys([*old, *new]))
-        return [c for k in keys for c in _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [c for k in keys for c in changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [c for i, (a, b) in enumerate(zip(old, new)) for c in _changed_keys(a, b, f"{prefix}{i}.")]
+        return [c for i, (a, b) in enumerate(zip(old, new)) for c in changed_keys(a, b, f"{prefix}{i}.")]
     return [] if old == new else [prefix.rstrip(".")]
 
 
+@contextmanager
+def run_lock(run_dir: Path):
+    """One process at a time trains or finishes a run folder (a second ``--resume`` is refused)."""
+    lock = FileLock(run_dir / ".lock")
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise UserError(f"{run_dir}: another process is training this run right now") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _train_and_finish(trainer: Trainer) -> RunResult:
+    """Train (or finish) and record the outcome in run.json: completed, interrupted or failed."""
+    run_dir = trainer.run_dir
     try:
         trainer.fit()
-    except (TrainingInterrupted, KeyboardInterrupt):
-        _write_run_info(trainer.run_dir, {"status": "interrupted", "epochs_done": trainer.state.epoch})
+        metrics = finish(trainer)
+    except signals.Interrupted as exc:
+        exc.run_dir = run_dir
+        exc.checkpoint = trainer.last_path if trainer.last_path.exists() else None
+        _record_failure(run_dir, "interrupted", f"{exc} after {trainer.state.epoch} epochs")
         raise
-    metrics = finish(trainer)
-    _write_run_info(trainer.run_dir, {"status": "completed", "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    return RunResult(trainer.run_dir, metrics)
+    except Exception as exc:
+        _record_failure(run_dir, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    state = trainer.state
+    if state.diverged:
+        best = f"metrics.json reports the best epoch ({state.best_epoch})" if state.best_epoch else "no epoch finished"
+        _record_failure(run_dir, "failed", state.stop_reason)
+        raise TrainingFailed(f"{state.stop_reason}; {best}. Lower optimizer.lr or check the data normalisation")
+    _write_run_info(run_dir, {"status": "completed", "finished": _now(), "error": None})
+    return RunResult(run_dir, metrics)
 
 
 def finish(trainer: Trainer) -> dict:
-    """Restore the best weights, measure every split, write metrics.json and plots."""
+    """Restore the best weights, measure every split, write metrics.json and plots.
+
+    Every step rewrites its files whole (through temporary names), so running it again after an
+    interruption gives the same result: ``--resume`` re-runs it until run.json says completed.
+    """
     state, run_dir, dataset = trainer.state, trainer.run_dir, trainer.dataset
     if trainer.best_path.exists():
         load_weights(trainer.model, trainer.normalizer, trainer.best_path)
@@ -213,6 +362,7 @@ def finish(trainer: Trainer) -> dict:
             reports.plot_confusion(report["confusion_matrix"], dataset.class_names, run_dir / "plots", "test")
     atomic_write_json(run_dir / "metrics.json", metrics)
     if trainer.config.output.plots:
-        reports.plot_history(state.history, run_dir / "plots")
-        reports.plot_lr(trainer.schedule, state, run_dir / "plots" / "lr.png")
+        reports.plot_history(state.history, run_dir / "plots", state.best_epoch)
+        reports.plot_lr(state.lrs, trainer.steps_per_epoch, trainer.config.schedule.name, run_dir / "plots" / "lr.png",
+                        state.best_epoch)
     return metrics

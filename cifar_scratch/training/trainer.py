@@ -8,13 +8,15 @@ bit for bit as if it had never stopped.
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
+from cifar_scratch import signals
 from cifar_scratch.config import RunConfig
 from cifar_scratch.data import Dataset, Normalizer, Split
 from cifar_scratch.data.augment import augment, is_active
@@ -29,12 +31,8 @@ EVAL_BATCH = 256  # bounds the im2col buffers of convolutions in eval mode
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time")
 
 
-class TrainingInterrupted(Exception):
-    """Raised after SIGINT/SIGTERM once a checkpoint of the exact current state is written."""
-
-    def __init__(self, signum: int, checkpoint: Path):
-        self.signum, self.checkpoint = signum, checkpoint
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; state saved to {checkpoint}")
+#: ``stop_reason`` of a run whose loss became NaN or infinite: it ends as a failure.
+DIVERGED = "diverged"
 
 
 class Callback:
@@ -60,6 +58,52 @@ class TrainState:
     permutation: np.ndarray | None = None
     batch_in_epoch: int = 0
     running: dict = field(default_factory=lambda: {"loss_sum": 0.0, "correct": 0, "seen": 0, "elapsed": 0.0})
+    lrs: list[float] = field(default_factory=list)  # the learning rate of every step taken, for lr.png
+
+    @property
+    def diverged(self) -> bool:
+        return (self.stop_reason or "").startswith(DIVERGED)
+
+
+class _Running(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    loss_sum: Optional[float]  # null in JSON once the loss was NaN
+    correct: NonNegativeInt
+    seen: NonNegativeInt
+    elapsed: float
+
+
+class _HistoryRow(BaseModel):
+    epoch: NonNegativeInt
+    train_loss: Optional[float]
+    train_accuracy: Optional[float]
+    val_loss: Optional[float]
+    val_accuracy: Optional[float]
+    lr: float
+    epoch_time: float
+
+
+class CheckpointMetadata(BaseModel):
+    """What :meth:`Trainer.save` writes besides the arrays; validated on load so that a damaged
+    checkpoint is one clear error instead of a crash somewhere later."""
+
+    model_config = ConfigDict(extra="allow")
+    epoch: NonNegativeInt
+    step: NonNegativeInt
+    batch_in_epoch: NonNegativeInt
+    running: _Running
+    history: list[_HistoryRow]
+    best_value: Optional[float]
+    best_epoch: Optional[NonNegativeInt]
+    bad_epochs: NonNegativeInt
+    stop_reason: Optional[str]
+    optimizer_steps: NonNegativeInt
+    schedule: dict[str, Any]
+    rng: dict[str, Any]
+    class_names: list[str]
+    input_shape: list[int]
+    config: dict[str, Any]
+    data: dict[str, str]
 
 
 def evaluate_split(model: Sequential, normalizer: Normalizer, split: Split, batch_size: int = EVAL_BATCH) -> tuple[float, float, np.ndarray]:
@@ -93,7 +137,7 @@ class Trainer:
         self.optimizer, self.schedule, self.rng, self.run_dir = optimizer, schedule, rng, run_dir
         self.callbacks = list(callbacks)
         self.state = TrainState()
-        self._signal: int | None = None
+        self.data_fingerprint: dict[str, str] = {}  # set by the run layer; saved to detect a changed dataset
         self.steps_per_epoch = steps_per_epoch(len(dataset.train), config.training.batch_size)
         augment_config = config.data.augment
         self.online_augment = augment_config if is_active(augment_config) and augment_config.copies == 0 else None
@@ -113,6 +157,7 @@ class Trainer:
         arrays |= {f"buffer/{k}": v for k, v in self.model.buffers.items()}
         arrays |= {f"optim/{k}": v for k, v in self.optimizer.state_arrays().items()}
         arrays |= {"data/mean": self.normalizer.mean, "data/scale": self.normalizer.scale}
+        arrays["history/lr"] = np.asarray(s.lrs, dtype=np.float64)
         if s.permutation is not None:
             arrays["train/permutation"] = s.permutation
         metadata = {
@@ -130,36 +175,66 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "class_names": list(self.dataset.class_names),
             "input_shape": list(self.model.input_shape),
+            # What resume and evaluate check the run folder against: an edited config.yaml or a
+            # changed dataset would otherwise silently train or test on other images.
+            "config": self.config.model_dump(mode="json"),
+            "data": self.data_fingerprint,
         }
         save_checkpoint(path, arrays, metadata)
 
-    def restore(self, path: Path) -> None:
-        """Load the full training state written by :meth:`save`."""
-        arrays, meta = load_checkpoint(path)
+    def restore(self, path: Path) -> CheckpointMetadata:
+        """Load the full training state written by :meth:`save`; a damaged checkpoint is a CheckpointError."""
+        arrays, raw = load_checkpoint(path)
+        meta = read_metadata(raw, path)
         apply_weights(arrays, path, self.model, self.normalizer)
-        self.optimizer.load_state_arrays(group(arrays, "optim"), meta["optimizer_steps"])
-        self.schedule.load_state_dict(meta["schedule"])
-        self.rng.bit_generator.state = meta["rng"]
+        damaged = f"{path}: checkpoint is damaged"
+        slots = self.optimizer.state_arrays()
+        stored_slots = group(arrays, "optim")
+        if set(stored_slots) != set(slots):
+            raise CheckpointError(f"{damaged}: optimizer state {sorted(set(slots) ^ set(stored_slots))[:3]} missing or unexpected")
+        for name, array in slots.items():
+            _check_array(stored_slots[name], array.shape, np.float32, f"{damaged}: optim/{name}")
+        permutation = arrays.get("train/permutation")
+        if permutation is not None and not (
+            permutation.ndim == 1 and permutation.dtype.kind in "iu"
+            and np.array_equal(np.sort(permutation), np.arange(len(self.dataset.train)))
+        ):
+            raise CheckpointError(f"{damaged}: train/permutation is not a permutation of the {len(self.dataset.train)} training images")
+        lrs = arrays.get("history/lr")
+        if lrs is None or lrs.ndim != 1 or lrs.dtype != np.float64 or len(lrs) != meta.step:
+            raise CheckpointError(f"{damaged}: history/lr must hold one float64 learning rate per step ({meta.step})")
+        try:
+            self.optimizer.load_state_arrays(stored_slots, meta.optimizer_steps)
+            self.schedule.load_state_dict(meta.schedule)
+            self.rng.bit_generator.state = meta.rng
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{damaged}: {type(exc).__name__} {exc}") from None
         self.state = TrainState(
-            epoch=meta["epoch"],
-            step=meta["step"],
-            history=meta["history"],
-            best_value=meta["best_value"],
-            best_epoch=meta["best_epoch"],
-            bad_epochs=meta["bad_epochs"],
-            stop_reason=meta["stop_reason"],
-            permutation=arrays.get("train/permutation"),
-            batch_in_epoch=meta["batch_in_epoch"],
-            running=meta["running"],
+            epoch=meta.epoch,
+            step=meta.step,
+            history=[row.model_dump() for row in meta.history],
+            best_value=meta.best_value,
+            best_epoch=meta.best_epoch,
+            bad_epochs=meta.bad_epochs,
+            stop_reason=meta.stop_reason,
+            permutation=permutation,
+            batch_in_epoch=meta.batch_in_epoch,
+            running={**meta.running.model_dump(), "loss_sum": _nan_if_none(meta.running.loss_sum)},
+            lrs=lrs.tolist(),
         )
+        return meta
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> TrainState:
-        """Train until ``training.epochs`` or early stopping. Saves ``last`` (and ``best`` on improvement)."""
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._on_signal)
-        try:
+        """Train until ``training.epochs`` or early stopping. Saves ``last`` (and ``best`` on improvement).
+
+        SIGINT/SIGTERM finish the current step, save ``last`` and raise :class:`signals.Interrupted`;
+        a second signal raises at once. A checkpoint exists from the first step on, so any stopped
+        run can be resumed.
+        """
+        with signals.deferred():
+            if not self.last_path.exists():
+                self.save(self.last_path)
             self._emit("on_train_start", self)
             while self.state.epoch < self.config.training.epochs and self.state.stop_reason is None:
                 self._run_epoch()
@@ -167,21 +242,14 @@ class Trainer:
                 self.state.stop_reason = "completed"
             self.save(self.last_path)
             self._emit("on_train_end", self)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self._check_signal()  # a signal during the final save still stops the command with 130/143
         return self.state
 
-    def _on_signal(self, signum, frame) -> None:
-        # Finish the current step, then checkpoint and stop. A second signal stops at once.
-        if self._signal is not None:
-            raise KeyboardInterrupt
-        self._signal = signum
-
     def _check_signal(self) -> None:
-        if self._signal is not None:
+        signum = signals.pending()
+        if signum is not None:
             self.save(self.last_path)
-            raise TrainingInterrupted(self._signal, self.last_path)
+            raise signals.Interrupted(signum)
 
     def _run_epoch(self) -> None:
         s, cfg = self.state, self.config.training
@@ -208,6 +276,7 @@ class Trainer:
             self.model.backward(dlogits, input_grad=False)
             lr = self.schedule.lr_at(s.step)
             self.optimizer.step(self.model.grads, lr)
+            s.lrs.append(lr)
             s.step += 1
             s.batch_in_epoch += 1
             correct = int((logits.argmax(1) == labels).sum())
@@ -217,7 +286,7 @@ class Trainer:
             s.running["elapsed"] = time.perf_counter() - started
             self._emit("on_batch_end", self, s.batch_in_epoch, batches, loss, correct / len(index))
             if not np.isfinite(loss):
-                s.stop_reason = f"loss became {loss} at step {s.step}"
+                s.stop_reason = f"{DIVERGED}: the training loss became {loss} at step {s.step} (epoch {epoch})"
                 break
         seen = max(1, s.running["seen"])
         row = {
@@ -263,19 +332,49 @@ class Trainer:
             getattr(callback, hook)(*args)
 
 
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
+def read_metadata(raw: dict, path: Path) -> CheckpointMetadata:
+    try:
+        return CheckpointMetadata.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "metadata"
+        raise CheckpointError(f"{path}: checkpoint is damaged: metadata {where}: {err['msg']}") from None
+
+
+def _check_array(array: np.ndarray | None, shape: tuple, dtype, what: str) -> None:
+    if array is None:
+        raise CheckpointError(f"{what} is missing")
+    if array.shape != tuple(shape) or array.dtype != dtype:
+        raise CheckpointError(f"{what} has shape {array.shape} and type {array.dtype}, expected {tuple(shape)} {np.dtype(dtype)}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise CheckpointError(f"{what} holds NaN or infinite values (training had diverged)")
+
+
 def apply_weights(arrays: dict[str, np.ndarray], checkpoint: Path, model: Sequential, normalizer: Normalizer) -> None:
     """Copy a checkpoint's parameters, buffers and normalisation statistics into ``model`` and ``normalizer``."""
+    params, buffers = group(arrays, "param"), group(arrays, "buffer")
     try:
-        model.load_arrays(group(arrays, "param"), group(arrays, "buffer"))
+        model.load_arrays(params, buffers)
     except ValueError as exc:
         raise CheckpointError(f"{checkpoint}: does not fit the model in config.yaml ({exc})") from None
+    damaged = f"{checkpoint}: checkpoint is damaged"
+    for kind, named in (("param", params), ("buffer", buffers)):
+        for name, array in named.items():
+            _check_array(array, array.shape, np.float32, f"{damaged}: {kind}/{name}")
+    for name in ("mean", "scale"):
+        _check_array(arrays.get(f"data/{name}"), normalizer.mean.shape, np.float32, f"{damaged}: data/{name}")
     normalizer.mean[...] = arrays["data/mean"]
     normalizer.scale[...] = arrays["data/scale"]
 
 
-def load_weights(model: Sequential, normalizer: Normalizer, checkpoint: Path) -> dict:
+def load_weights(model: Sequential, normalizer: Normalizer, checkpoint: Path) -> CheckpointMetadata:
     """Put a checkpoint's weights and normalisation into ``model``/``normalizer``; return its metadata."""
-    arrays, meta = load_checkpoint(checkpoint)
+    arrays, raw = load_checkpoint(checkpoint)
+    meta = read_metadata(raw, checkpoint)
     apply_weights(arrays, checkpoint, model, normalizer)
     return meta
 

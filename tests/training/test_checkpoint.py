@@ -24,7 +24,7 @@ def test_round_trip_without_pickle(tmp_path):
 def test_object_arrays_and_foreign_files_are_refused(tmp_path):
     path = tmp_path / "evil.npz"
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("metadata.json", '{"format": "cifar-scratch-checkpoint", "version": 1}')
+        archive.writestr("metadata.json", '{"format": "cifar-scratch-checkpoint", "version": 2}')
         with archive.open("x.npy", "w") as member:
             np.lib.format.write_array(member, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(CheckpointError, match="unreadable"):
@@ -34,6 +34,14 @@ def test_object_arrays_and_foreign_files_are_refused(tmp_path):
         load_checkpoint(tmp_path / "other.npz")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_a_checkpoint_of_the_previous_format_is_a_clear_error(tmp_path):
+    path = tmp_path / "old.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", '{"format": "cifar-scratch-checkpoint", "version": 1}')
+    with pytest.raises(CheckpointError, match="checkpoint format 1 is not supported .* reads format 2"):
+        load_checkpoint(path)
 
 
 def test_failed_write_keeps_previous_checkpoint(tmp_path):
