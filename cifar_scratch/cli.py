@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import time
 from enum import Enum
@@ -368,4 +369,17 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def main() -> None:
-    app()
+    """The console script. Signals are handled for the process's whole life, not only inside a
+    command: one that comes while arguments are parsed or after the command's work is done ends
+    the process with 130/143 and a line, never a traceback or a bare death by signal."""
+    try:
+        with signals.handled():
+            try:
+                app()
+            except signals.Interrupted as exc:
+                typer.echo(f"\ninterrupted by {exc.name}", err=True)
+                sys.exit(exc.exit_code)
+    finally:
+        # The work is done or reported; while the interpreter winds down, a late signal changes nothing.
+        for sig in signals.SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)

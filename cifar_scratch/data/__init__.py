@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,11 +128,26 @@ def to_grayscale(images: np.ndarray) -> np.ndarray:
     return ((299 * r + 587 * g + 114 * b + 500) // 1000).astype(np.uint8)[..., None]
 
 
-def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Stratified, deterministic: the same (data, fraction, seed) always gives the same split."""
+def _split_off(split: Split, fraction: float, seed: int, key: str) -> tuple[Split, Split]:
+    """Stratified, deterministic: the same (data, fraction, seed) always gives the same split.
+
+    A stratified split needs every class on both sides: a fraction that leaves either side with
+    fewer images than there are classes is a config error naming ``key``, not a crash in scikit-learn.
+    """
     empty = Split(split.images[:0], split.labels[:0])
     if fraction == 0.0:
         return split, empty
+    counts = np.bincount(split.labels)
+    counts = counts[counts > 0]
+    total, classes, smallest = len(split), len(counts), int(counts.min()) if len(counts) else 0
+    held_count = math.ceil(fraction * total)
+    if held_count < classes or total - held_count < classes or smallest < 2:
+        need = f"between {classes / total:.3g} and {1 - classes / total:.3g}" if total > 2 * classes else "on a larger dataset"
+        raise ConfigError(
+            f"{key}: {fraction:g} of {total:,} images holds out {held_count:,} and keeps {total - held_count:,}, but a stratified "
+            f"split needs at least one image of each of the {classes} classes on both sides"
+            + (f" (the rarest class has {smallest} image)" if smallest < 2 else f"; use a fraction {need}")
+        )
     keep, held = train_test_split(
         np.arange(len(split)), test_size=fraction, stratify=split.labels, random_state=seed, shuffle=True
     )
@@ -189,9 +205,11 @@ def load_dataset(config: DataConfig, data_dir: Path, progress: bool = True) -> D
     if test is None:
         # No published test split: hold one out before validation, with its own fixed seed,
         # so every run of a sweep is measured on the same untouched images.
-        train, test = _split_off(train, config.test_fraction, config.split_seed)
+        train, test = _split_off(train, config.test_fraction, config.split_seed, "data.test_fraction")
         description += f"; test = held-out {config.test_fraction:.0%} of train"
-    train, val = _split_off(train, config.val_fraction, config.split_seed + 1)
-    if len(train) == 0:
-        raise DataError("the training split is empty")
+    train, val = _split_off(train, config.val_fraction, config.split_seed + 1, "data.val_fraction")
+    present = np.unique(train.labels)
+    if len(present) < 2:
+        raise DataError(f"the training split holds {len(present)} class{'es' if len(present) != 1 else ''} "
+                        f"({', '.join(names[i] for i in present) or 'none'}): a classifier needs at least 2")
     return Dataset(train, val, test, names, description)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_scratch.data.download import RemoteFile, discard_folder, download, extract_tar, file_digest
+from cifar_scratch.data.download import RemoteFile, download, extract_tar, file_digest, set_aside
 from cifar_scratch.data.lock import data_lock
 from cifar_scratch.errors import DataError
 
@@ -109,19 +109,27 @@ def verify_folder(folder: Path, checksums: dict[str, str]) -> None:
 def prepare(data_dir: Path, download_missing: bool, progress: bool, release: Release | None = None) -> Path:
     """Return a verified ``data_dir/cifar-10-batches-py``, downloading and extracting it if needed.
 
-    A folder with a missing or altered file is extracted again from the (verified) archive. The
-    work runs under the data dir's lock, so parallel runs do it once and never see a partial folder.
+    A folder with a missing or altered file is extracted again from the (verified) archive, once the
+    archive is in hand: the old folder is moved aside, never deleted, and left untouched when no
+    archive can be had. The work runs under the data dir's lock, so parallel runs do it once and
+    never see a partial folder.
     """
     release = release or OFFICIAL
     folder = data_dir / FOLDER
     if folder_problem(folder, release.checksums) is None:
         return folder
     with data_lock(data_dir, FOLDER, progress):
-        if folder_problem(folder, release.checksums) is None:  # another process finished it while this one waited
+        problem = folder_problem(folder, release.checksums)
+        if problem is None:  # another process finished it while this one waited
             return folder
+        try:
+            archive_path = download(release.archive, data_dir, progress=progress, fetch=download_missing)
+        except DataError as exc:
+            if folder.exists():
+                raise DataError(f"{problem}\n{folder} was left as it is; {exc}") from None
+            raise
         if folder.exists():
-            discard_folder(folder)
-        archive_path = download(release.archive, data_dir, progress=progress, fetch=download_missing)
+            set_aside(folder, problem.removeprefix(f"{folder}/"))
         extract_tar(archive_path, data_dir, FOLDER)
     verify_folder(folder, release.checksums)  # the archive's content itself must match the published sums
     return folder

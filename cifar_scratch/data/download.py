@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -51,9 +53,9 @@ def download(remote: RemoteFile, directory: Path, progress: bool = True, timeout
     if target.exists():
         if file_digest(target) == remote.md5:
             return target
-        target.unlink()  # corrupt or truncated: it must be fetched again
         if not fetch:
-            raise DataError(f"{target}: checksum mismatch (expected MD5 {remote.md5}); the corrupt file was deleted")
+            raise DataError(f"{target}: checksum mismatch (expected MD5 {remote.md5}): the file is corrupt or not the "
+                            f"official one; it was left in place: replace it, or allow downloading")
     if not fetch:
         raise DataError(f"{remote.filename} not found: download it from {remote.urls[0]} and put it at {target}")
     failures = []
@@ -71,6 +73,8 @@ def download(remote: RemoteFile, directory: Path, progress: bool = True, timeout
             raise DataError(
                 f"checksum mismatch for {url}: expected MD5 {remote.md5}, got {actual}; the download was deleted"
             )
+        if target.exists():
+            set_aside(target, "checksum mismatch")  # never delete what may be the user's file
         os.replace(part, target)
         return target
     raise DataError(
@@ -98,11 +102,19 @@ def check_member_names(archive: Path, names: list[str]) -> None:
             raise DataError(f"{archive}: refusing unsafe archive member {name!r} (it would write outside the data folder)")
 
 
-def discard_folder(folder: Path) -> None:
-    """Remove ``folder``: first renamed aside (atomic), so no reader ever sees it half deleted."""
-    doomed = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".discarded"))
-    os.replace(folder, doomed / folder.name)
-    shutil.rmtree(doomed, ignore_errors=True)
+def set_aside(path: Path, reason: str) -> Path:
+    """Rename a corrupt file or folder to ``<name>.corrupt-<time>`` beside it (atomic) and say so.
+
+    Data in the data dir may be the user's own copy: it is never deleted, only moved out of the way.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}" + (f"-{attempt}" if attempt > 1 else ""))
+        if not aside.exists():
+            os.replace(path, aside)
+            print(f"{path}: {reason}; moved aside to {aside.name} (delete it when you no longer need it)", file=sys.stderr)
+            return aside
+    raise DataError(f"{path}: cannot move the corrupt copy aside")
 
 
 def extract_tar(archive: Path, directory: Path, top_level: str) -> Path:

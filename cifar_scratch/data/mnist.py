@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_scratch.data.download import RemoteFile, download
+from cifar_scratch.data.download import RemoteFile, download, set_aside
 from cifar_scratch.data.idx import parse_idx, unpack
 from cifar_scratch.data.lock import data_lock
 from cifar_scratch.errors import DataError
@@ -181,7 +181,7 @@ def load(
             array = _read_verified(path, file) if path is not None else None
             if array is None:
                 if path is not None:
-                    path.unlink()  # corrupt or truncated: fetch it again
+                    set_aside(path, "checksum mismatch")  # corrupt or truncated: fetch it again
                 # download() has checked the packed MD5, so this parses (or raises on a malformed release).
                 array = _read_verified(download(file.remote, own, progress=progress, fetch=download_missing), file)
             arrays[key] = array

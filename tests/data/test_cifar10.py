@@ -48,7 +48,7 @@ def test_checksum_mismatch_removes_download(tmp_path, http_root):
     assert list(target.iterdir()) == [], "nothing half-written may remain"
 
 
-def test_corrupt_existing_archive_is_removed_and_fetched_again(tmp_path, http_root):
+def test_corrupt_existing_archive_is_set_aside_and_fetched_again(tmp_path, http_root):
     www, url = http_root
     archive, archive_md5, *_ = make_cifar_archive(www)
     target = tmp_path / "d"
@@ -56,10 +56,30 @@ def test_corrupt_existing_archive_is_removed_and_fetched_again(tmp_path, http_ro
     (target / archive.name).write_bytes(b"truncated")
     remote = RemoteFile(archive.name, (f"{url}/{archive.name}",), archive_md5)
     assert download(remote, target, progress=False).read_bytes() == archive.read_bytes()
+    (aside,) = target.glob(f"{archive.name}.corrupt-*")  # the user's copy is never deleted
+    assert aside.read_bytes() == b"truncated"
     (target / archive.name).write_bytes(b"truncated")
-    with pytest.raises(DataError, match="corrupt file was deleted"):
+    with pytest.raises(DataError, match="checksum mismatch .* it was left in place"):
         download(remote, target, progress=False, fetch=False)
-    assert not (target / archive.name).exists()
+    assert (target / archive.name).read_bytes() == b"truncated"
+
+
+def test_corrupt_folder_is_never_deleted(tmp_path, http_root):
+    """Offline, a folder that fails its checksum stays as it is and the error says so; with the archive
+    in hand, it is moved aside before the archive is extracted again."""
+    www, url = http_root
+    archive, archive_md5, checksums, *_ = make_cifar_archive(www)
+    release = cifar10.Release(RemoteFile(archive.name, (f"{url}/{archive.name}",), archive_md5), checksums)
+    folder = cifar10.prepare(tmp_path, True, progress=False, release=release)
+    (tmp_path / archive.name).unlink()
+    (folder / "data_batch_3").write_bytes(b"my own edit")
+    with pytest.raises(DataError, match="data_batch_3: checksum mismatch(.|\n)*was left as it is"):
+        cifar10.prepare(tmp_path, False, progress=False, release=release)
+    assert (folder / "data_batch_3").read_bytes() == b"my own edit"
+    cifar10.prepare(tmp_path, True, progress=False, release=release)
+    (aside,) = tmp_path.glob(f"{cifar10.FOLDER}.corrupt-*")
+    assert (aside / "data_batch_3").read_bytes() == b"my own edit"
+    cifar10.verify_folder(folder, checksums)
 
 
 def test_no_network_message_says_where_to_put_the_file(tmp_path):
@@ -135,4 +155,5 @@ def test_altered_extracted_folder_is_extracted_again(tmp_path, http_root):
     (folder / "test_batch").unlink()
     assert cifar10.prepare(tmp_path, True, progress=False, release=release) == folder
     cifar10.verify_folder(folder, checksums)  # rebuilt from the verified archive
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".discarded", ".extracting"))]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".extracting")]
+    assert len(list(tmp_path.glob(f"{cifar10.FOLDER}.corrupt-*"))) == 1

@@ -1,0 +1,146 @@
+"""A run killed anywhere, SIGKILL or SIGTERM, including its last seconds, is brought to the same
+complete state by ``--resume`` as an uninterrupted run: bit for bit, with every file in place."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from cifar_scratch.training.checkpoint import load_checkpoint
+from tests.conftest import REPO, digits_tree
+
+pytestmark = pytest.mark.slow
+
+COMPLETE = ("config.yaml", "run.json", "summary.txt", "history.csv", "history.jsonl", "metrics.json",
+            "checkpoints/last.npz", "checkpoints/best.npz", "plots/loss.png", "plots/accuracy.png", "plots/lr.png",
+            "plots/confusion_matrix.png", "plots/confusion_matrix_normalized.png")
+TIMES = ("train_time_s", "epoch_time", "elapsed")
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "cifar_scratch", *map(str, args), "--quiet"]
+
+
+def launch(command, env):
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def without_times(value):
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if k not in TIMES}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
+
+
+def state_of(run_dir: Path) -> tuple[dict, dict, dict]:
+    arrays, meta = load_checkpoint(run_dir / "checkpoints" / "last.npz")
+    meta["config"]["output"].pop("runs_dir")  # each trial has its own folder
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return arrays, without_times(meta), without_times(metrics)
+
+
+def wait_for(predicate, process, timeout=60.0) -> bool:
+    """Poll every millisecond until ``predicate()`` or the process ends."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.001)
+    return False
+
+
+@pytest.fixture
+def setup(tmp_path):
+    tree = digits_tree(epochs=5, batch_size=16)
+    tree["data"]["augment"] = {"flip": True, "translate": 1}  # random draws must survive every kill too
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    env = {**os.environ, "CIFAR_SCRATCH_DATA": str(tmp_path / "data"), "PYTHONHASHSEED": "0"}
+    reference = subprocess.run(cli("train", config, "--runs-dir", tmp_path / "reference"), capture_output=True, text=True,
+                               env=env, cwd=REPO, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    return config, env, Path(reference.stdout.strip().splitlines()[-1])
+
+
+# Where each trial strikes: a seeded random moment after the run folder appears, or a moment inside
+# the finishing window (metrics.json written, plots not yet; or the first plot written).
+TRIALS = [
+    (signal.SIGKILL, "random"), (signal.SIGTERM, "random"), (signal.SIGKILL, "random"), (signal.SIGTERM, "random"),
+    (signal.SIGKILL, "metrics.json"), (signal.SIGTERM, "metrics.json"),
+    (signal.SIGKILL, "plots/loss.png"), (signal.SIGTERM, "plots/loss.png"),
+]
+
+
+def test_killed_anywhere_resumes_to_the_uninterrupted_result(setup, tmp_path):
+    config, env, reference_dir = setup
+    expected_arrays, expected_meta, expected_metrics = state_of(reference_dir)
+    rng = np.random.default_rng(2026)
+    finishing_hits = 0
+    for trial, (signum, trigger) in enumerate(TRIALS):
+        runs = tmp_path / f"trial{trial}"
+        process = launch(cli("train", config, "--runs-dir", runs), env)
+        folder_made = wait_for(lambda: any(runs.glob("*/checkpoints/last.npz")), process)
+        assert folder_made, process.communicate()[1]
+        (run_dir,) = runs.iterdir()
+        if trigger == "random":
+            time.sleep(rng.uniform(0.0, 3.0))
+        else:
+            wait_for(lambda: (run_dir / trigger).exists(), process)
+            finishing_hits += process.poll() is None
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+        if process.returncode not in (0, -signal.SIGKILL):  # SIGTERM: saved and exited 143, or it had finished
+            assert process.returncode == 143 and "Traceback" not in err, err
+            assert "resume with: cifar-scratch train --resume" in err, err
+        for attempt in range(5):  # resume (killing some resumes too) until the run is complete
+            resumed = launch(cli("train", "--resume", run_dir), env)
+            if attempt == 0 and trial % 2 == 0:
+                time.sleep(rng.uniform(0.5, 2.0))
+                resumed.send_signal(signal.SIGKILL)
+                resumed.communicate(timeout=60)
+                continue
+            out, err = resumed.communicate(timeout=300)
+            if resumed.returncode == 0:
+                break
+            assert resumed.returncode == 2 and "already finished" in err, err  # the first process had completed
+            break
+        info = json.loads((run_dir / "run.json").read_text())
+        assert info["status"] == "completed", (trial, info)
+        names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")}
+        assert set(COMPLETE) <= names, (trial, set(COMPLETE) - names)
+        assert not [n for n in names if n.endswith(".tmp")], names  # temporaries of killed writes are cleaned up
+        arrays, meta, metrics = state_of(run_dir)
+        assert arrays.keys() == expected_arrays.keys()
+        for name, value in expected_arrays.items():
+            assert np.array_equal(arrays[name], value), (trial, name)
+        assert meta == expected_meta, trial
+        assert metrics == expected_metrics, trial
+    assert finishing_hits >= 2, "the finishing window was never hit; the test lost its point"
+
+
+def test_double_ctrl_c_early_says_what_was_saved(setup, tmp_path):
+    config, env, _ = setup
+    runs = tmp_path / "double"
+    process = launch(cli("train", config, "--runs-dir", runs), env)
+    assert wait_for(lambda: any(runs.glob("*/checkpoints/last.npz")), process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted by SIGINT" in err
+    (run_dir,) = runs.iterdir()
+    # Either the first signal was handled at a step boundary before the second came, or the second
+    # stopped the run at once; both say what the checkpoint holds and how to go on.
+    assert "resume with: cifar-scratch train --resume" in err and "step" in err, err
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    done = subprocess.run(cli("train", "--resume", run_dir), capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
