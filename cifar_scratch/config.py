@@ -339,7 +339,7 @@ class OutputConfig(_Section):
 
 
 class RunConfig(_Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     data: DataConfig = DataConfig()
     model: ModelConfig
     optimizer: OptimizerSpec = Field(default_factory=lambda: SGDSpec(name="sgd"))

@@ -1,10 +1,14 @@
 """The command line through Typer's runner: exit codes, messages, the run folder as last line."""
 
 import json
+import os
+import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from cifar_scratch.cli import app
@@ -101,3 +105,153 @@ def test_missing_cifar_data_says_what_to_do(tmp_path, env):
 def test_help_lists_commands():
     result = invoke("--help")
     assert result.exit_code == 0 and "train" in result.output and "evaluate" in result.output
+
+
+# --------------------------------------------------------------------------- the run contract at the command line
+def train_quiet(config, tmp_path, env, *overrides):
+    result = invoke("train", config, *overrides, "--quiet", "--runs-dir", tmp_path / "runs", env=env)
+    assert result.exit_code == 0, result.output
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def test_help_shows_defaults_version_and_completion():
+    help_text = " ".join(invoke("train", "--help").output.split())  # unwrapped
+    assert "[default: $CIFAR_SCRATCH_DATA, else ./data]" in help_text and "[default: all cores]" in help_text
+    assert "--install-completion" in invoke("--help").output
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.startswith("cifar-scratch 0.")
+
+
+def test_usage_errors_exit_2(tmp_path, digits_config, env):
+    assert invoke("gradcheck", "--against", "pytorch").exit_code == 2
+    result = invoke("evaluate", digits_config, env=env)
+    assert result.exit_code == 2 and "this is a config, not a run folder" in result.stderr
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    result = invoke("train", "--resume", run_dir, env=env)
+    assert result.exit_code == 2 and "already finished after 1 epochs" in result.stderr
+
+
+def test_resume_print_config_and_run_json_records_resumes(tmp_path, digits_config, env):
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    result = invoke("train", "--resume", run_dir, "training.epochs=2", "--print-config", env=env)
+    assert result.exit_code == 0 and yaml.safe_load(result.output)["training"]["epochs"] == 2
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["epochs"] == 1, "print-config changes nothing"
+    assert invoke("train", "--resume", run_dir, "training.epochs=2", "--quiet", env=env).exit_code == 0
+    info = json.loads((run_dir / "run.json").read_text())
+    assert "git_commit" in info and info["status"] == "completed"
+    assert [(r["overrides"], r["from_epoch"]) for r in info["resumes"]] == [(["training.epochs=2"], 1)]
+
+
+def test_config_yaml_records_absolute_paths_and_works_from_any_folder(tmp_path, env, monkeypatch):
+    images = tmp_path / "project" / "images"
+    for cls in ("a", "b"):
+        (images / "train" / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(np.full((4, 4, 3), 10 * i + (120 if cls == "b" else 0), np.uint8)).save(images / "train" / cls / f"{i}.png")
+    (tmp_path / "project" / "configs").mkdir()
+    config = tmp_path / "project" / "configs" / "c.yaml"
+    config.write_text(yaml.safe_dump({"data": {"dataset": "imagefolder", "source": "../images", "val_fraction": 0.25,
+                                               "test_fraction": 0.25},
+                                      "model": {"layers": ["flatten", {"type": "dense"}]},
+                                      "training": {"epochs": 1}, "output": {"plots": False}}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run_dir = train_quiet(config, tmp_path, env)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["data"]["source"] == str(images) and saved["output"]["runs_dir"] == str(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    assert invoke("evaluate", run_dir, "--quiet", env=env).exit_code == 0
+    assert invoke("train", "--resume", run_dir, "training.epochs=2", "--quiet", env=env).exit_code == 0
+
+
+def test_edited_config_yaml_is_refused_on_resume_and_evaluate(tmp_path, digits_config, env):
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(text.replace("split_seed: 0", "split_seed: 5"))
+    for command in (["train", "--resume", run_dir, "training.epochs=2"], ["evaluate", run_dir]):
+        result = invoke(*command, env=env)
+        assert result.exit_code == 2, result.output
+        assert "data.split_seed: config.yaml says 5, but" in result.stderr and "was trained with 0" in result.stderr
+
+
+def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, digits_config, env):
+    from tests.test_fuzz import rewrite_checkpoint
+
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    rewrite_checkpoint(run_dir / "checkpoints" / "last.npz", lambda a, m: a["param/dense1.weight"].flat.__setitem__(3, np.nan))
+    result = invoke("train", "--resume", run_dir, "training.epochs=2", env=env)
+    assert result.exit_code == 1 and "param/dense1.weight holds NaN or infinite values" in result.stderr
+
+
+def test_evaluate_on_an_unfinished_run_says_which_weights_it_measures(tmp_path, digits_config, env):
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    (run_dir / "checkpoints" / "best.npz").unlink()
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    result = invoke("evaluate", run_dir, env=env)
+    assert result.exit_code == 0
+    assert "note: the run is not finished (run.json status: interrupted" in result.stderr
+    assert "note: no best checkpoint yet: measuring checkpoints/last.npz" in result.stderr
+    assert "weighted avg" in result.stdout  # scikit-learn's full report, with support
+
+
+def test_files_where_folders_should_be_and_a_full_disk(tmp_path, digits_config, env, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    result = invoke("train", digits_config, "--runs-dir", tmp_path / "afile", env=env)
+    assert result.exit_code == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.output
+    result = invoke("train", digits_config, "--data-dir", tmp_path / "afile", "data.dataset=cifar10", env=env)
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
+
+    from cifar_scratch.training import trainer as trainer_module
+
+    real_save, calls = trainer_module.save_checkpoint, []
+
+    def disk_fills_up(path, arrays, metadata):
+        calls.append(path)
+        if len(calls) == 4:
+            raise OSError(28, "No space left on device", str(path))
+        real_save(path, arrays, metadata)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", disk_fills_up)
+    result = invoke("train", digits_config, "--runs-dir", tmp_path / "runs", env=env)
+    assert result.exit_code == 1 and "No space left on device" in result.stderr, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and "No space left" in info["error"]
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    assert invoke("train", "--resume", run_dir, "--quiet", env=env).exit_code == 0  # the last complete checkpoint
+
+
+@pytest.mark.parametrize("command, signum", [("train", signal.SIGTERM), ("evaluate", signal.SIGINT)])
+def test_signal_outside_training_exits_with_its_code_and_a_message(tmp_path, digits_config, env, monkeypatch, command, signum):
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    import cifar_scratch.evaluate
+    import cifar_scratch.training.run
+
+    module = cifar_scratch.training.run if command == "train" else cifar_scratch.evaluate
+    real = module.load_dataset
+
+    def slow_load(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "load_dataset", slow_load)
+    result = invoke(*([command, digits_config] if command == "train" else [command, run_dir]), env=env)
+    assert result.exit_code == 128 + signum and f"interrupted by {signal.Signals(signum).name}" in result.stderr
+    assert "nothing was written" in result.stderr or command == "evaluate"
+
+
+def test_a_run_is_trained_by_one_process_at_a_time(tmp_path, digits_config, env):
+    from filelock import FileLock
+
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    with FileLock(run_dir / ".lock"):
+        result = invoke("train", "--resume", run_dir, "training.epochs=2", env=env)
+    assert result.exit_code == 1 and "another process is training this run" in result.stderr
+
+
+def test_model_too_big_for_memory_is_refused_with_the_figure(tmp_path, digits_config, env):
+    result = invoke("train", digits_config, "model.layers.1.units=1000000000", "--runs-dir", tmp_path / "runs", env=env)
+    assert result.exit_code == 2 and "model.layers: a training step would need about" in result.stderr
+    assert "TB" in result.stderr and not (tmp_path / "runs").exists(), "a refused run leaves nothing behind"

@@ -260,3 +260,35 @@ def test_online_augmentation_changes_training_and_offline_copies_grow_the_split(
     a, _ = params_of(run.run_dir)
     b, _ = params_of(resumed_dir)
     assert all(np.array_equal(a[k], b[k]) for k in a), "offline copies are rebuilt identically on resume"
+
+
+def test_learning_rates_actually_used_survive_an_extended_resume(tmp_path):
+    """lr.png draws the rates that ran: a cosine run extended on resume keeps its first epochs' rates."""
+    run_dir = start(tmp_path, ["schedule={name: cosine}"], epochs=2).run_dir
+    first, _ = load_checkpoint(run_dir / "checkpoints" / "last.npz")
+    resume_run(run_dir, ["training.epochs=4"], tmp_path / "data", progress=False)
+    arrays, meta = load_checkpoint(run_dir / "checkpoints" / "last.npz")
+    used = arrays["history/lr"]
+    assert len(used) == meta["step"] and np.array_equal(used[: len(first["history/lr"])], first["history/lr"])
+    assert used[len(first["history/lr"]) - 1] < 0.01 * used[0], "the first run's cosine reached its end"
+
+
+def test_log_heartbeat_shows_running_means_throughput_and_eta(tmp_path):
+    import io
+
+    from cifar_scratch.cli import ConsoleReport
+
+    stream = io.StringIO()
+    start_run(build_config(digits_tree(epochs=1)), tmp_path / "data", [ConsoleReport(stream, heartbeat_s=0.0)],
+              progress=False, runs_dir=tmp_path / "runs")
+    beats = [line for line in stream.getvalue().splitlines() if "img/s" in line]
+    assert beats and all("run ETA" in line and " loss " in line and " lr " in line for line in beats)
+
+
+def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
+    run_dir = start(tmp_path, epochs=1).run_dir
+    stale = run_dir / "checkpoints" / ".last.npz.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    (run_dir / "plots" / ".loss.png.x.tmp").write_bytes(b"half a png")
+    resume_run(run_dir, ["training.epochs=2"], None, progress=False)
+    assert not list(run_dir.rglob(".*.tmp"))
