@@ -39,7 +39,9 @@ def main() -> None:
     images = rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8)
     with threadpool_limits(args.threads, user_api="blas"):
         for name, config in SETTINGS.items():
-            print(f"augment {name:32s} {median_ms(lambda: augment(images, config, rng), args.repeats):7.2f} ms / batch of {args.batch}")
+            print(
+                f"augment {name:32s} {median_ms(lambda: augment(images, config, rng), args.repeats):7.2f} ms / batch of {args.batch}"
+            )
         step = OurModel(load_config(REPO / args.config), args.batch).train_step
         print(f"training step of {args.config} {median_ms(step, max(5, args.repeats // 5)):7.2f} ms / batch of {args.batch}")
 

@@ -21,7 +21,11 @@ from cifar_scratch.diagnostics.benchmark import median_ms
 from cifar_scratch.nn.conv import Workspace, conv2d_forward
 
 SHAPES = [  # (batch, size, in channels, filters)
-    (128, 32, 32, 32), (128, 16, 64, 64), (512, 31, 24, 64), (512, 15, 64, 128), (512, 7, 128, 128),
+    (128, 32, 32, 32),
+    (128, 16, 64, 64),
+    (512, 31, 24, 64),
+    (512, 15, 64, 128),
+    (512, 7, 128, 128),
 ]
 
 
@@ -55,7 +59,9 @@ def main() -> None:
             reference, _ = conv2d_forward(x, w, None, 1, "same")
             assert np.allclose(nchw_forward(x_nchw, w_nchw, padded, cols).transpose(0, 2, 3, 1), reference, atol=1e-3)
             nchw = median_ms(lambda: nchw_forward(x_nchw, w_nchw, padded, cols), args.repeats)
-            print(f"N={n:<4} {size:>2}x{size:<2} C={c:<3} F={f:<3}  NHWC {nhwc:7.1f} ms   NCHW {nchw:7.1f} ms   NCHW/NHWC {nchw / nhwc:.2f}")
+            print(
+                f"N={n:<4} {size:>2}x{size:<2} C={c:<3} F={f:<3}  NHWC {nhwc:7.1f} ms   NCHW {nchw:7.1f} ms   NCHW/NHWC {nchw / nhwc:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -50,13 +50,19 @@ def main() -> None:
     parser.add_argument("configs", nargs="*", default=["configs/mlp3class.yaml", "configs/mlp10.yaml"])
     args = parser.parse_args()
     with threadpool_limits(args.threads, user_api="blas"):
-        blas = [f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)" for i in threadpool_info() if i["user_api"] == "blas"]
+        blas = [
+            f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)"
+            for i in threadpool_info()
+            if i["user_api"] == "blas"
+        ]
         print(f"numpy {np.__version__}, BLAS: {', '.join(blas)}, images per epoch: {args.images}")
         for name in args.configs:
             times = epoch_seconds(REPO / name, args.images, args.repeats)
-            print(f"{name:28s} median {statistics.median(times):6.2f} s/epoch  "
-                  f"(min {min(times):.2f}, max {max(times):.2f}, {args.repeats} epochs)  "
-                  f"{args.images / statistics.median(times):,.0f} images/s")
+            print(
+                f"{name:28s} median {statistics.median(times):6.2f} s/epoch  "
+                f"(min {min(times):.2f}, max {max(times):.2f}, {args.repeats} epochs)  "
+                f"{args.images / statistics.median(times):,.0f} images/s"
+            )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,10 @@ app = typer.Typer(
 )
 
 DATA_DIR_OPTION = typer.Option(
-    None, "--data-dir", envvar=DATA_DIR_ENV, show_default=False,
+    None,
+    "--data-dir",
+    envvar=DATA_DIR_ENV,
+    show_default=False,
     help=f"Dataset cache folder. [default: ${DATA_DIR_ENV}, else ./data]",
 )
 THREADS_OPTION = typer.Option(None, "--threads", min=1, show_default=False, help="BLAS threads. [default: all cores]")
@@ -92,8 +95,11 @@ def _user_errors(command):
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            typer.echo(f"error: internal error ({type(exc).__name__}: {str(exc)[:300]}); this is a bug in "
-                       f"cifar-scratch: please report it with the traceback that {DEBUG_ENV}=1 shows", err=True)
+            typer.echo(
+                f"error: internal error ({type(exc).__name__}: {str(exc)[:300]}); this is a bug in "
+                f"cifar-scratch: please report it with the traceback that {DEBUG_ENV}=1 shows",
+                err=True,
+            )
             raise typer.Exit(1) from None
 
     return wrapper
@@ -108,7 +114,9 @@ def _interruption_report(exc: signals.Interrupted) -> list[str]:
         return lines + [f"no checkpoint was written yet: {exc.run_dir} cannot be resumed; start the run again"]
     try:
         meta = read_metadata(load_checkpoint(exc.checkpoint)[1], exc.checkpoint)
-        saved = f"epoch {meta.epoch}" + (f", batch {meta.batch_in_epoch} of epoch {meta.epoch + 1}" if meta.batch_in_epoch else "")
+        saved = f"epoch {meta.epoch}" + (
+            f", batch {meta.batch_in_epoch} of epoch {meta.epoch + 1}" if meta.batch_in_epoch else ""
+        )
         saved += f", step {meta.step}"
     except UserError:
         saved = "unreadable"
@@ -132,16 +140,24 @@ class ConsoleReport(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         self._print(trainer.model.summary())
-        self._print(f"{trainer.dataset.description}: {len(trainer.dataset.train)} train / "
-                    f"{len(trainer.dataset.val)} val / {len(trainer.dataset.test)} test images")
+        self._print(
+            f"{trainer.dataset.description}: {len(trainer.dataset.train)} train / "
+            f"{len(trainer.dataset.val)} val / {len(trainer.dataset.test)} test images"
+        )
         self._print(f"run folder: {trainer.run_dir}")
         self._started, self._steps_at_start = time.perf_counter(), trainer.state.step
         self._next_beat = self._started + self.heartbeat_s
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         if self.interactive:
-            self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.state.batch_in_epoch, file=self.stream,
-                            desc=f"epoch {epoch}/{trainer.config.training.epochs}", unit="batch", leave=False)
+            self.bar = tqdm(
+                total=trainer.steps_per_epoch,
+                initial=trainer.state.batch_in_epoch,
+                file=self.stream,
+                desc=f"epoch {epoch}/{trainer.config.training.epochs}",
+                unit="batch",
+                leave=False,
+            )
 
     def on_batch_end(self, trainer: Trainer, batch: int, batches: int, loss: float, accuracy: float) -> None:
         running = trainer.state.running
@@ -149,8 +165,12 @@ class ConsoleReport(Callback):
         if self.bar is not None:
             self.bar.update(1)
             if batch % 10 == 0 or batch == batches:
-                self.bar.set_postfix(loss=f"{running['loss_sum'] / seen:.4f}", acc=f"{running['correct'] / seen:.3f}",
-                                     lr=f"{trainer.state.lrs[-1]:.3g}", refresh=False)
+                self.bar.set_postfix(
+                    loss=f"{running['loss_sum'] / seen:.4f}",
+                    acc=f"{running['correct'] / seen:.3f}",
+                    lr=f"{trainer.state.lrs[-1]:.3g}",
+                    refresh=False,
+                )
         elif time.perf_counter() >= self._next_beat:
             now = time.perf_counter()
             self._next_beat = now + self.heartbeat_s
@@ -159,9 +179,11 @@ class ConsoleReport(Callback):
             rate = done / max(now - self._started, 1e-9)
             eta = (total - done) / rate if rate > 0 else float("inf")
             images = rate * trainer.config.training.batch_size
-            self._print(f"  epoch {trainer.state.epoch + 1} batch {batch}/{batches}  loss {running['loss_sum'] / seen:.4f}  "
-                        f"acc {running['correct'] / seen:.4f}  lr {trainer.state.lrs[-1]:.3g}  {images:,.0f} img/s  "
-                        f"run ETA {_duration(eta)}")
+            self._print(
+                f"  epoch {trainer.state.epoch + 1} batch {batch}/{batches}  loss {running['loss_sum'] / seen:.4f}  "
+                f"acc {running['correct'] / seen:.4f}  lr {trainer.state.lrs[-1]:.3g}  {images:,.0f} img/s  "
+                f"run ETA {_duration(eta)}"
+            )
 
     def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
         if self.bar is not None:
@@ -199,8 +221,9 @@ def train(
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides, values parsed as YAML."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
     data_dir: Optional[Path] = DATA_DIR_OPTION,
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", show_default=False,
-                                            help="Where run folders go. [default: output.runs_dir]"),
+    runs_dir: Optional[Path] = typer.Option(
+        None, "--runs-dir", show_default=False, help="Where run folders go. [default: output.runs_dir]"
+    ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
     quiet: bool = QUIET_OPTION,
     threads: Optional[int] = THREADS_OPTION,
@@ -255,8 +278,10 @@ def evaluate(
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     if not quiet:
-        typer.echo(f"{split.value}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
-                   f"loss {metrics['loss']:.4f}  ({metrics['samples']} images, {metrics['checkpoint']})")
+        typer.echo(
+            f"{split.value}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+            f"loss {metrics['loss']:.4f}  ({metrics['samples']} images, {metrics['checkpoint']})"
+        )
         typer.echo(metrics["report"].rstrip())
     typer.echo(str(out_dir))
 
@@ -264,7 +289,9 @@ def evaluate(
 @app.command()
 @_user_errors
 def gradcheck(
-    config: Optional[Path] = typer.Argument(None, help="YAML config whose model to check (omit with --layer to check layer types)."),
+    config: Optional[Path] = typer.Argument(
+        None, help="YAML config whose model to check (omit with --layer to check layer types)."
+    ),
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Check only this layer type (without a config: its examples)."),
     against: Optional[Reference] = typer.Option(None, "--against", help="Also compare with the same PyTorch model in float32."),
@@ -295,21 +322,50 @@ def gradcheck(
     for title, key in (("per layer (float64)", "layers"), ("end to end through the loss (float64)", "model")):
         if key in results:
             typer.echo(f"\n{title}")
-            typer.echo(_table(["layer", "tensor", "shape", "checked", "max rel. error", "worst element", "result"],
-                              [[r.layer, r.tensor, "x".join(map(str, r.shape)), str(r.checked), f"{r.max_relative_error:.2e}",
-                                str(r.worst_index), "ok" if r.max_relative_error < threshold else "FAIL"] for r in results[key]]))
+            typer.echo(
+                _table(
+                    ["layer", "tensor", "shape", "checked", "max rel. error", "worst element", "result"],
+                    [
+                        [
+                            r.layer,
+                            r.tensor,
+                            "x".join(map(str, r.shape)),
+                            str(r.checked),
+                            f"{r.max_relative_error:.2e}",
+                            str(r.worst_index),
+                            "ok" if r.max_relative_error < threshold else "FAIL",
+                        ]
+                        for r in results[key]
+                    ],
+                )
+            )
             failed += sum(r.max_relative_error >= threshold for r in results[key])
     if "torch" in results:
         typer.echo("\nagainst PyTorch (float32, same weights, dropout off, batch-norm batch statistics)")
-        typer.echo(_table(["layer", "tensor", "shape", "max abs. diff", "rel. diff", "result"],
-                          [[r.layer, r.tensor, "x".join(map(str, r.shape)), f"{r.max_abs_diff:.2e}", f"{r.relative_diff:.2e}",
-                            "ok" if r.relative_diff < torch_threshold else "FAIL"] for r in results["torch"]]))
+        typer.echo(
+            _table(
+                ["layer", "tensor", "shape", "max abs. diff", "rel. diff", "result"],
+                [
+                    [
+                        r.layer,
+                        r.tensor,
+                        "x".join(map(str, r.shape)),
+                        f"{r.max_abs_diff:.2e}",
+                        f"{r.relative_diff:.2e}",
+                        "ok" if r.relative_diff < torch_threshold else "FAIL",
+                    ]
+                    for r in results["torch"]
+                ],
+            )
+        )
         failed += sum(r.relative_diff >= torch_threshold for r in results["torch"])
     if json_path is not None:
         payload = {k: checks.as_json(v) if isinstance(v, list) else v for k, v in results.items()}
         atomic_write_json(json_path, {**payload, "torch_threshold": torch_threshold, "failed": failed})
-    typer.echo(f"\n{'FAILED' if failed else 'passed'}: {failed} of "
-               f"{sum(len(v) for v in results.values() if isinstance(v, list))} tensors outside the threshold")
+    typer.echo(
+        f"\n{'FAILED' if failed else 'passed'}: {failed} of "
+        f"{sum(len(v) for v in results.values() if isinstance(v, list))} tensors outside the threshold"
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -333,29 +389,56 @@ def benchmark(
     resolved = load_config(config, list(overrides or []))
     batch = batch_size or resolved.training.batch_size
     with threadpool_limits(limits=threads, user_api="blas"):
-        r = run_benchmark(resolved, batch, steps, repeats, threads, against is Reference.torch,
-                          progress=lambda text: typer.echo(text, err=True))
+        r = run_benchmark(
+            resolved, batch, steps, repeats, threads, against is Reference.torch, progress=lambda text: typer.echo(text, err=True)
+        )
     m = r["machine"]
     typer.echo(f"{resolved.name}: batch {batch}, {repeats} x {steps} steps, threads {threads or 'all'}")
-    typer.echo(f"machine: {m['cpu']} ({m['cores']} cores), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
-               + (f", torch {r['torch']['version']}" if r["torch"] else ""))
+    typer.echo(
+        f"machine: {m['cpu']} ({m['cores']} cores), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
+        + (f", torch {r['torch']['version']}" if r["torch"] else "")
+    )
     rows = []
     for phase in ("train", "inference"):
         for name in ("ours", "torch"):
             if name in r[phase]:
                 t = r[phase][name]
-                rows.append([phase, name, f"{t['images_per_s_median']:,.0f}", f"{t['images_per_s_min']:,.0f}-{t['images_per_s_max']:,.0f}",
-                             f"{t['step_ms_median']:.1f}"])
+                rows.append(
+                    [
+                        phase,
+                        name,
+                        f"{t['images_per_s_median']:,.0f}",
+                        f"{t['images_per_s_min']:,.0f}-{t['images_per_s_max']:,.0f}",
+                        f"{t['step_ms_median']:.1f}",
+                    ]
+                )
     typer.echo(_table(["phase", "engine", "images/s (median)", "range", "ms/step"], rows))
     if r["torch"]:
-        typer.echo(f"ours / torch: train {r['train']['ratio']:.2f}x, inference {r['inference']['ratio']:.2f}x (same run, interleaved)")
+        typer.echo(
+            f"ours / torch: train {r['train']['ratio']:.2f}x, inference {r['inference']['ratio']:.2f}x (same run, interleaved)"
+        )
     typer.echo(f"peak memory of a training step: {r['peak_memory_mb']:,.0f} MB (NumPy arrays, tracemalloc)")
-    typer.echo(f"GEMM work per training step: {r['gflop_per_train_step']:.2f} GFLOP -> {r['achieved_gflops']:.0f} GFLOP/s "
-               f"achieved; float32 GEMM peak here: {r['gemm_peak_gflops']:.0f} GFLOP/s")
+    typer.echo(
+        f"GEMM work per training step: {r['gflop_per_train_step']:.2f} GFLOP -> {r['achieved_gflops']:.0f} GFLOP/s "
+        f"achieved; float32 GEMM peak here: {r['gemm_peak_gflops']:.0f} GFLOP/s"
+    )
     total = sum(row["forward_ms"] + row["backward_ms"] for row in r["layers"]) or 1.0
-    typer.echo(_table(["layer", "output", "forward ms", "backward ms", "share", "GFLOP"],
-                      [[row["layer"], "x".join(map(str, row["output_shape"])), f"{row['forward_ms']:.1f}", f"{row['backward_ms']:.1f}",
-                        f"{(row['forward_ms'] + row['backward_ms']) / total:.0%}", f"{row['gflop']:.2f}"] for row in r["layers"]]))
+    typer.echo(
+        _table(
+            ["layer", "output", "forward ms", "backward ms", "share", "GFLOP"],
+            [
+                [
+                    row["layer"],
+                    "x".join(map(str, row["output_shape"])),
+                    f"{row['forward_ms']:.1f}",
+                    f"{row['backward_ms']:.1f}",
+                    f"{(row['forward_ms'] + row['backward_ms']) / total:.0%}",
+                    f"{row['gflop']:.2f}",
+                ]
+                for row in r["layers"]
+            ],
+        )
+    )
     if json_path is not None:
         atomic_write_json(json_path, r)
 

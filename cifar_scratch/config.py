@@ -59,7 +59,9 @@ class AugmentConfig(_Section):
     """Random transforms of training images (never of validation or test images)."""
 
     flip: bool = Field(False, description="Mirror left-right with probability 1/2.")
-    translate: Int = Field(0, ge=0, description="Shift by up to this many pixels in each direction (a random crop of the padded image).")
+    translate: Int = Field(
+        0, ge=0, description="Shift by up to this many pixels in each direction (a random crop of the padded image)."
+    )
     padding: Literal["reflect", "zero"] = Field("reflect", description="What a shift uncovers: mirrored pixels or black (0).")
     cutout: Int = Field(0, ge=0, description="Side of a square erased (set to 0) at a random centre; 0 disables it.")
     copies: Int = Field(
@@ -70,7 +72,7 @@ class AugmentConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _copies_need_a_transform(self) -> "AugmentConfig":
+    def _copies_need_a_transform(self) -> AugmentConfig:
         if self.copies and not (self.flip or self.translate or self.cutout):
             raise ValueError("copies: needs at least one of flip, translate, cutout")
         return self
@@ -91,14 +93,16 @@ class DataConfig(_Section):
     test_fraction: Float = Field(
         0.1, gt=0.0, lt=1.0, description="Share of the training split held out as test set when the source has no test split."
     )
-    split_seed: Int = Field(0, ge=0, le=MAX_SEED, description="Seed of the stratified validation/test split (independent of training.seed).")
+    split_seed: Int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the stratified validation/test split (independent of training.seed)."
+    )
     normalize: Literal["standardize", "scale", "none"] = Field(
         "standardize", description="standardize: per-channel mean/std of the training split; scale: x/255; none: raw 0..255."
     )
     augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")
-    def _source_needed(self) -> "DataConfig":
+    def _source_needed(self) -> DataConfig:
         if self.dataset == "imagefolder" and not self.source:
             raise ValueError("source: required when dataset is 'imagefolder'")
         if self.dataset == "digits" and self.source:
@@ -196,21 +200,37 @@ class GlobalMaxPoolSpec(_Section):
 
 class BatchNormSpec(_Section):
     type: Literal["batchnorm"]
-    momentum: Float = Field(0.1, gt=0.0, le=1.0, description="PyTorch convention: running = (1 - m) running + m batch (Keras 0.99 = 0.01 here).")
+    momentum: Float = Field(
+        0.1, gt=0.0, le=1.0, description="PyTorch convention: running = (1 - m) running + m batch (Keras 0.99 = 0.01 here)."
+    )
     eps: Float = Field(1e-5, gt=0.0, le=1.0)
     affine: bool = Field(True, description="Learn a scale (weight) and shift (bias) per channel.")
 
 
 LayerSpec = Annotated[
     Union[
-        DenseSpec, FlattenSpec, ReLUSpec, LeakyReLUSpec, TanhSpec, SigmoidSpec, GELUSpec, DropoutSpec,
-        Conv2DSpec, MaxPool2DSpec, AvgPool2DSpec, GlobalAvgPoolSpec, GlobalMaxPoolSpec, BatchNormSpec,
+        DenseSpec,
+        FlattenSpec,
+        ReLUSpec,
+        LeakyReLUSpec,
+        TanhSpec,
+        SigmoidSpec,
+        GELUSpec,
+        DropoutSpec,
+        Conv2DSpec,
+        MaxPool2DSpec,
+        AvgPool2DSpec,
+        GlobalAvgPoolSpec,
+        GlobalMaxPoolSpec,
+        BatchNormSpec,
     ],
     Field(discriminator="type"),
 ]
 
 
-LAYER_TYPE_NAMES = tuple(typing.get_args(spec.model_fields["type"].annotation)[0] for spec in typing.get_args(LayerSpec.__origin__))
+LAYER_TYPE_NAMES = tuple(
+    typing.get_args(spec.model_fields["type"].annotation)[0] for spec in typing.get_args(LayerSpec.__origin__)
+)
 
 
 class ModelConfig(_Section):
@@ -235,7 +255,7 @@ class SGDSpec(_Section):
     weight_decay: Float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay: w -= lr * weight_decay * w.")
 
     @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> "SGDSpec":
+    def _nesterov_needs_momentum(self) -> SGDSpec:
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("nesterov: needs momentum > 0")
         return self
@@ -310,9 +330,7 @@ class PlateauSchedule(_Warmup):
 
 
 ScheduleSpec = Annotated[
-    Union[
-        ConstantSchedule, StepSchedule, ExponentialSchedule, CosineSchedule, OneCycleSchedule, CyclicSchedule, PlateauSchedule
-    ],
+    Union[ConstantSchedule, StepSchedule, ExponentialSchedule, CosineSchedule, OneCycleSchedule, CyclicSchedule, PlateauSchedule],
     Field(discriminator="name"),
 ]
 
@@ -359,7 +377,7 @@ class RunConfig(_Section):
         return tree
 
     @model_validator(mode="after")
-    def _rates_fit_together(self) -> "RunConfig":
+    def _rates_fit_together(self) -> RunConfig:
         decay = getattr(self.optimizer, "weight_decay", 0.0)
         if self.optimizer.lr * decay >= 1.0:
             raise ValueError(
@@ -367,11 +385,13 @@ class RunConfig(_Section):
                 f"(got {self.optimizer.lr:g} * {decay:g})"
             )
         if isinstance(self.schedule, CyclicSchedule) and self.schedule.base_lr >= self.optimizer.lr:
-            raise ValueError(f"schedule.base_lr: must be below optimizer.lr, the peak (got {self.schedule.base_lr:g} >= {self.optimizer.lr:g})")
+            raise ValueError(
+                f"schedule.base_lr: must be below optimizer.lr, the peak (got {self.schedule.base_lr:g} >= {self.optimizer.lr:g})"
+            )
         return self
 
     @model_validator(mode="after")
-    def _monitors_need_validation(self) -> "RunConfig":
+    def _monitors_need_validation(self) -> RunConfig:
         if self.data.val_fraction == 0.0:
             if self.training.early_stopping is not None:
                 raise ValueError("training.early_stopping: needs a validation split (data.val_fraction > 0)")
@@ -399,7 +419,7 @@ def _parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{at}: invalid YAML ({getattr(exc, 'problem', None) or _short_text(str(exc))})") from None
     except RecursionError:
         raise ConfigError(f"{where}: nested too deeply to be a config") from None
-    except ValueError as exc:  # Python refuses to convert integers of more than 4,300 digits
+    except ValueError:  # Python refuses to convert integers of more than 4,300 digits
         raise ConfigError(f"{where}: invalid value: a number longer than Python converts (4,300 digits)") from None
     if _count_values(tree, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
         raise ConfigError(f"{where}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases?); not a config")
@@ -412,8 +432,8 @@ def _count_values(node: Any, limit: int, depth: int = 0) -> int:
         return limit + 1
     if isinstance(node, dict):
         total = 1
-        for key, value in node.items():
-            total += 1 + _count_values(value, limit - total, depth + 1)
+        for value in node.values():
+            total += 1 + _count_values(value, limit - total, depth + 1)  # the key, then its value
             if total > limit:
                 break
         return total

@@ -58,11 +58,15 @@ def evaluate_checkpoint(
     check_checkpoint_matches(meta, config, dataset.fingerprint(), dataset.class_names, checkpoint)
     status = info.get("status")
     if status != "completed":
-        notes.append(f"the run is not finished (run.json status: {status or 'unknown'}, {meta.epoch} of "
-                     f"{config.training.epochs} epochs trained)")
+        notes.append(
+            f"the run is not finished (run.json status: {status or 'unknown'}, {meta.epoch} of "
+            f"{config.training.epochs} epochs trained)"
+        )
     if checkpoint.name == "last.npz" and target.is_dir():
-        notes.append(f"no best checkpoint yet: measuring checkpoints/last.npz, the weights after epoch {meta.epoch} "
-                     f"(step {meta.step})" + (", i.e. untrained" if meta.step == 0 else ""))
+        notes.append(
+            f"no best checkpoint yet: measuring checkpoints/last.npz, the weights after epoch {meta.epoch} "
+            f"(step {meta.step})" + (", i.e. untrained" if meta.step == 0 else "")
+        )
 
     loss, accuracy, logits = evaluate_split(model, normalizer, data)
     probabilities = softmax(logits)
@@ -100,6 +104,7 @@ def evaluate_checkpoint(
         (worst, "misclassified.png", f"most confident mistakes on {split}: predicted p (true)"),
     ):
         captions = [f"{names[predictions[i]]} {confidence[i]:.2f}\n({names[data.labels[i]]})" for i in chosen]
-        reports.plot_image_grid(data.images[chosen], captions, list(predictions[chosen] == data.labels[chosen]),
-                                out_dir / filename, title)
+        reports.plot_image_grid(
+            data.images[chosen], captions, list(predictions[chosen] == data.labels[chosen]), out_dir / filename, title
+        )
     return out_dir, metrics

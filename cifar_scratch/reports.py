@@ -76,7 +76,10 @@ def plot_confusion(matrix, class_names: tuple[str, ...], directory: Path, split:
     counts = np.asarray(matrix)
     normalized = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.55 * len(class_names) + 2)
-    for values, suffix, fmt, limits in ((counts, "", "d", {"vmin": 0}), (normalized, "_normalized", ".2f", {"vmin": 0, "vmax": 1})):
+    for values, suffix, fmt, limits in (
+        (counts, "", "d", {"vmin": 0}),
+        (normalized, "_normalized", ".2f", {"vmin": 0, "vmax": 1}),
+    ):
         fig, ax = plt.subplots(figsize=(size + 1, size))
         display = ConfusionMatrixDisplay(values, display_labels=list(class_names))
         display.plot(ax=ax, cmap="Blues", values_format=fmt, xticks_rotation=45, colorbar=True, im_kw=limits)

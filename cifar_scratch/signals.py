@@ -10,8 +10,8 @@ pending raises at once, and the exception says so (nothing after the last checkp
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -13,8 +13,9 @@ def digits_tree(**training) -> dict:
     return {
         "name": "tiny",
         "data": {"dataset": "digits", "val_fraction": 0.2, "test_fraction": 0.2},
-        "model": {"layers": ["flatten", {"type": "dense", "units": 16}, "relu", {"type": "dropout", "rate": 0.2},
-                                        {"type": "dense"}]},
+        "model": {
+            "layers": ["flatten", {"type": "dense", "units": 16}, "relu", {"type": "dropout", "rate": 0.2}, {"type": "dense"}]
+        },
         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "l2": 1e-4},
         "schedule": {"name": "cosine", "warmup_epochs": 0.5},
         "training": {"epochs": 4, "batch_size": 64, "seed": 7, **training},

@@ -25,6 +25,7 @@ def env(tmp_path):
     return {"CIFAR_SCRATCH_DATA": str(tmp_path / "data")}
 
 
+@pytest.mark.slow
 def test_train_prints_run_folder_last_and_evaluate_writes_report(tmp_path, digits_config, env):
     result = invoke("train", digits_config, "training.epochs=2", "--runs-dir", tmp_path / "runs", env=env)
     assert result.exit_code == 0, result.output
@@ -41,8 +42,13 @@ def test_train_prints_run_folder_last_and_evaluate_writes_report(tmp_path, digit
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class", "loss"} <= metrics.keys()
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
-    for name in ("confusion_matrix.json", "confusion_matrix.png", "confusion_matrix_normalized.png", "samples.png",
-                 "misclassified.png"):
+    for name in (
+        "confusion_matrix.json",
+        "confusion_matrix.png",
+        "confusion_matrix_normalized.png",
+        "samples.png",
+        "misclassified.png",
+    ):
         assert (out_dir / name).is_file(), name
     matrix = json.loads((out_dir / "confusion_matrix.json").read_text())["matrix"]
     assert sum(map(sum, matrix)) == metrics["samples"]
@@ -56,6 +62,7 @@ def test_quiet_prints_only_the_path(tmp_path, digits_config, env):
     assert result.exit_code == 0 and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_resume_through_cli(tmp_path, digits_config, env):
     first = invoke("train", digits_config, "training.epochs=1", "--quiet", "--runs-dir", tmp_path / "runs", env=env)
     run_dir = first.output.strip()
@@ -88,15 +95,22 @@ def test_print_config_resolves_overrides(digits_config, env):
     result = invoke("train", digits_config, "optimizer.lr=0.3", "--print-config", env=env)
     assert result.exit_code == 0
     resolved = yaml.safe_load(result.output)
-    assert resolved["optimizer"] == {"name": "sgd", "lr": 0.3, "momentum": 0.9, "nesterov": False, "l2": 0.0001,
-                                     "weight_decay": 0.0}
+    assert resolved["optimizer"] == {
+        "name": "sgd",
+        "lr": 0.3,
+        "momentum": 0.9,
+        "nesterov": False,
+        "l2": 0.0001,
+        "weight_decay": 0.0,
+    }
     assert resolved["training"]["batch_size"] == 64
 
 
 def test_missing_cifar_data_says_what_to_do(tmp_path, env):
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"data": {"dataset": "cifar10", "download": False},
-                                      "model": {"layers": ["flatten", {"type": "dense"}]}}))
+    config.write_text(
+        yaml.safe_dump({"data": {"dataset": "cifar10", "download": False}, "model": {"layers": ["flatten", {"type": "dense"}]}})
+    )
     result = invoke("train", config, env=env)
     assert result.exit_code == 1
     assert "cifar-10-python.tar.gz not found: download it from https://www.cs.toronto.edu" in result.output
@@ -147,13 +161,21 @@ def test_config_yaml_records_absolute_paths_and_works_from_any_folder(tmp_path, 
     for cls in ("a", "b"):
         (images / "train" / cls).mkdir(parents=True)
         for i in range(12):
-            Image.fromarray(np.full((4, 4, 3), 10 * i + (120 if cls == "b" else 0), np.uint8)).save(images / "train" / cls / f"{i}.png")
+            Image.fromarray(np.full((4, 4, 3), 10 * i + (120 if cls == "b" else 0), np.uint8)).save(
+                images / "train" / cls / f"{i}.png"
+            )
     (tmp_path / "project" / "configs").mkdir()
     config = tmp_path / "project" / "configs" / "c.yaml"
-    config.write_text(yaml.safe_dump({"data": {"dataset": "imagefolder", "source": "../images", "val_fraction": 0.25,
-                                               "test_fraction": 0.25},
-                                      "model": {"layers": ["flatten", {"type": "dense"}]},
-                                      "training": {"epochs": 1}, "output": {"plots": False}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"dataset": "imagefolder", "source": "../images", "val_fraction": 0.25, "test_fraction": 0.25},
+                "model": {"layers": ["flatten", {"type": "dense"}]},
+                "training": {"epochs": 1},
+                "output": {"plots": False},
+            }
+        )
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -184,6 +206,7 @@ def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, digits_config, 
     assert result.exit_code == 1 and "param/dense1.weight holds NaN or infinite values" in result.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_on_an_unfinished_run_says_which_weights_it_measures(tmp_path, digits_config, env):
     run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
     (run_dir / "checkpoints" / "best.npz").unlink()

@@ -44,8 +44,10 @@ def test_error_lines(overrides, expected):
 
 
 def test_overrides_apply_and_parse_yaml():
-    config = build_config(copy.deepcopy(BASE), ["optimizer.lr=0.02", "training.epochs=30", "data.classes=[cat, 3]",
-                                                 "model.layers.1.units=16", "schedule.name=cosine"])
+    config = build_config(
+        copy.deepcopy(BASE),
+        ["optimizer.lr=0.02", "training.epochs=30", "data.classes=[cat, 3]", "model.layers.1.units=16", "schedule.name=cosine"],
+    )
     assert config.optimizer.lr == 0.02 and config.training.epochs == 30
     assert config.data.classes == ["cat", 3]
     assert config.model.layers[1].units == 16 and config.schedule.name == "cosine"
@@ -96,18 +98,24 @@ def tree() -> dict:
     return copy.deepcopy(BASE)
 
 
-BOMB = ('a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n'
-        'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n'
-        'model: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n')
+BOMB = (
+    'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n'
+    "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+    "model: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n"
+)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"\xff\xfe\x00\x01", "not UTF-8 text"),
-    (b"a: " + b"[" * 1000 + b"]" * 1000, "nested too deeply"),
-    (b"training: {seed: " + b"9" * 5000 + b"}", "a number longer than Python converts"),
-    (BOMB.encode(), "expands to more than 100,000 values"),
-    (b"x" * 1_000_001, "larger than 1,000,000 bytes"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    ids=["binary", "deep", "long-int", "alias-bomb", "huge"],
+    argvalues=[
+        (b"\xff\xfe\x00\x01", "not UTF-8 text"),
+        (b"a: " + b"[" * 1000 + b"]" * 1000, "nested too deeply"),
+        (b"training: {seed: " + b"9" * 5000 + b"}", "a number longer than Python converts"),
+        (BOMB.encode(), "expands to more than 100,000 values"),
+        (b"x" * 1_000_001, "larger than 1,000,000 bytes"),
+    ],
+)
 def test_files_that_are_not_configs_are_one_line(tmp_path, content, message):
     path = tmp_path / "c.yaml"
     path.write_bytes(content)
@@ -122,20 +130,23 @@ def test_error_lines_never_echo_huge_values():
     assert len(str(info.value)) < 300 and "chars)" in str(info.value)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("training.seed=-1", "training.seed: Input should be greater than or equal to 0"),
-    ("data.split_seed=-5", "data.split_seed: Input should be greater than or equal to 0"),
-    ("optimizer.lr=.inf", "optimizer.lr: Input should be a finite number"),
-    ("optimizer.lr=1.0e+300", "optimizer.lr: Input should be less than or equal to 100"),
-    ("optimizer.weight_decay=1.0e+25", "optimizer.weight_decay: Input should be less than or equal to 1"),
-    ("optimizer={name: sgd, lr: 50, weight_decay: 0.5}", "optimizer.weight_decay: lr \\* weight_decay must be below 1"),
-    ("optimizer={name: adam, betas: [0.9, 1.0]}", "optimizer.betas.1: Input should be less than 1"),
-    ("schedule.warmup_epochs=.inf", "schedule.warmup_epochs: Input should be a finite number"),
-    ("training.epochs=true", "training.epochs: Input should be a valid integer"),
-    ("optimizer.lr=true", "optimizer.lr: Input should be a number, not a boolean"),
-    ("model.layers.2={type: leaky_relu, alpha: .inf}", "model.layers.2.alpha: Input should be a finite number"),
-    ("schedule={name: cyclic, base_lr: 0.5}", "schedule.base_lr: must be below optimizer.lr"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.seed=-1", "training.seed: Input should be greater than or equal to 0"),
+        ("data.split_seed=-5", "data.split_seed: Input should be greater than or equal to 0"),
+        ("optimizer.lr=.inf", "optimizer.lr: Input should be a finite number"),
+        ("optimizer.lr=1.0e+300", "optimizer.lr: Input should be less than or equal to 100"),
+        ("optimizer.weight_decay=1.0e+25", "optimizer.weight_decay: Input should be less than or equal to 1"),
+        ("optimizer={name: sgd, lr: 50, weight_decay: 0.5}", "optimizer.weight_decay: lr \\* weight_decay must be below 1"),
+        ("optimizer={name: adam, betas: [0.9, 1.0]}", "optimizer.betas.1: Input should be less than 1"),
+        ("schedule.warmup_epochs=.inf", "schedule.warmup_epochs: Input should be a finite number"),
+        ("training.epochs=true", "training.epochs: Input should be a valid integer"),
+        ("optimizer.lr=true", "optimizer.lr: Input should be a number, not a boolean"),
+        ("model.layers.2={type: leaky_relu, alpha: .inf}", "model.layers.2.alpha: Input should be a finite number"),
+        ("schedule={name: cyclic, base_lr: 0.5}", "schedule.base_lr: must be below optimizer.lr"),
+    ],
+)
 def test_values_that_would_crash_or_train_to_nan_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         build_config(tree(), [override])
@@ -144,8 +155,10 @@ def test_values_that_would_crash_or_train_to_nan_are_refused(override, message):
 def test_switching_optimizer_suggests_replacing_the_section():
     config = tree()
     config["optimizer"] = {"name": "sgd", "momentum": 0.9}
-    with pytest.raises(ConfigError, match="momentum belongs to sgd, not adam: to switch, replace the whole section, "
-                                          "e.g. optimizer=\\{name: adam, lr: ...\\}"):
+    with pytest.raises(
+        ConfigError,
+        match="momentum belongs to sgd, not adam: to switch, replace the whole section, e.g. optimizer=\\{name: adam, lr: ...\\}",
+    ):
         build_config(config, ["optimizer.name=adam"])
 
 

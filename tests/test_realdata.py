@@ -11,7 +11,7 @@ from cifar_scratch.evaluate import evaluate_checkpoint
 from cifar_scratch.training.run import start_run
 from tests.conftest import REPO, SHARED_JPEG
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 needs_jpeg = pytest.mark.skipif(not SHARED_JPEG.exists(), reason=f"the shared CIFAR-10 JPEG copy is not at {SHARED_JPEG}")
 FASHION = "/usr/share/datasets/fashion-mnist"
 needs_fashion = pytest.mark.skipif(
@@ -22,7 +22,7 @@ needs_fashion = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    # Reuse the repository's data cache when there is one: decoding 50,000 JPEGs takes ~45 s.
+    # Reuse the repository's data cache when there is one: decoding 50,000 JPEGs takes ~10 s.
     return REPO / "data" if os.access(REPO, os.W_OK) else tmp_path_factory.mktemp("data")
 
 
@@ -43,7 +43,9 @@ def test_fashion_mlp_and_cnn_learn(tmp_path):
     result = start_run(mlp, tmp_path / "data", progress=False, runs_dir=tmp_path)
     assert result.metrics["test_accuracy"] > 0.83  # 10 classes; the full 30-epoch run reaches 90%
     # The CNN for one epoch on two classes (6,000 training images): the conv path end to end on real images.
-    cnn = load_config(REPO / "configs" / "fashion_cnn.yaml",
-                      ["training.epochs=1", "data.classes=[Pullover, Coat]", "data.val_fraction=0.5", "model.layers.14.units=2"])
+    cnn = load_config(
+        REPO / "configs" / "fashion_cnn.yaml",
+        ["training.epochs=1", "data.classes=[Pullover, Coat]", "data.val_fraction=0.5", "model.layers.14.units=2"],
+    )
     result = start_run(cnn, tmp_path / "data", progress=False, runs_dir=tmp_path)
     assert result.metrics["test_accuracy"] > 0.75  # chance is 1/2; pullovers and coats are the hardest pair

@@ -24,7 +24,9 @@ def test_normalized_confusion_colours_span_zero_to_one(monkeypatch, tmp_path):
 
 def test_history_has_integer_epoch_ticks_and_marks_the_best_epoch(monkeypatch, tmp_path):
     figures = capture(monkeypatch)
-    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_accuracy": 0.5, "val_accuracy": 0.4} for e in (1, 2, 3)]
+    history = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_accuracy": 0.5, "val_accuracy": 0.4} for e in (1, 2, 3)
+    ]
     reports.plot_history(history, tmp_path, best_epoch=2)
     ax = figures["loss.png"].axes[0]
     assert all(float(t).is_integer() for t in ax.get_xticks())

@@ -72,7 +72,7 @@ class Normalizer:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, images: np.ndarray, mode: str) -> "Normalizer":
+    def fit(cls, images: np.ndarray, mode: str) -> Normalizer:
         channels = images.shape[-1]
         if mode == "standardize":
             flat = images.reshape(-1, channels)
@@ -210,6 +210,8 @@ def load_dataset(config: DataConfig, data_dir: Path, progress: bool = True) -> D
     train, val = _split_off(train, config.val_fraction, config.split_seed + 1, "data.val_fraction")
     present = np.unique(train.labels)
     if len(present) < 2:
-        raise DataError(f"the training split holds {len(present)} class{'es' if len(present) != 1 else ''} "
-                        f"({', '.join(names[i] for i in present) or 'none'}): a classifier needs at least 2")
+        raise DataError(
+            f"the training split holds {len(present)} class{'es' if len(present) != 1 else ''} "
+            f"({', '.join(names[i] for i in present) or 'none'}): a classifier needs at least 2"
+        )
     return Dataset(train, val, test, names, description)

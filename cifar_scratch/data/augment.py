@@ -16,7 +16,6 @@ import numpy as np
 from cifar_scratch.config import AugmentConfig
 from cifar_scratch.errors import ConfigError
 
-
 OFFLINE_CHUNK = 4096
 
 

@@ -54,8 +54,10 @@ def download(remote: RemoteFile, directory: Path, progress: bool = True, timeout
         if file_digest(target) == remote.md5:
             return target
         if not fetch:
-            raise DataError(f"{target}: checksum mismatch (expected MD5 {remote.md5}): the file is corrupt or not the "
-                            f"official one; it was left in place: replace it, or allow downloading")
+            raise DataError(
+                f"{target}: checksum mismatch (expected MD5 {remote.md5}): the file is corrupt or not the "
+                f"official one; it was left in place: replace it, or allow downloading"
+            )
     if not fetch:
         raise DataError(f"{remote.filename} not found: download it from {remote.urls[0]} and put it at {target}")
     failures = []
@@ -70,9 +72,7 @@ def download(remote: RemoteFile, directory: Path, progress: bool = True, timeout
         actual = file_digest(part)
         if actual != remote.md5:
             part.unlink()
-            raise DataError(
-                f"checksum mismatch for {url}: expected MD5 {remote.md5}, got {actual}; the download was deleted"
-            )
+            raise DataError(f"checksum mismatch for {url}: expected MD5 {remote.md5}, got {actual}; the download was deleted")
         if target.exists():
             set_aside(target, "checksum mismatch")  # never delete what may be the user's file
         os.replace(part, target)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from cifar_scratch.data.download import check_member_names, file_digest
@@ -116,7 +116,9 @@ def _decode(data: bytes, where: str, shape: tuple[int, ...] | None = None) -> np
             if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
                 return (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
             if image.mode in ("I", "F"):
-                raise DataError(f"{where}: {image.mode!r} images (32-bit integer or float pixels) are not supported; use 8- or 16-bit images")
+                raise DataError(
+                    f"{where}: {image.mode!r} images (32-bit integer or float pixels) are not supported; use 8- or 16-bit images"
+                )
             return np.asarray(image.convert("L" if image.mode in ("L", "1", "LA") else "RGB"))
     except DataError:
         raise
@@ -166,8 +168,10 @@ def _decode_all(source: Path, rows: list, progress: bool) -> dict[str, np.ndarra
         return min(DECODE_CHUNK, len(rows) - start)
 
     workers = min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(rows), desc=f"decode {source.name}", unit="img",
-                                                   disable=not progress) as bar:
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        tqdm(total=len(rows), desc=f"decode {source.name}", unit="img", disable=not progress) as bar,
+    ):
         for done in pool.map(decode_chunk, range(0, len(rows), DECODE_CHUNK)):
             bar.update(done)
     labels = np.array([index[r[1]] for r in rows], dtype=np.int64)

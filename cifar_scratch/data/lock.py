@@ -9,9 +9,9 @@ The lock is an OS-level lock (``flock`` on POSIX), so a killed process never lea
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from filelock import FileLock, Timeout
 

@@ -8,7 +8,7 @@ import platform
 import statistics
 import time
 import tracemalloc
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_info
@@ -22,8 +22,22 @@ from cifar_scratch.nn.model import build_model
 from cifar_scratch.optim.optimizers import build_optimizer
 
 #: Keys of the JSON written by ``--json`` (documented in the README).
-JSON_FIELDS = ("config", "batch_size", "steps", "repeats", "threads", "machine", "train", "inference", "layers",
-               "peak_memory_mb", "gflop_per_train_step", "achieved_gflops", "gemm_peak_gflops", "torch")
+JSON_FIELDS = (
+    "config",
+    "batch_size",
+    "steps",
+    "repeats",
+    "threads",
+    "machine",
+    "train",
+    "inference",
+    "layers",
+    "peak_memory_mb",
+    "gflop_per_train_step",
+    "achieved_gflops",
+    "gemm_peak_gflops",
+    "torch",
+)
 
 
 def layer_flops(layer: L.Layer, in_shape: tuple[int, ...], out_shape: tuple[int, ...], batch: int) -> tuple[float, float]:
@@ -76,7 +90,11 @@ def machine_info(threads: int | None) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "blas": [f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)" for i in threadpool_info() if i["user_api"] == "blas"],
+        "blas": [
+            f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)"
+            for i in threadpool_info()
+            if i["user_api"] == "blas"
+        ],
         "threads": threads,
         "cifar_scratch": __version__,
     }
@@ -170,8 +188,9 @@ class TorchModel:
         self.model, _ = build_torch_model(ours.model)
         spec = config.optimizer
         if spec.name == "sgd":
-            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=spec.lr, momentum=spec.momentum,
-                                             nesterov=spec.nesterov, weight_decay=spec.l2)
+            self.optimizer = torch.optim.SGD(
+                self.model.parameters(), lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.l2
+            )
         else:
             kind = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
             decay = spec.weight_decay if spec.name == "adamw" else spec.l2
@@ -199,18 +218,37 @@ class TorchModel:
 
 def _rates(times: list[float], images: int) -> dict:
     rates = sorted(images / t for t in times)
-    return {"images_per_s_median": statistics.median(rates), "images_per_s_min": rates[0], "images_per_s_max": rates[-1],
-            "step_ms_median": 1e3 * statistics.median(times), "samples": len(times)}
+    return {
+        "images_per_s_median": statistics.median(rates),
+        "images_per_s_min": rates[0],
+        "images_per_s_max": rates[-1],
+        "step_ms_median": 1e3 * statistics.median(times),
+        "samples": len(times),
+    }
 
 
-def run_benchmark(config: RunConfig, batch_size: int, steps: int, repeats: int, threads: int | None,
-                  against_torch: bool = False, warmup: int = 2, progress: Callable[[str], None] = lambda _: None) -> dict:
+def run_benchmark(
+    config: RunConfig,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    threads: int | None,
+    against_torch: bool = False,
+    warmup: int = 2,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict:
     """Time ``repeats`` blocks of ``steps`` steps after ``warmup`` steps; with torch, blocks alternate ours/torch."""
     ours = OurModel(config, batch_size)
     theirs = TorchModel(ours, config, threads) if against_torch else None
     contenders = {"ours": ours, **({"torch": theirs} if theirs else {})}
-    results: dict = {"config": config.name, "batch_size": batch_size, "steps": steps, "repeats": repeats,
-                     "threads": threads, "machine": machine_info(threads)}
+    results: dict = {
+        "config": config.name,
+        "batch_size": batch_size,
+        "steps": steps,
+        "repeats": repeats,
+        "threads": threads,
+        "machine": machine_info(threads),
+    }
     for phase in ("train", "inference"):
         for model in contenders.values():
             for _ in range(warmup):
@@ -226,7 +264,9 @@ def run_benchmark(config: RunConfig, batch_size: int, steps: int, repeats: int, 
             progress(f"{phase} repeat {repeat + 1}/{repeats}")
         results[phase] = {name: _rates(t, batch_size) for name, t in times.items()}
         if theirs:
-            results[phase]["ratio"] = results[phase]["ours"]["images_per_s_median"] / results[phase]["torch"]["images_per_s_median"]
+            results[phase]["ratio"] = (
+                results[phase]["ours"]["images_per_s_median"] / results[phase]["torch"]["images_per_s_median"]
+            )
     results["layers"] = ours.layer_times(max(3, repeats))
     results["peak_memory_mb"] = ours.peak_memory_mb()
     results["gflop_per_train_step"] = ours.train_gflop()

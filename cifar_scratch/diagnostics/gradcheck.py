@@ -173,7 +173,9 @@ def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0) -> lis
     dx = model.backward(dlogits)
     xt = to_torch_input(x).requires_grad_(True)
     logits_t = reference(xt)
-    loss_t = torch.nn.functional.cross_entropy(logits_t, torch.from_numpy(labels), label_smoothing=config.training.label_smoothing)
+    loss_t = torch.nn.functional.cross_entropy(
+        logits_t, torch.from_numpy(labels), label_smoothing=config.training.label_smoothing
+    )
     loss_t.backward()
     dx_t = xt.grad.numpy()
     if dx_t.ndim == 4:

@@ -133,7 +133,11 @@ def col2im(dcols: np.ndarray, x_shape, kernel, stride, pads) -> np.ndarray:
 
 
 def conv2d_forward(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=1, padding: str | int = "same",
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride=1,
+    padding: str | int = "same",
     workspace: Workspace | None = None,
 ) -> tuple[np.ndarray, tuple]:
     """x (N, H, W, C), weight (kh, kw, C, F), bias (F,) or None -> out (N, Ho, Wo, F)."""

@@ -115,9 +115,7 @@ def dropout_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     return dout * cache
 
 
-def softmax_cross_entropy(
-    logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0
-) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(logits) against (smoothed) one-hot labels.
 
     logits: (N, K) float, labels: (N,) int in [0, K) -> (loss, dlogits: (N, K)).

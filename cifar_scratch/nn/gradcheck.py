@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -47,7 +47,9 @@ class TensorCheck:
     numeric: float
 
 
-def _compare(layer: str, tensor: str, analytic: np.ndarray, numeric: np.ndarray, indices=None, floor: float = 1e-8) -> TensorCheck:
+def _compare(
+    layer: str, tensor: str, analytic: np.ndarray, numeric: np.ndarray, indices=None, floor: float = 1e-8
+) -> TensorCheck:
     a, n = np.asarray(analytic, np.float64).reshape(-1), np.asarray(numeric, np.float64).reshape(-1)
     if indices is not None:
         a, n = a[indices], n[indices]
@@ -56,8 +58,16 @@ def _compare(layer: str, tensor: str, analytic: np.ndarray, numeric: np.ndarray,
     errors = _errors(a, n, floor)
     k = int(np.argmax(errors)) if errors.size else 0
     worst = tuple(int(i) for i in np.unravel_index(int(indices[k]), np.shape(analytic))) if errors.size else ()
-    return TensorCheck(layer, tensor, tuple(np.shape(analytic)), int(errors.size), float(errors.max(initial=0.0)), worst,
-                       float(a[k]) if errors.size else 0.0, float(n[k]) if errors.size else 0.0)
+    return TensorCheck(
+        layer,
+        tensor,
+        tuple(np.shape(analytic)),
+        int(errors.size),
+        float(errors.max(initial=0.0)),
+        worst,
+        float(a[k]) if errors.size else 0.0,
+        float(n[k]) if errors.size else 0.0,
+    )
 
 
 def _errors(a: np.ndarray, n: np.ndarray, floor: float) -> np.ndarray:
@@ -71,8 +81,9 @@ def noise_floor(loss_value: float) -> float:
     return 1e-4 * max(1.0, abs(loss_value))
 
 
-def probe(f: Callable[[], float], x: np.ndarray, analytic: np.ndarray, indices, h: float, floor: float,
-          recheck_above: float = 1e-6) -> np.ndarray:
+def probe(
+    f: Callable[[], float], x: np.ndarray, analytic: np.ndarray, indices, h: float, floor: float, recheck_above: float = 1e-6
+) -> np.ndarray:
     """Numerical gradient at ``indices`` (all if None); elements that disagree with ``analytic`` are
     probed again with h / 10 and keep the closer estimate. A step of h can cross a kink (a ReLU at 0,
     a max-pool switching winners) and mislead one estimate; a wrong backward pass disagrees at every h."""
@@ -102,8 +113,9 @@ def _reset_randomness(layers, seed: int) -> None:
             layer._rng = np.random.default_rng(seed)
 
 
-def check_layer(layer, input_shape: tuple[int, ...], batch: int = 2, seed: int = 0, h: float = 1e-5,
-                max_elements: int | None = None) -> list[TensorCheck]:
+def check_layer(
+    layer, input_shape: tuple[int, ...], batch: int = 2, seed: int = 0, h: float = 1e-5, max_elements: int | None = None
+) -> list[TensorCheck]:
     """Gradients of ``sum(layer(x) * R)`` w.r.t. x and every parameter, analytic vs numerical, in float64.
 
     ``layer`` is built here for per-sample ``input_shape``; its parameters are perturbed away from
@@ -133,8 +145,15 @@ def check_layer(layer, input_shape: tuple[int, ...], batch: int = 2, seed: int =
     return results
 
 
-def check_model(model, x: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0, seed: int = 0,
-                h: float = 1e-5, max_elements: int | None = None) -> list[TensorCheck]:
+def check_model(
+    model,
+    x: np.ndarray,
+    labels: np.ndarray,
+    label_smoothing: float = 0.0,
+    seed: int = 0,
+    h: float = 1e-5,
+    max_elements: int | None = None,
+) -> list[TensorCheck]:
     """End to end through softmax cross-entropy: every parameter and the input, for a float64 ``model``."""
     from cifar_scratch.nn.functional import softmax_cross_entropy
 

@@ -29,8 +29,8 @@ from cifar_scratch.nn.conv import (
     pair,
     pool_geometry,
 )
-from cifar_scratch.nn.norm import batchnorm_backward, batchnorm_forward
 from cifar_scratch.nn.init import initialize
+from cifar_scratch.nn.norm import batchnorm_backward, batchnorm_forward
 
 
 @dataclass(frozen=True)
@@ -351,8 +351,14 @@ class BatchNorm(Layer):
 
     def forward(self, x):
         out, self._cache = batchnorm_forward(
-            x, self.params.get("weight"), self.params.get("bias"), self.buffers["running_mean"],
-            self.buffers["running_var"], self.training, self.momentum, self.eps,
+            x,
+            self.params.get("weight"),
+            self.params.get("bias"),
+            self.buffers["running_mean"],
+            self.buffers["running_var"],
+            self.training,
+            self.momentum,
+            self.eps,
         )
         return out
 
@@ -368,7 +374,19 @@ class BatchNorm(Layer):
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.kind: cls
     for cls in (
-        Dense, Flatten, ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Dropout,
-        Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool, GlobalMaxPool, BatchNorm,
+        Dense,
+        Flatten,
+        ReLU,
+        LeakyReLU,
+        Tanh,
+        Sigmoid,
+        GELU,
+        Dropout,
+        Conv2D,
+        MaxPool2D,
+        AvgPool2D,
+        GlobalAvgPool,
+        GlobalMaxPool,
+        BatchNorm,
     )
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -55,12 +55,12 @@ class Sequential:
                     raise ValueError(f"{kind} {name}: shape {theirs[name].shape} does not match {array.shape}")
                 array[...] = theirs[name]
 
-    def train(self) -> "Sequential":
+    def train(self) -> Sequential:
         for layer in self.layers:
             layer.training = True
         return self
 
-    def eval(self) -> "Sequential":
+    def eval(self) -> Sequential:
         for layer in self.layers:
             layer.training = False
         return self

@@ -12,8 +12,14 @@ from cifar_scratch.nn.functional import column_sums
 
 
 def batchnorm_forward(
-    x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, running_mean: np.ndarray, running_var: np.ndarray,
-    training: bool, momentum: float = 0.1, eps: float = 1e-5,
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
 ) -> tuple[np.ndarray, tuple | None]:
     """x (..., C) -> same shape. In training mode, updates ``running_mean``/``running_var`` (C,) in place."""
     channels = x.shape[-1]

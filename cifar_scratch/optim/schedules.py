@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import math
 
-from cifar_scratch.errors import ConfigError
 from cifar_scratch.config import (
     ConstantSchedule,
-    RunConfig,
     CosineSchedule,
     CyclicSchedule,
     ExponentialSchedule,
     OneCycleSchedule,
     PlateauSchedule,
+    RunConfig,
     ScheduleSpec,
     StepSchedule,
 )
+from cifar_scratch.errors import ConfigError
 
 
 class Schedule:
@@ -119,5 +119,7 @@ def build_schedule(config: RunConfig, steps_per_epoch: int) -> Schedule:
     spec = config.schedule
     epochs = getattr(spec, "step_epochs", None)
     if epochs is not None and epochs * steps_per_epoch < 1:
-        raise ConfigError(f"schedule.step_epochs: must last at least one step ({steps_per_epoch} steps per epoch, got {epochs:g} epochs)")
+        raise ConfigError(
+            f"schedule.step_epochs: must last at least one step ({steps_per_epoch} steps per epoch, got {epochs:g} epochs)"
+        )
     return Schedule(spec, config.optimizer.lr, steps_per_epoch, config.training.epochs)

@@ -60,4 +60,4 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
 def group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     """``group({"param/dense1.weight": a}, "param")`` -> ``{"dense1.weight": a}``."""
     start = prefix + "/"
-    return {name[len(start):]: value for name, value in arrays.items() if name.startswith(start)}
+    return {name[len(start) :]: value for name, value in arrays.items() if name.startswith(start)}

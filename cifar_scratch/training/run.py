@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from cifar_scratch import __version__, signals
+from cifar_scratch import __version__, reports, signals
 from cifar_scratch.config import RunConfig, build_config, dump_config, read_yaml_mapping
 from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
@@ -38,7 +38,6 @@ from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe
 from cifar_scratch.nn.model import build_model
 from cifar_scratch.optim.optimizers import build_optimizer
 from cifar_scratch.optim.schedules import build_schedule
-from cifar_scratch import reports
 from cifar_scratch.training.run_dir import create_run_dir
 from cifar_scratch.training.trainer import (
     HISTORY_FIELDS,
@@ -103,7 +102,9 @@ def read_run_info(run_dir: Path) -> dict:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: run.json is damaged ({type(exc).__name__}); fix or delete it (pass --data-dir then)") from None
+        raise CheckpointError(
+            f"{path}: run.json is damaged ({type(exc).__name__}); fix or delete it (pass --data-dir then)"
+        ) from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{path}: run.json is damaged (not a JSON object); fix or delete it (pass --data-dir then)")
     return info
@@ -138,8 +139,12 @@ def git_commit() -> str | None:
         return None
     try:
         commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if commit.returncode != 0:
@@ -216,15 +221,25 @@ def resume_run(
         state = trainer.state
         if state.stop_reason == "completed" and state.epoch < config.training.epochs:
             state.stop_reason = None  # asked to train longer
-        if state.stop_reason is not None and info.get("status") in ("completed", "failed") and (run_dir / "metrics.json").exists():
+        if (
+            state.stop_reason is not None
+            and info.get("status") in ("completed", "failed")
+            and (run_dir / "metrics.json").exists()
+        ):
             raise UsageError(
                 f"{run_dir}: run already finished after {state.epoch} epochs ({state.stop_reason}); "
                 f"pass training.epochs=N with N > {state.epoch} to train longer"
             )
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
         resumes = info.get("resumes") if isinstance(info.get("resumes"), list) else []
-        resume = {"time": _now(), "overrides": list(overrides), "from_epoch": state.epoch, "from_step": state.step,
-                  "removed_temporaries": len(removed), "git_commit": git_commit()}
+        resume = {
+            "time": _now(),
+            "overrides": list(overrides),
+            "from_epoch": state.epoch,
+            "from_step": state.step,
+            "removed_temporaries": len(removed),
+            "git_commit": git_commit(),
+        }
         _write_run_info(run_dir, {"status": "running", "resumes": [*resumes, resume]})
         return _train_and_finish(trainer)
 
@@ -237,7 +252,9 @@ def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
         raise CheckpointError(f"{run_dir}: not a resumable run folder (config.yaml is missing){hint}")
     old = build_config(read_yaml_mapping(config_path))
     config = build_config(read_yaml_mapping(config_path), overrides)
-    refused = [k for k in changed_keys(old.model_dump(mode="json"), config.model_dump(mode="json")) if not k.startswith(RESUMABLE_KEYS)]
+    refused = [
+        k for k in changed_keys(old.model_dump(mode="json"), config.model_dump(mode="json")) if not k.startswith(RESUMABLE_KEYS)
+    ]
     if refused:
         raise ConfigError([f"{k}: cannot change when resuming (allowed: {', '.join(RESUMABLE_KEYS)})" for k in refused])
     return config
@@ -250,14 +267,17 @@ def check_checkpoint_matches(meta, config: RunConfig, fingerprint: dict, class_n
     images into the test split.
     """
     differences = [
-        k for k in changed_keys(meta.config, config.model_dump(mode="json"))
+        k
+        for k in changed_keys(meta.config, config.model_dump(mode="json"))
         if not k.startswith(RESUMABLE_KEYS) and k != "output.runs_dir"
     ]
     if differences:
         raise ConfigError(
-            [f"{k}: config.yaml says {_lookup(config.model_dump(mode='json'), k)!r}, but {checkpoint.name} was trained with "
-             f"{_lookup(meta.config, k)!r} (config.yaml was edited after the run started; restore it or start a new run)"
-             for k in differences[:10]]
+            [
+                f"{k}: config.yaml says {_lookup(config.model_dump(mode='json'), k)!r}, but {checkpoint.name} was trained with "
+                f"{_lookup(meta.config, k)!r} (config.yaml was edited after the run started; restore it or start a new run)"
+                for k in differences[:10]
+            ]
         )
     if list(meta.class_names) != list(class_names):
         raise CheckpointError(f"{checkpoint}: trained on classes {meta.class_names}, but the data now has {list(class_names)}")
@@ -363,6 +383,7 @@ def finish(trainer: Trainer) -> dict:
     atomic_write_json(run_dir / "metrics.json", metrics)
     if trainer.config.output.plots:
         reports.plot_history(state.history, run_dir / "plots", state.best_epoch)
-        reports.plot_lr(state.lrs, trainer.steps_per_epoch, trainer.config.schedule.name, run_dir / "plots" / "lr.png",
-                        state.best_epoch)
+        reports.plot_lr(
+            state.lrs, trainer.steps_per_epoch, trainer.config.schedule.name, run_dir / "plots" / "lr.png", state.best_epoch
+        )
     return metrics

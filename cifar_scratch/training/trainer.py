@@ -38,11 +38,11 @@ DIVERGED = "diverged"
 class Callback:
     """Hooks for progress display; every method is optional."""
 
-    def on_train_start(self, trainer: "Trainer") -> None: ...
-    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
-    def on_batch_end(self, trainer: "Trainer", batch: int, batches: int, loss: float, accuracy: float) -> None: ...
-    def on_epoch_end(self, trainer: "Trainer", row: dict) -> None: ...
-    def on_train_end(self, trainer: "Trainer") -> None: ...
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+    def on_batch_end(self, trainer: Trainer, batch: int, batches: int, loss: float, accuracy: float) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, row: dict) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
 
 
 @dataclass
@@ -106,7 +106,9 @@ class CheckpointMetadata(BaseModel):
     data: dict[str, str]
 
 
-def evaluate_split(model: Sequential, normalizer: Normalizer, split: Split, batch_size: int = EVAL_BATCH) -> tuple[float, float, np.ndarray]:
+def evaluate_split(
+    model: Sequential, normalizer: Normalizer, split: Split, batch_size: int = EVAL_BATCH
+) -> tuple[float, float, np.ndarray]:
     """Eval-mode pass over a split -> (mean loss, accuracy, logits (N, K) float32)."""
     was_training = model.layers[0].training if model.layers else False
     model.eval()
@@ -191,15 +193,20 @@ class Trainer:
         slots = self.optimizer.state_arrays()
         stored_slots = group(arrays, "optim")
         if set(stored_slots) != set(slots):
-            raise CheckpointError(f"{damaged}: optimizer state {sorted(set(slots) ^ set(stored_slots))[:3]} missing or unexpected")
+            raise CheckpointError(
+                f"{damaged}: optimizer state {sorted(set(slots) ^ set(stored_slots))[:3]} missing or unexpected"
+            )
         for name, array in slots.items():
             _check_array(stored_slots[name], array.shape, np.float32, f"{damaged}: optim/{name}")
         permutation = arrays.get("train/permutation")
         if permutation is not None and not (
-            permutation.ndim == 1 and permutation.dtype.kind in "iu"
+            permutation.ndim == 1
+            and permutation.dtype.kind in "iu"
             and np.array_equal(np.sort(permutation), np.arange(len(self.dataset.train)))
         ):
-            raise CheckpointError(f"{damaged}: train/permutation is not a permutation of the {len(self.dataset.train)} training images")
+            raise CheckpointError(
+                f"{damaged}: train/permutation is not a permutation of the {len(self.dataset.train)} training images"
+            )
         lrs = arrays.get("history/lr")
         if lrs is None or lrs.ndim != 1 or lrs.dtype != np.float64 or len(lrs) != meta.step:
             raise CheckpointError(f"{damaged}: history/lr must hold one float64 learning rate per step ({meta.step})")

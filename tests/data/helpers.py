@@ -18,8 +18,12 @@ def md5(data: bytes) -> str:
 def cifar_batch_bytes(images: np.ndarray, labels: list[int]) -> bytes:
     """A batch as the official release stores it: dict of bytes keys, (N, 3072) uint8 channel-planar rows."""
     data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-    batch = {b"batch_label": b"testing batch", b"labels": list(labels), b"data": data,
-             b"filenames": [f"img{i}.png".encode() for i in range(len(labels))]}
+    batch = {
+        b"batch_label": b"testing batch",
+        b"labels": list(labels),
+        b"data": data,
+        b"filenames": [f"img{i}.png".encode() for i in range(len(labels))],
+    }
     return pickle.dumps(batch, protocol=2)
 
 
@@ -38,8 +42,9 @@ def make_cifar_archive(directory: Path, per_batch: int = 20, seed: int = 0):
         if name != "test_batch":
             all_images.append(images)
             all_labels += labels
-    files["batches.meta"] = pickle.dumps({b"label_names": [c.encode() for c in cifar10.CLASSES],
-                                          b"num_cases_per_batch": per_batch, b"num_vis": 3072}, protocol=2)
+    files["batches.meta"] = pickle.dumps(
+        {b"label_names": [c.encode() for c in cifar10.CLASSES], b"num_cases_per_batch": per_batch, b"num_vis": 3072}, protocol=2
+    )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name, content in files.items():
@@ -80,8 +85,12 @@ def make_mnist_files(directory: Path, n_train: int = 60, n_test: int = 20, seed:
         "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
         "test_labels": (np.arange(n_test) % 10).astype(np.uint8),
     }
-    names = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+    names = {
+        "train_images": "train-images-idx3-ubyte",
+        "train_labels": "train-labels-idx1-ubyte",
+        "test_images": "t10k-images-idx3-ubyte",
+        "test_labels": "t10k-labels-idx1-ubyte",
+    }
     directory.mkdir(parents=True, exist_ok=True)
     table = {}
     for key, array in arrays.items():
@@ -97,6 +106,7 @@ def mnist_release(table: dict, mirrors: tuple[str, ...], folder: str = "tiny-mni
     from cifar_scratch.data import mnist
     from cifar_scratch.data.download import RemoteFile
 
-    files = {key: mnist.IdxFile(RemoteFile(name, tuple(m + name for m in mirrors), gz), raw)
-             for key, (name, gz, raw) in table.items()}
+    files = {
+        key: mnist.IdxFile(RemoteFile(name, tuple(m + name for m in mirrors), gz), raw) for key, (name, gz, raw) in table.items()
+    }
     return mnist.Release("Tiny MNIST", folder, tuple(str(d) for d in range(10)), files)

@@ -28,7 +28,9 @@ def test_zero_padded_translation_moves_content_by_the_offset(dy, dx):
     out = augment.apply(images, AugmentDraw(None, np.array([[dy, dx]]), None), config)[0]
     h, w = images.shape[1:3]
     expected = np.zeros_like(images[0])
-    expected[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[0][max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    expected[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[0][
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
     assert np.array_equal(out, expected)
 
 

@@ -122,8 +122,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({b"data": _Exploit(), b"labels": [0]}, protocol=2))
     with pytest.raises(DataError, match="refusing to load (posix|os).system"):
         cifar10.read_batch(path)
-    path.write_bytes(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0],
-                                   b"x": io.BytesIO(b"")}, protocol=2))
+    path.write_bytes(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0], b"x": io.BytesIO(b"")}, protocol=2))
     with pytest.raises(DataError, match="refusing to load"):
         cifar10.read_batch(path)
 

@@ -7,8 +7,7 @@ import pytest
 from PIL import Image
 
 from cifar_scratch.config import DataConfig
-from cifar_scratch.data import Normalizer, Split, load_dataset, resolve_data_dir, to_grayscale
-from cifar_scratch.data import imagefolder
+from cifar_scratch.data import Normalizer, Split, imagefolder, load_dataset, resolve_data_dir, to_grayscale
 from cifar_scratch.errors import ConfigError, DataError
 from tests.data.helpers import make_cifar_archive
 
@@ -142,8 +141,11 @@ def test_archive_sidecar_checksum_is_verified(tmp_path):
 
 def test_imagefolder_dataset_holds_out_test_when_missing(tmp_path):
     root = write_folder(tmp_path / "pets", per_class=10)
-    data = load_dataset(DataConfig(dataset="imagefolder", source=str(root), test_fraction=0.2, val_fraction=0.25),
-                        tmp_path / "data", progress=False)
+    data = load_dataset(
+        DataConfig(dataset="imagefolder", source=str(root), test_fraction=0.2, val_fraction=0.25),
+        tmp_path / "data",
+        progress=False,
+    )
     assert (len(data.train), len(data.val), len(data.test)) == (12, 4, 4)
     assert "held-out 20%" in data.description
 

@@ -41,7 +41,9 @@ def test_truncated_header_is_refused():
         parse_idx(idx_bytes(np.zeros((2, 2), np.uint8))[:9])
 
 
-@pytest.mark.parametrize("magic", [b"\x00\x01\x08\x03", b"\x00\x00\x07\x03", b"\x00\x00\x08\x00", b"\x1f\x8b\x08\x00", b"PK\x03\x04"])
+@pytest.mark.parametrize(
+    "magic", [b"\x00\x01\x08\x03", b"\x00\x00\x07\x03", b"\x00\x00\x08\x00", b"\x1f\x8b\x08\x00", b"PK\x03\x04"]
+)
 def test_wrong_magic_number_is_refused(magic):
     data = magic + idx_bytes(np.zeros((1, 2, 2), np.uint8))[4:]
     with pytest.raises(DataError, match=f"not an IDX file \\(magic number 0x{magic.hex()}"):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO
 from tests.data.helpers import make_cifar_archive
@@ -35,8 +36,14 @@ print(int(imagefolder.load(source, cache, progress=True)["train_images"].sum()))
 def run_four(script: str, argument: list) -> list[tuple[str, str]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     processes = [
-        subprocess.Popen([sys.executable, "-c", script, json.dumps(argument)], cwd=REPO, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, json.dumps(argument)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     results = [p.communicate(timeout=120) for p in processes]
@@ -44,6 +51,7 @@ def run_four(script: str, argument: list) -> list[tuple[str, str]]:
     return results
 
 
+@pytest.mark.slow
 def test_four_processes_download_and_extract_cifar_once(tmp_path, http_server):
     archive, archive_md5, checksums, images, _ = make_cifar_archive(http_server.root, per_batch=200)
     http_server.set_delay(0.5)
@@ -54,6 +62,7 @@ def test_four_processes_download_and_extract_cifar_once(tmp_path, http_server):
     assert sorted(p.name for p in data_dir.iterdir()) == [".locks", "cifar-10-batches-py", "cifar-10-python.tar.gz"]
 
 
+@pytest.mark.slow
 def test_four_processes_decode_an_image_folder_once(tmp_path):
     root = write_folder(tmp_path / "pets", per_class=1000, size=(32, 32))  # slow enough to overlap
     cache = tmp_path / "cache"

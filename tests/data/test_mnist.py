@@ -84,7 +84,9 @@ def test_shape_checks_catch_mismatched_files(tmp_path):
     table, _ = make_mnist_files(tmp_path / "odd", n_train=60)
     # Swap in a label file for 59 images: checksums are per file, so only the cross-check can notice.
     other, _ = make_mnist_files(tmp_path / "other", n_train=59)
-    (tmp_path / "odd" / "train-labels-idx1-ubyte.gz").write_bytes((tmp_path / "other" / "train-labels-idx1-ubyte.gz").read_bytes())
+    (tmp_path / "odd" / "train-labels-idx1-ubyte.gz").write_bytes(
+        (tmp_path / "other" / "train-labels-idx1-ubyte.gz").read_bytes()
+    )
     table["train_labels"] = other["train_labels"]
     with pytest.raises(DataError, match="60 train images but 59 labels"):
         mnist.load(mnist_release(table, ()), tmp_path / "data", source=tmp_path / "odd")
@@ -100,6 +102,7 @@ print(json.dumps({k: int(v.sum()) for k, v in arrays.items()}))
 """
 
 
+@pytest.mark.slow
 def test_four_concurrent_processes_share_one_download(tmp_path, http_server):
     """Four runs on an empty data dir: all succeed, every file is downloaded exactly once, nothing partial is left."""
     table, expected = make_mnist_files(http_server.root / "good", n_train=3000)
@@ -109,8 +112,14 @@ def test_four_concurrent_processes_share_one_download(tmp_path, http_server):
     argument = json.dumps([table, mirrors, str(data_dir)])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     processes = [
-        subprocess.Popen([sys.executable, "-c", PREPARE_SCRIPT, argument], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", PREPARE_SCRIPT, argument],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     results = [p.communicate(timeout=120) for p in processes]

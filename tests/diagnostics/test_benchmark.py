@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-
 import pytest
 from typer.testing import CliRunner
 
@@ -17,8 +16,21 @@ runner = CliRunner()
 
 def test_benchmark_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = runner.invoke(app, ["benchmark", str(REPO / "configs" / "digits.yaml"), "--steps", "1", "--repeats", "2",
-                                 "--threads", "1", "--json", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "benchmark",
+            str(REPO / "configs" / "digits.yaml"),
+            "--steps",
+            "1",
+            "--repeats",
+            "2",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert tuple(report) == JSON_FIELDS
@@ -36,11 +48,29 @@ def test_conv_flop_count():
     assert forward == 2 * 2 * 36 * 8 * 9 * 4 and backward == 2 * forward
 
 
+@pytest.mark.slow
 def test_benchmark_against_torch(tmp_path):
     pytest.importorskip("torch", reason="PyTorch is an optional extra: pip install torch==2.13.0")
     out = tmp_path / "bench.json"
-    result = runner.invoke(app, ["benchmark", str(REPO / "configs" / "mnist_cnn.yaml"), "--batch-size", "16", "--steps", "1",
-                                 "--repeats", "2", "--threads", "1", "--against", "torch", "--json", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "benchmark",
+            str(REPO / "configs" / "mnist_cnn.yaml"),
+            "--batch-size",
+            "16",
+            "--steps",
+            "1",
+            "--repeats",
+            "2",
+            "--threads",
+            "1",
+            "--against",
+            "torch",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["torch"]["version"].startswith("2.13") and report["train"]["ratio"] > 0

@@ -66,8 +66,10 @@ def test_unknown_layer_type_is_a_clear_error():
 @pytest.mark.parametrize("name", ["cifar_cnn.yaml", "fast_cnn.yaml", "fashion_cnn.yaml", "mlp10.yaml"])
 def test_against_torch(name, tmp_path):
     pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
-    result = runner.invoke(app, ["gradcheck", str(REPO / "configs" / name), "--layer", "dense", "--against", "torch",
-                                 "--json", str(tmp_path / "g.json")])
+    result = runner.invoke(
+        app,
+        ["gradcheck", str(REPO / "configs" / name), "--layer", "dense", "--against", "torch", "--json", str(tmp_path / "g.json")],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "g.json").read_text())["torch"]
     tensors = {(r["layer"], r["tensor"]) for r in rows}

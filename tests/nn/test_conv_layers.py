@@ -36,9 +36,26 @@ CASES = [
     (lambda: BatchNorm(affine=False), (3, 4, 2)),
     (lambda: GELU(), (3, 5, 2)),
 ]
-IDS = ["conv3", "conv2x3-s2-same", "conv3-s2-valid", "conv3-valid", "conv3-pad2-nobias", "conv1x1", "conv2-s1x2-dirac",
-       "maxpool2", "maxpool3-s2", "maxpool2x3", "avgpool2", "avgpool2x3-s1", "global_avg", "global_max", "bn-conv", "bn-dense",
-       "bn-noaffine", "gelu"]
+IDS = [
+    "conv3",
+    "conv2x3-s2-same",
+    "conv3-s2-valid",
+    "conv3-valid",
+    "conv3-pad2-nobias",
+    "conv1x1",
+    "conv2-s1x2-dirac",
+    "maxpool2",
+    "maxpool3-s2",
+    "maxpool2x3",
+    "avgpool2",
+    "avgpool2x3-s1",
+    "global_avg",
+    "global_max",
+    "bn-conv",
+    "bn-dense",
+    "bn-noaffine",
+    "gelu",
+]
 
 
 @pytest.mark.parametrize("make,shape", CASES, ids=IDS)
@@ -137,11 +154,16 @@ def _torch_reference(layer, x):
     if isinstance(layer, Conv2D):
         weight = torch.tensor(layer.params["weight"].transpose(3, 2, 0, 1).copy(), requires_grad=True)
         bias = torch.tensor(layer.params["bias"], requires_grad=True) if "bias" in layer.params else None
-        (top, bottom), (left, right) = (resolve_padding(layer.padding, layer.kernel[a], layer.stride[a], x.shape[1 + a])
-                                        for a in (0, 1))
+        (top, bottom), (left, right) = (
+            resolve_padding(layer.padding, layer.kernel[a], layer.stride[a], x.shape[1 + a]) for a in (0, 1)
+        )
         xt = _nchw(x)
         out = F.conv2d(F.pad(xt, (left, right, top, bottom)), weight, bias, stride=layer.stride)
-        return xt, out, {"weight": (weight, lambda g: g.permute(2, 3, 1, 0)), **({"bias": (bias, lambda g: g)} if bias is not None else {})}
+        return (
+            xt,
+            out,
+            {"weight": (weight, lambda g: g.permute(2, 3, 1, 0)), **({"bias": (bias, lambda g: g)} if bias is not None else {})},
+        )
     xt = _nchw(x) if x.ndim == 4 else torch.tensor(x, requires_grad=True)
     if isinstance(layer, MaxPool2D):
         return xt, F.max_pool2d(xt, layer.size, layer.stride), {}
@@ -160,8 +182,16 @@ def _torch_reference(layer, x):
             weight = torch.tensor(layer.params["weight"], requires_grad=True)
             bias = torch.tensor(layer.params["bias"], requires_grad=True)
             params = {"weight": (weight, lambda g: g), "bias": (bias, lambda g: g)}
-        out = F.batch_norm(xt, torch.zeros(x.shape[-1]), torch.ones(x.shape[-1]), weight, bias, training=True,
-                           momentum=layer.momentum, eps=layer.eps)
+        out = F.batch_norm(
+            xt,
+            torch.zeros(x.shape[-1]),
+            torch.ones(x.shape[-1]),
+            weight,
+            bias,
+            training=True,
+            momentum=layer.momentum,
+            eps=layer.eps,
+        )
         return xt, out, params
     raise AssertionError(layer)
 
@@ -194,11 +224,14 @@ def test_matches_pytorch_in_float32(make, shape):
         assert close(layer.grads[name], to_ours(tensor.grad).numpy()) < 1e-4, name
 
 
-@pytest.mark.parametrize("name,shape,trainable,frozen", [
-    ("mnist_cnn", (28, 28, 1), 469_172, 0),
-    ("fashion_cnn", (28, 28, 1), 467_818, 0),
-    ("cifar_cnn", (32, 32, 3), 361_962, 384),
-])
+@pytest.mark.parametrize(
+    "name,shape,trainable,frozen",
+    [
+        ("mnist_cnn", (28, 28, 1), 469_172, 0),
+        ("fashion_cnn", (28, 28, 1), 467_818, 0),
+        ("cifar_cnn", (32, 32, 3), 361_962, 384),
+    ],
+)
 def test_keras_project_parameter_counts(name, shape, trainable, frozen):
     """The three Keras CNN project nets, rebuilt from our configs, report the project's parameter counts."""
     from cifar_scratch.config import load_config

@@ -80,8 +80,9 @@ def test_dropout_is_inverted_and_seeded(rng):
     assert abs(out.mean() - 1.0) < 0.01  # expectation preserved
     again, _ = F.dropout_forward(x, 0.25, np.random.default_rng(0))
     assert np.array_equal(out, again)
-    check_input_gradient(lambda v: F.dropout_forward(v, 0.3, np.random.default_rng(5)), F.dropout_backward,
-                         rng.standard_normal((4, 9)), rng)
+    check_input_gradient(
+        lambda v: F.dropout_forward(v, 0.3, np.random.default_rng(5)), F.dropout_backward, rng.standard_normal((4, 9)), rng
+    )
 
 
 def test_cross_entropy_hand_computed():

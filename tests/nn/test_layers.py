@@ -27,7 +27,9 @@ def test_dense_layer_shapes_and_init():
     xavier = Dense(400, init="xavier_uniform")
     xavier.build((1000,), np.random.default_rng(0))
     limit = np.sqrt(6 / 1400)
-    assert np.abs(xavier.params["weight"]).max() <= limit and xavier.params["weight"].std() == pytest.approx(limit / np.sqrt(3), rel=0.02)
+    assert np.abs(xavier.params["weight"]).max() <= limit and xavier.params["weight"].std() == pytest.approx(
+        limit / np.sqrt(3), rel=0.02
+    )
 
 
 def test_dense_without_bias_and_flat_input_required():
@@ -61,8 +63,12 @@ def test_dropout_train_vs_eval():
 
 def test_model_names_params_and_modes():
     rng = np.random.default_rng(0)
-    model = build_model(model_config("flatten", {"type": "dense", "units": 6}, "relu", {"type": "dropout", "rate": 0.5},
-                                     {"type": "dense"}), (2, 3, 1), 4, rng)
+    model = build_model(
+        model_config("flatten", {"type": "dense", "units": 6}, "relu", {"type": "dropout", "rate": 0.5}, {"type": "dense"}),
+        (2, 3, 1),
+        4,
+        rng,
+    )
     assert list(model.params) == ["dense1.weight", "dense1.bias", "dense2.weight", "dense2.bias"]
     assert model.output_shape == (4,)
     model.eval()
@@ -76,10 +82,20 @@ def test_whole_model_gradients_float64():
     """End to end through the loss, every parameter and the input, against central differences."""
     rng = np.random.default_rng(3)
     model = build_model(
-        model_config("flatten", {"type": "dense", "units": 7, "init": "xavier_normal"}, "tanh",
-                     {"type": "dense", "units": 5}, {"type": "leaky_relu", "alpha": 0.2}, {"type": "dense", "units": 6},
-                     "sigmoid", {"type": "dense"}),
-        (3, 2, 1), 3, rng, dtype=np.float64,
+        model_config(
+            "flatten",
+            {"type": "dense", "units": 7, "init": "xavier_normal"},
+            "tanh",
+            {"type": "dense", "units": 5},
+            {"type": "leaky_relu", "alpha": 0.2},
+            {"type": "dense", "units": 6},
+            "sigmoid",
+            {"type": "dense"},
+        ),
+        (3, 2, 1),
+        3,
+        rng,
+        dtype=np.float64,
     )
     x = rng.standard_normal((4, 3, 2, 1))
     labels = np.array([0, 2, 1, 2])
@@ -117,8 +133,14 @@ def test_load_arrays_checks_names_and_shapes():
 
 
 def test_summary_counts_parameters():
-    model = build_model(model_config("flatten", {"type": "dense", "units": 128}, "relu", {"type": "dense", "units": 64},
-                                     "relu", {"type": "dense"}), (32, 32, 3), 3, np.random.default_rng(0))
+    model = build_model(
+        model_config(
+            "flatten", {"type": "dense", "units": 128}, "relu", {"type": "dense", "units": 64}, "relu", {"type": "dense"}
+        ),
+        (32, 32, 3),
+        3,
+        np.random.default_rng(0),
+    )
     text = model.summary()
     assert "dense1 (Dense)" in text and "(None, 128)" in text
     assert f"Trainable params: {3072 * 128 + 128 + 128 * 64 + 64 + 64 * 3 + 3:,}" in text
@@ -131,8 +153,9 @@ def test_sequential_accepts_layer_objects():
 
 
 def test_training_backward_stops_at_the_first_trained_layer():
-    model = build_model(model_config("flatten", {"type": "dense", "units": 4}, "relu", {"type": "dense"}), (2, 3, 1), 3,
-                        np.random.default_rng(0))
+    model = build_model(
+        model_config("flatten", {"type": "dense", "units": 4}, "relu", {"type": "dense"}), (2, 3, 1), 3, np.random.default_rng(0)
+    )
     assert model.first_trained == 1
     x = np.random.default_rng(1).standard_normal((5, 2, 3, 1)).astype(np.float32)
     _, dlogits = softmax_cross_entropy(model.forward(x), np.array([0, 1, 2, 0, 1]))

@@ -18,9 +18,21 @@ from tests.conftest import REPO, digits_tree
 
 pytestmark = pytest.mark.slow
 
-COMPLETE = ("config.yaml", "run.json", "summary.txt", "history.csv", "history.jsonl", "metrics.json",
-            "checkpoints/last.npz", "checkpoints/best.npz", "plots/loss.png", "plots/accuracy.png", "plots/lr.png",
-            "plots/confusion_matrix.png", "plots/confusion_matrix_normalized.png")
+COMPLETE = (
+    "config.yaml",
+    "run.json",
+    "summary.txt",
+    "history.csv",
+    "history.jsonl",
+    "metrics.json",
+    "checkpoints/last.npz",
+    "checkpoints/best.npz",
+    "plots/loss.png",
+    "plots/accuracy.png",
+    "plots/lr.png",
+    "plots/confusion_matrix.png",
+    "plots/confusion_matrix_normalized.png",
+)
 TIMES = ("train_time_s", "epoch_time", "elapsed")
 
 
@@ -64,8 +76,9 @@ def setup(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tree))
     env = {**os.environ, "CIFAR_SCRATCH_DATA": str(tmp_path / "data"), "PYTHONHASHSEED": "0"}
-    reference = subprocess.run(cli("train", config, "--runs-dir", tmp_path / "reference"), capture_output=True, text=True,
-                               env=env, cwd=REPO, timeout=300)
+    reference = subprocess.run(
+        cli("train", config, "--runs-dir", tmp_path / "reference"), capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
     assert reference.returncode == 0, reference.stderr
     return config, env, Path(reference.stdout.strip().splitlines()[-1])
 
@@ -73,9 +86,14 @@ def setup(tmp_path):
 # Where each trial strikes: a seeded random moment after the run folder appears, or a moment inside
 # the finishing window (metrics.json written, plots not yet; or the first plot written).
 TRIALS = [
-    (signal.SIGKILL, "random"), (signal.SIGTERM, "random"), (signal.SIGKILL, "random"), (signal.SIGTERM, "random"),
-    (signal.SIGKILL, "metrics.json"), (signal.SIGTERM, "metrics.json"),
-    (signal.SIGKILL, "plots/loss.png"), (signal.SIGTERM, "plots/loss.png"),
+    (signal.SIGKILL, "random"),
+    (signal.SIGTERM, "random"),
+    (signal.SIGKILL, "random"),
+    (signal.SIGTERM, "random"),
+    (signal.SIGKILL, "metrics.json"),
+    (signal.SIGTERM, "metrics.json"),
+    (signal.SIGKILL, "plots/loss.png"),
+    (signal.SIGTERM, "plots/loss.png"),
 ]
 
 

@@ -14,9 +14,9 @@ import yaml
 from cifar_scratch.config import build_config
 from cifar_scratch.data import load_dataset
 from cifar_scratch.errors import ConfigError, TrainingFailed, UsageError, UserError
+from cifar_scratch.signals import Interrupted
 from cifar_scratch.training.checkpoint import load_checkpoint
 from cifar_scratch.training.run import build_trainer, resume_run, start_run
-from cifar_scratch.signals import Interrupted
 from cifar_scratch.training.trainer import Callback
 from tests.conftest import REPO, digits_tree
 
@@ -31,6 +31,7 @@ def start(tmp_path, overrides=(), **training):
     return start_run(config, tmp_path / "data", progress=False, runs_dir=tmp_path / "runs")
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(tmp_path):
     """2 epochs + resume for 2 more == 4 uninterrupted epochs, for every array and the history.
 
@@ -68,6 +69,7 @@ class InterruptAt(Callback):
 AUGMENT = ["data.augment={flip: true, translate: 2, cutout: 3}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [[], AUGMENT], ids=["plain", "augmented"])
 def test_mid_epoch_interrupt_saves_and_resumes_exactly(tmp_path, overrides):
     straight = start(tmp_path, overrides, epochs=3).run_dir
@@ -86,6 +88,7 @@ def test_mid_epoch_interrupt_saves_and_resumes_exactly(tmp_path, overrides):
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_sigterm_from_outside_exits_143_and_resumes(tmp_path, digits_config):
     """A real process killed with SIGTERM saves a checkpoint and exits 143; --resume finishes the run."""
     env = {**os.environ, "CIFAR_SCRATCH_DATA": str(tmp_path / "data")}
@@ -104,16 +107,36 @@ def test_sigterm_from_outside_exits_143_and_resumes(tmp_path, digits_config):
     (run_dir,) = (tmp_path / "runs").iterdir()
     _, meta = params_of(run_dir)
     assert 1 <= meta["epoch"] < 400
-    done = subprocess.run([sys.executable, "-m", "cifar_scratch", "train", "--resume", str(run_dir), "training.epochs=" +
-                           str(meta["epoch"] + 1), "--quiet"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifar_scratch",
+            "train",
+            "--resume",
+            str(run_dir),
+            "training.epochs=" + str(meta["epoch"] + 1),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == str(run_dir)
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == meta["epoch"] + 1
 
 
 def test_early_stopping_restores_best_weights(tmp_path):
-    result = start(tmp_path, ["optimizer.lr=3.0", "schedule.name=constant", "schedule.warmup_epochs=0"], epochs=30,
-                   early_stopping={"patience": 2}, monitor="val_loss")
+    result = start(
+        tmp_path,
+        ["optimizer.lr=3.0", "schedule.name=constant", "schedule.warmup_epochs=0"],
+        epochs=30,
+        early_stopping={"patience": 2},
+        monitor="val_loss",
+    )
     metrics = result.metrics
     assert metrics["stop_reason"].startswith("early stopping")
     assert metrics["epochs"] == metrics["best_epoch"] + 2
@@ -135,7 +158,9 @@ def test_nan_loss_fails_the_run_and_metrics_stay_valid_json(tmp_path, monkeypatc
         return (float("nan") if next(calls) == 29 else loss), grad
 
     monkeypatch.setattr(trainer_module, "softmax_cross_entropy", diverging)
-    with pytest.raises(TrainingFailed, match="diverged: the training loss became nan at step 29 .epoch 2.; metrics.json reports the best epoch"):
+    with pytest.raises(
+        TrainingFailed, match="diverged: the training loss became nan at step 29 .epoch 2.; metrics.json reports the best epoch"
+    ):
         start(tmp_path, epochs=3)
     (run_dir,) = (tmp_path / "runs").iterdir()
     info = json.loads((run_dir / "run.json").read_text())
@@ -159,12 +184,25 @@ def test_resume_refuses_other_changes_and_finished_runs(tmp_path):
 def test_run_folder_contents(tmp_path):
     run_dir = start(tmp_path, epochs=2).run_dir
     names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")}
-    for expected in ("config.yaml", "run.json", "summary.txt", "history.csv", "history.jsonl", "metrics.json",
-                     "checkpoints/last.npz", "checkpoints/best.npz", "plots/loss.png", "plots/accuracy.png",
-                     "plots/lr.png", "plots/confusion_matrix.png", "plots/confusion_matrix_normalized.png"):
+    for expected in (
+        "config.yaml",
+        "run.json",
+        "summary.txt",
+        "history.csv",
+        "history.jsonl",
+        "metrics.json",
+        "checkpoints/last.npz",
+        "checkpoints/best.npz",
+        "plots/loss.png",
+        "plots/accuracy.png",
+        "plots/lr.png",
+        "plots/confusion_matrix.png",
+        "plots/confusion_matrix_normalized.png",
+    ):
         assert expected in names
     assert (run_dir / "history.csv").read_text().splitlines()[0] == (
-        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,epoch_time")
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,epoch_time"
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"train_accuracy", "val_accuracy", "test_accuracy", "test_macro_f1", "best_epoch"} <= metrics.keys()
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -196,8 +234,9 @@ class ActivationSpy(Callback):
             layer.forward = spy
 
 
-@pytest.mark.parametrize("optimizer", ["{name: sgd, momentum: 0.9, nesterov: true, l2: 0.01}",
-                                       "{name: adam, l2: 0.001}", "{name: adamw}"])
+@pytest.mark.parametrize(
+    "optimizer", ["{name: sgd, momentum: 0.9, nesterov: true, l2: 0.01}", "{name: adam, l2: 0.001}", "{name: adamw}"]
+)
 def test_engine_is_float32_end_to_end(tmp_path, optimizer):
     spy = ActivationSpy()
     config = build_config(digits_tree(epochs=1), [f"optimizer={optimizer}"])
@@ -205,8 +244,10 @@ def test_engine_is_float32_end_to_end(tmp_path, optimizer):
     assert spy.dtypes == {np.dtype(np.float32)}
 
 
-CNN_LAYERS = ("model.layers=[{type: conv2d, filters: 6}, relu, batchnorm, maxpool2d, {type: conv2d, filters: 8, stride: 2},"
-              " gelu, {type: avgpool2d, size: 1}, global_maxpool, {type: dense}]")
+CNN_LAYERS = (
+    "model.layers=[{type: conv2d, filters: 6}, relu, batchnorm, maxpool2d, {type: conv2d, filters: 8, stride: 2},"
+    " gelu, {type: avgpool2d, size: 1}, global_maxpool, {type: dense}]"
+)
 
 
 def test_cnn_training_is_float32_and_buffers_are_checkpointed(tmp_path):
@@ -247,6 +288,7 @@ def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
         load_weights(model, normalizer, run_dir / "checkpoints" / "best.npz")
 
 
+@pytest.mark.slow
 def test_online_augmentation_changes_training_and_offline_copies_grow_the_split(tmp_path):
     plain, _ = params_of(start(tmp_path, epochs=1).run_dir)
     augmented, _ = params_of(start(tmp_path, AUGMENT, epochs=1).run_dir)
@@ -279,12 +321,18 @@ def test_log_heartbeat_shows_running_means_throughput_and_eta(tmp_path):
     from cifar_scratch.cli import ConsoleReport
 
     stream = io.StringIO()
-    start_run(build_config(digits_tree(epochs=1)), tmp_path / "data", [ConsoleReport(stream, heartbeat_s=0.0)],
-              progress=False, runs_dir=tmp_path / "runs")
+    start_run(
+        build_config(digits_tree(epochs=1)),
+        tmp_path / "data",
+        [ConsoleReport(stream, heartbeat_s=0.0)],
+        progress=False,
+        runs_dir=tmp_path / "runs",
+    )
     beats = [line for line in stream.getvalue().splitlines() if "img/s" in line]
     assert beats and all("run ETA" in line and " loss " in line and " lr " in line for line in beats)
 
 
+@pytest.mark.slow
 def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
     run_dir = start(tmp_path, epochs=1).run_dir
     stale = run_dir / "checkpoints" / ".last.npz.abc123.tmp"
