@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -34,8 +32,6 @@ CACHE_VERSION = 1
 #: Largest image accepted, in pixels: datasets of this kind hold small images, and a bigger one
 #: (a decompression bomb, or a wrong folder) is refused from its header, before it is decoded.
 MAX_PIXELS = 4096 * 4096
-#: Images decoded per task of the thread pool (Pillow releases the GIL while it decodes).
-DECODE_CHUNK = 256
 #: Everything reading a damaged archive can raise.
 ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, ValueError)
 
@@ -157,23 +153,14 @@ def _decode_all(source: Path, rows: list, progress: bool) -> dict[str, np.ndarra
     first = _decode(encoded[0], rows[0][2])
     shape = first.shape if first.ndim == 3 else (*first.shape, 1)
     images = np.empty((len(rows), *shape), dtype=np.uint8)
-
-    def decode_chunk(start: int) -> int:
-        for i in range(start, min(start + DECODE_CHUNK, len(rows))):
-            pixels = _decode(encoded[i], rows[i][2], shape)
-            pixels = pixels if pixels.ndim == 3 else pixels[:, :, None]
-            if pixels.shape != shape:
-                raise DataError(f"{rows[i][2]}: image shape {pixels.shape} differs from the first image's {shape}")
-            images[i] = pixels
-        return min(DECODE_CHUNK, len(rows) - start)
-
-    workers = min(4, os.cpu_count() or 1)
-    with (
-        ThreadPoolExecutor(workers) as pool,
-        tqdm(total=len(rows), desc=f"decode {source.name}", unit="img", disable=not progress) as bar,
-    ):
-        for done in pool.map(decode_chunk, range(0, len(rows), DECODE_CHUNK)):
-            bar.update(done)
+    # One thread on purpose: for 32x32 JPEGs Pillow's per-image Python work holds the GIL, and a
+    # thread pool measured slower (4.3 s -> 5.6 s for CIFAR-10; docs/measurements.md).
+    for i in tqdm(range(len(rows)), desc=f"decode {source.name}", unit="img", disable=not progress):
+        pixels = _decode(encoded[i], rows[i][2], shape)
+        pixels = pixels if pixels.ndim == 3 else pixels[:, :, None]
+        if pixels.shape != shape:
+            raise DataError(f"{rows[i][2]}: image shape {pixels.shape} differs from the first image's {shape}")
+        images[i] = pixels
     labels = np.array([index[r[1]] for r in rows], dtype=np.int64)
     splits = np.array([r[0] for r in rows])
     arrays = {"class_names": np.array(classes)}
