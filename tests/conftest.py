@@ -9,6 +9,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_JPEG = REPO.parent / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
 
 
+#: What a completed run folder holds.
+RUN_FOLDER_FILES = (
+    "config.yaml",
+    "run.json",
+    "summary.txt",
+    "history.csv",
+    "history.jsonl",
+    "metrics.json",
+    "checkpoints/last.npz",
+    "checkpoints/best.npz",
+    "plots/loss.png",
+    "plots/accuracy.png",
+    "plots/lr.png",
+    "plots/confusion_matrix.png",
+    "plots/confusion_matrix_normalized.png",
+)
+
+
 def digits_tree(**training) -> dict:
     return {
         "name": "tiny",

@@ -14,23 +14,13 @@ from tests.conftest import REPO
 runner = CliRunner()
 
 
+def benchmark(*args):
+    return runner.invoke(app, ["benchmark", *map(str, args)])
+
+
 def test_benchmark_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = runner.invoke(
-        app,
-        [
-            "benchmark",
-            str(REPO / "configs" / "digits.yaml"),
-            "--steps",
-            "1",
-            "--repeats",
-            "2",
-            "--threads",
-            "1",
-            "--json",
-            str(out),
-        ],
-    )
+    result = benchmark(REPO / "configs" / "digits.yaml", "--steps", 1, "--repeats", 2, "--threads", 1, "--json", out)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert tuple(report) == JSON_FIELDS
@@ -52,24 +42,20 @@ def test_conv_flop_count():
 def test_benchmark_against_torch(tmp_path):
     pytest.importorskip("torch", reason="PyTorch is an optional extra: pip install torch==2.13.0")
     out = tmp_path / "bench.json"
-    result = runner.invoke(
-        app,
-        [
-            "benchmark",
-            str(REPO / "configs" / "mnist_cnn.yaml"),
-            "--batch-size",
-            "16",
-            "--steps",
-            "1",
-            "--repeats",
-            "2",
-            "--threads",
-            "1",
-            "--against",
-            "torch",
-            "--json",
-            str(out),
-        ],
+    result = benchmark(
+        REPO / "configs" / "mnist_cnn.yaml",
+        "--batch-size",
+        16,
+        "--steps",
+        1,
+        "--repeats",
+        2,
+        "--threads",
+        1,
+        "--against",
+        "torch",
+        "--json",
+        out,
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())

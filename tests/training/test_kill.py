@@ -14,25 +14,10 @@ import pytest
 import yaml
 
 from cifar_scratch.training.checkpoint import load_checkpoint
-from tests.conftest import REPO, digits_tree
+from tests.conftest import REPO, RUN_FOLDER_FILES, digits_tree
 
 pytestmark = pytest.mark.slow
 
-COMPLETE = (
-    "config.yaml",
-    "run.json",
-    "summary.txt",
-    "history.csv",
-    "history.jsonl",
-    "metrics.json",
-    "checkpoints/last.npz",
-    "checkpoints/best.npz",
-    "plots/loss.png",
-    "plots/accuracy.png",
-    "plots/lr.png",
-    "plots/confusion_matrix.png",
-    "plots/confusion_matrix_normalized.png",
-)
 TIMES = ("train_time_s", "epoch_time", "elapsed")
 
 
@@ -133,7 +118,7 @@ def test_killed_anywhere_resumes_to_the_uninterrupted_result(setup, tmp_path):
         info = json.loads((run_dir / "run.json").read_text())
         assert info["status"] == "completed", (trial, info)
         names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")}
-        assert set(COMPLETE) <= names, (trial, set(COMPLETE) - names)
+        assert set(RUN_FOLDER_FILES) <= names, (trial, set(RUN_FOLDER_FILES) - names)
         assert not [n for n in names if n.endswith(".tmp")], names  # temporaries of killed writes are cleaned up
         arrays, meta, metrics = state_of(run_dir)
         assert arrays.keys() == expected_arrays.keys()

@@ -18,7 +18,7 @@ from cifar_scratch.signals import Interrupted
 from cifar_scratch.training.checkpoint import load_checkpoint
 from cifar_scratch.training.run import build_trainer, resume_run, start_run
 from cifar_scratch.training.trainer import Callback
-from tests.conftest import REPO, digits_tree
+from tests.conftest import REPO, RUN_FOLDER_FILES, digits_tree
 
 
 def params_of(run_dir, which="last"):
@@ -184,22 +184,7 @@ def test_resume_refuses_other_changes_and_finished_runs(tmp_path):
 def test_run_folder_contents(tmp_path):
     run_dir = start(tmp_path, epochs=2).run_dir
     names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")}
-    for expected in (
-        "config.yaml",
-        "run.json",
-        "summary.txt",
-        "history.csv",
-        "history.jsonl",
-        "metrics.json",
-        "checkpoints/last.npz",
-        "checkpoints/best.npz",
-        "plots/loss.png",
-        "plots/accuracy.png",
-        "plots/lr.png",
-        "plots/confusion_matrix.png",
-        "plots/confusion_matrix_normalized.png",
-    ):
-        assert expected in names
+    assert set(RUN_FOLDER_FILES) <= names, set(RUN_FOLDER_FILES) - names
     assert (run_dir / "history.csv").read_text().splitlines()[0] == (
         "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,epoch_time"
     )
