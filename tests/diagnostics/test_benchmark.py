@@ -42,21 +42,8 @@ def test_conv_flop_count():
 def test_benchmark_against_torch(tmp_path):
     pytest.importorskip("torch", reason="PyTorch is an optional extra: pip install torch==2.13.0")
     out = tmp_path / "bench.json"
-    result = benchmark(
-        REPO / "configs" / "mnist_cnn.yaml",
-        "--batch-size",
-        16,
-        "--steps",
-        1,
-        "--repeats",
-        2,
-        "--threads",
-        1,
-        "--against",
-        "torch",
-        "--json",
-        out,
-    )
+    options = "--batch-size 16 --steps 1 --repeats 2 --threads 1 --against torch".split()
+    result = benchmark(REPO / "configs" / "mnist_cnn.yaml", *options, "--json", out)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["torch"]["version"].startswith("2.13") and report["train"]["ratio"] > 0
