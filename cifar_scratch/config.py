@@ -109,6 +109,13 @@ class DataConfig(_Section):
             raise ValueError("source: not used by the digits dataset")
         return self
 
+    @field_validator("source")
+    @classmethod
+    def _a_path(cls, value: str | None) -> str | None:
+        if value is not None and ("\0" in value or not value.strip()):
+            raise ValueError("must be a path (got an empty string or a NUL character)")
+        return value
+
     @field_validator("classes")
     @classmethod
     def _classes_unique(cls, value: list[Any] | None) -> list[str | int] | None:

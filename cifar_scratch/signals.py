@@ -16,8 +16,11 @@ from contextlib import contextmanager
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """A command stopped by a signal. ``exit_code`` is 128 + the signal number (130, 143).
+
+    A BaseException, like KeyboardInterrupt: ``except Exception`` around third-party code (Pillow
+    decoding an image, say) must not turn a Ctrl-C into a data error.
 
     ``immediate``: a second signal stopped the work without waiting for a checkpoint.
     ``run_dir``/``checkpoint``: filled in by the run layer; what the user can resume from.

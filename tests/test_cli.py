@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -185,6 +186,10 @@ def test_config_yaml_records_absolute_paths_and_works_from_any_folder(tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert invoke("evaluate", run_dir, "--quiet", env=env).exit_code == 0
     assert invoke("train", "--resume", run_dir, "training.epochs=2", "--quiet", env=env).exit_code == 0
+    # The dataset moves: pointing config.yaml at the copy is fine, since the fingerprint shows the same images.
+    shutil.move(images, tmp_path / "moved")
+    (run_dir / "config.yaml").write_text((run_dir / "config.yaml").read_text().replace(str(images), str(tmp_path / "moved")))
+    assert invoke("evaluate", run_dir, "--quiet", env=env).exit_code == 0
 
 
 def test_edited_config_yaml_is_refused_on_resume_and_evaluate(tmp_path, digits_config, env):
@@ -244,6 +249,25 @@ def test_files_where_folders_should_be_and_a_full_disk(tmp_path, digits_config, 
     assert info["status"] == "failed" and "No space left" in info["error"]
     monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
     assert invoke("train", "--resume", run_dir, "--quiet", env=env).exit_code == 0  # the last complete checkpoint
+
+
+def test_a_full_disk_while_finishing_leaves_the_run_to_be_finished(tmp_path, digits_config, env, monkeypatch):
+    from cifar_scratch import reports
+
+    real_plot = reports.plot_lr
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "lr.png")
+
+    monkeypatch.setattr(reports, "plot_lr", full)
+    result = invoke("train", digits_config, "training.epochs=1", "--runs-dir", tmp_path / "runs", env=env)
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "metrics.json").exists() and not (run_dir / "plots" / "lr.png").exists()
+    monkeypatch.setattr(reports, "plot_lr", real_plot)
+    assert invoke("train", "--resume", run_dir, "--quiet", env=env).exit_code == 0
+    assert (run_dir / "plots" / "lr.png").exists()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.parametrize("command, signum", [("train", signal.SIGTERM), ("evaluate", signal.SIGINT)])

@@ -145,6 +145,7 @@ def test_error_lines_never_echo_huge_values():
         ("optimizer.lr=true", "optimizer.lr: Input should be a number, not a boolean"),
         ("model.layers.2={type: leaky_relu, alpha: .inf}", "model.layers.2.alpha: Input should be a finite number"),
         ("schedule={name: cyclic, base_lr: 0.5}", "schedule.base_lr: must be below optimizer.lr"),
+        ('data.source="a\\0b"', "data.source: must be a path"),
     ],
 )
 def test_values_that_would_crash_or_train_to_nan_are_refused(override, message):

@@ -24,3 +24,12 @@ def test_inside_a_deferred_block_the_first_signal_waits_and_a_second_one_does_no
     assert info.value.immediate and info.value.exit_code == 130
     assert signals.pending() is None
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_generic_exception_handlers_do_not_swallow_an_interruption():
+    """Code that wraps a library in ``except Exception`` (decoding images, say) must let Ctrl-C through."""
+    with signals.handled(), pytest.raises(signals.Interrupted):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except Exception:  # noqa: BLE001 - what the test is about
+            pytest.fail("an interruption was caught as an ordinary error")

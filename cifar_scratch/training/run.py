@@ -221,11 +221,11 @@ def resume_run(
         state = trainer.state
         if state.stop_reason == "completed" and state.epoch < config.training.epochs:
             state.stop_reason = None  # asked to train longer
-        if (
-            state.stop_reason is not None
-            and info.get("status") in ("completed", "failed")
-            and (run_dir / "metrics.json").exists()
-        ):
+        # Finished means finishing ran to its end: completed, or failed by divergence after it (a failure
+        # such as a full disk while finishing leaves the run to be finished again).
+        status = info.get("status")
+        finished = status == "completed" or (status == "failed" and info.get("error") == state.stop_reason)
+        if state.stop_reason is not None and finished:
             raise UsageError(
                 f"{run_dir}: run already finished after {state.epoch} epochs ({state.stop_reason}); "
                 f"pass training.epochs=N with N > {state.epoch} to train longer"
@@ -266,10 +266,13 @@ def check_checkpoint_matches(meta, config: RunConfig, fingerprint: dict, class_n
     Without this, an edited ``config.yaml`` (say ``data.split_seed``) would silently mix training
     images into the test split.
     """
+    # Where the run folder and the data live may change (a moved folder, a copied dataset): the data
+    # fingerprint, not the path, says whether the images are the same.
+    movable = ("output.runs_dir", "data.source")
     differences = [
         k
         for k in changed_keys(meta.config, config.model_dump(mode="json"))
-        if not k.startswith(RESUMABLE_KEYS) and k != "output.runs_dir"
+        if not k.startswith(RESUMABLE_KEYS) and k not in movable
     ]
     if differences:
         raise ConfigError(
