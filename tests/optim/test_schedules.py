@@ -83,3 +83,21 @@ def test_plateau_on_accuracy_maximises():
     assert s.lr_at(0) == 1.0
     s.end_epoch({"val_accuracy": 0.55})
     assert math.isclose(s.lr_at(0), 0.1)
+
+
+def test_a_half_cycle_shorter_than_a_step_is_a_config_error_not_a_hang():
+    from cifar_scratch.config import build_config
+    from cifar_scratch.errors import ConfigError
+    from cifar_scratch.optim.schedules import build_schedule
+
+    config = build_config(
+        {"model": {"layers": ["flatten", {"type": "dense"}]}, "schedule": {"name": "cyclic", "step_epochs": 1e-300}}
+    )
+    with pytest.raises(ConfigError, match="schedule.step_epochs: must last at least one step"):
+        build_schedule(config, steps_per_epoch=100)
+
+
+def test_cyclic_rate_costs_the_same_at_any_step():
+    """Closed form: step 10**9 of a 1-step half-cycle is as quick as step 1 (the old loop walked every cycle)."""
+    s = Schedule(CyclicSchedule(name="cyclic", base_lr=0.0, step_epochs=1, step_growth=1.0), 1.0, steps_per_epoch=1, epochs=10)
+    assert s.lr_at(10**9) == 0.0 and s.lr_at(10**9 + 1) == 1.0
