@@ -221,8 +221,10 @@ def maxpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     (after a ReLU, windows of equal zeros are common; sharing the gradient among them would be wrong)."""
     x, out, windows, size, stride = cache
     disjoint = stride[0] >= size[0] and stride[1] >= size[1]
-    covered = disjoint and windows[-1][1].stop == x.shape[1] and windows[-1][2].stop == x.shape[2]
-    dx = np.empty(x.shape, dout.dtype) if covered else np.zeros(x.shape, dout.dtype)
+    # Only windows that tile the input exactly (stride == size, no rows or columns left over) write
+    # every input; with gaps between windows (stride > size) or a remainder, the rest must be zero.
+    tiled = stride == size and out.shape[1] * size[0] == x.shape[1] and out.shape[2] * size[1] == x.shape[2]
+    dx = np.empty(x.shape, dout.dtype) if tiled else np.zeros(x.shape, dout.dtype)
     unclaimed = np.ones(out.shape, bool)
     hit = np.empty(out.shape, bool)
     for window in windows:
