@@ -133,6 +133,14 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothin
     return loss, dlogits
 
 
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of softmax(logits) against the true labels, without label smoothing:
+    logits (N, K), labels (N,) -> the loss every split reports, so training and validation compare."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted[np.arange(len(labels)), labels] - np.log(np.exp(shifted).sum(axis=1))
+    return -float(log_probs.mean())
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """(N, K) -> (N, K) probabilities, rows summing to 1."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))

@@ -21,7 +21,7 @@ from cifar_scratch.config import RunConfig
 from cifar_scratch.data import Dataset, Normalizer, Split
 from cifar_scratch.data.augment import augment, is_active
 from cifar_scratch.errors import CheckpointError
-from cifar_scratch.nn.functional import softmax_cross_entropy
+from cifar_scratch.nn.functional import cross_entropy, softmax_cross_entropy
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.optim.schedules import Schedule
@@ -118,8 +118,7 @@ def evaluate_split(
     if not chunks:
         return float("nan"), float("nan"), np.zeros((0, model.output_shape[0]), np.float32)
     logits = np.concatenate(chunks)
-    loss, _ = softmax_cross_entropy(logits, split.labels)
-    return loss, float((logits.argmax(1) == split.labels).mean()), logits
+    return cross_entropy(logits, split.labels), float((logits.argmax(1) == split.labels).mean()), logits
 
 
 class Trainer:
@@ -287,11 +286,13 @@ class Trainer:
             s.step += 1
             s.batch_in_epoch += 1
             correct = int((logits.argmax(1) == labels).sum())
-            s.running["loss_sum"] += loss * len(index)
+            # History reports plain cross-entropy for every split; label smoothing only shapes the gradient.
+            reported = cross_entropy(logits, labels) if cfg.label_smoothing else loss
+            s.running["loss_sum"] += reported * len(index)
             s.running["correct"] += correct
             s.running["seen"] += len(index)
             s.running["elapsed"] = time.perf_counter() - started
-            self._emit("on_batch_end", self, s.batch_in_epoch, batches, loss, correct / len(index))
+            self._emit("on_batch_end", self, s.batch_in_epoch, batches, reported, correct / len(index))
             if not np.isfinite(loss):
                 s.stop_reason = f"{DIVERGED}: the training loss became {loss} at step {s.step} (epoch {epoch})"
                 break

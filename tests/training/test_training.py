@@ -325,3 +325,26 @@ def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
     (run_dir / "plots" / ".loss.png.x.tmp").write_bytes(b"half a png")
     resume_run(run_dir, ["training.epochs=2"], None, progress=False)
     assert not list(run_dir.rglob(".*.tmp"))
+
+
+def test_training_loss_is_reported_as_plain_cross_entropy_like_validation(tmp_path):
+    """With label smoothing, history's train_loss is the same quantity as val_loss (no smoothing term)."""
+    from cifar_scratch.nn.functional import softmax_cross_entropy
+    from cifar_scratch.training.trainer import evaluate_split
+
+    config = build_config(
+        digits_tree(epochs=1),
+        [
+            "model.layers=[flatten, {type: dense}]",
+            "optimizer={name: sgd, lr: 1.0e-12}",
+            "schedule={name: constant}",
+            "training.label_smoothing=0.3",
+        ],
+    )
+    data = load_dataset(config.data, tmp_path, progress=False)
+    trainer = build_trainer(config, data, tmp_path, [])
+    plain, _, logits = evaluate_split(trainer.model, trainer.normalizer, data.train)  # the weights barely move (lr 1e-12)
+    trainer.fit()
+    assert trainer.state.history[0]["train_loss"] == pytest.approx(plain, rel=1e-5)
+    smoothed, _ = softmax_cross_entropy(logits, data.train.labels, 0.3)
+    assert smoothed != pytest.approx(plain, rel=1e-3), "the test must tell the two quantities apart"
