@@ -159,7 +159,7 @@ def test_nan_loss_fails_the_run_and_metrics_stay_valid_json(tmp_path, monkeypatc
 
     monkeypatch.setattr(trainer_module, "softmax_cross_entropy", diverging)
     with pytest.raises(
-        TrainingFailed, match="diverged: the training loss became nan at step 29 .epoch 2.; metrics.json reports the best epoch"
+        TrainingFailed, match="diverged: the training loss became nan at step 30 .epoch 2.; metrics.json reports the best epoch"
     ):
         start(tmp_path, epochs=3)
     (run_dir,) = (tmp_path / "runs").iterdir()
