@@ -131,47 +131,51 @@ class DataConfig(_Section):
 
 
 # --------------------------------------------------------------------------- model
-class DenseSpec(_Section):
+class _LayerSpec(_Section):
+    trainable: bool = Field(True, description="false: freeze every parameter of this layer (and, for a block, inside it).")
+
+
+class DenseSpec(_LayerSpec):
     type: Literal["dense"]
     units: Optional[PosInt] = Field(None, description="Output features; may be omitted on the last layer (= number of classes).")
     bias: bool = True
     init: Init = "he_normal"
 
 
-class FlattenSpec(_Section):
+class FlattenSpec(_LayerSpec):
     type: Literal["flatten"]
 
 
-class ReLUSpec(_Section):
+class ReLUSpec(_LayerSpec):
     type: Literal["relu"]
 
 
-class LeakyReLUSpec(_Section):
+class LeakyReLUSpec(_LayerSpec):
     type: Literal["leaky_relu"]
     alpha: Float = Field(0.01, ge=0.0, le=1.0)
 
 
-class TanhSpec(_Section):
+class TanhSpec(_LayerSpec):
     type: Literal["tanh"]
 
 
-class SigmoidSpec(_Section):
+class SigmoidSpec(_LayerSpec):
     type: Literal["sigmoid"]
 
 
-class DropoutSpec(_Section):
+class DropoutSpec(_LayerSpec):
     type: Literal["dropout"]
     rate: Float = Field(0.5, ge=0.0, lt=1.0)
 
 
-class GELUSpec(_Section):
+class GELUSpec(_LayerSpec):
     type: Literal["gelu"]
 
 
 Size = Union[PosInt, tuple[PosInt, PosInt]]
 
 
-class Conv2DSpec(_Section):
+class Conv2DSpec(_LayerSpec):
     type: Literal["conv2d"]
     filters: PosInt
     kernel: Size = Field(3, description="Square size, or [height, width].")
@@ -185,33 +189,60 @@ class Conv2DSpec(_Section):
     )
 
 
-class MaxPool2DSpec(_Section):
+class MaxPool2DSpec(_LayerSpec):
     type: Literal["maxpool2d"]
     size: Size = 2
     stride: Optional[Size] = Field(None, description="Defaults to size (non-overlapping windows).")
 
 
-class AvgPool2DSpec(_Section):
+class AvgPool2DSpec(_LayerSpec):
     type: Literal["avgpool2d"]
     size: Size = 2
     stride: Optional[Size] = Field(None, description="Defaults to size (non-overlapping windows).")
 
 
-class GlobalAvgPoolSpec(_Section):
+class GlobalAvgPoolSpec(_LayerSpec):
     type: Literal["global_avgpool"]
 
 
-class GlobalMaxPoolSpec(_Section):
+class GlobalMaxPoolSpec(_LayerSpec):
     type: Literal["global_maxpool"]
 
 
-class BatchNormSpec(_Section):
+class BatchNormSpec(_LayerSpec):
     type: Literal["batchnorm"]
     momentum: Float = Field(
         0.1, gt=0.0, le=1.0, description="PyTorch convention: running = (1 - m) running + m batch (Keras 0.99 = 0.01 here)."
     )
     eps: Float = Field(1e-5, gt=0.0, le=1.0)
     affine: bool = Field(True, description="Learn a scale (weight) and shift (bias) per channel.")
+
+
+def _bare_layer_names(value: Any) -> Any:
+    # `- relu` is shorthand for `- {type: relu}`.
+    if isinstance(value, list):
+        return [{"type": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
+ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=60)]
+
+
+class SequentialSpec(_LayerSpec):
+    type: Literal["sequential"]
+    name: Optional[ModuleName] = Field(
+        None, description="Name in parameter paths (stage1.residual1.conv2d1.weight); default sequential<n>."
+    )
+    layers: Annotated[list[LayerSpec], BeforeValidator(_bare_layer_names)] = Field(min_length=1)
+
+
+class ResidualSpec(_LayerSpec):
+    type: Literal["residual"]
+    name: Optional[ModuleName] = Field(None, description="Name in parameter paths; default residual<n>.")
+    layers: Annotated[list[LayerSpec], BeforeValidator(_bare_layer_names)] = Field(min_length=1)
+    shortcut: Literal["auto", "identity", "conv"] = Field(
+        "auto", description="auto: identity when the block keeps the shape, else a strided 1x1 convolution."
+    )
 
 
 LayerSpec = Annotated[
@@ -230,9 +261,14 @@ LayerSpec = Annotated[
         GlobalAvgPoolSpec,
         GlobalMaxPoolSpec,
         BatchNormSpec,
+        SequentialSpec,
+        ResidualSpec,
     ],
     Field(discriminator="type"),
 ]
+SequentialSpec.model_rebuild()
+ResidualSpec.model_rebuild()
+CONTAINER_SPECS = (SequentialSpec, ResidualSpec)
 
 
 LAYER_TYPE_NAMES = tuple(
@@ -241,18 +277,38 @@ LAYER_TYPE_NAMES = tuple(
 
 
 class ModelConfig(_Section):
-    layers: list[LayerSpec] = Field(min_length=1)
-
-    @field_validator("layers", mode="before")
-    @classmethod
-    def _bare_names(cls, value: Any) -> Any:
-        # `- relu` is shorthand for `- {type: relu}`.
-        if isinstance(value, list):
-            return [{"type": item} if isinstance(item, str) else item for item in value]
-        return value
+    layers: Annotated[list[LayerSpec], BeforeValidator(_bare_layer_names)] = Field(min_length=1)
 
 
 # --------------------------------------------------------------------------- optimizer
+class ParamGroup(_Section):
+    """Hyperparameters for the parameters whose dotted names match ``params`` (shell-style patterns
+    such as ``"*.bias"`` or ``"stage1.*"``); a parameter takes the first group that matches it."""
+
+    params: Union[str, list[str]] = Field(description="Pattern or list of patterns over dotted parameter names.")
+    lr_scale: Float = Field(1.0, gt=0.0, le=1e4, description="Learning-rate multiplier for these parameters.")
+    weight_decay: Optional[Float] = Field(
+        None, ge=0.0, le=1.0, description="Decoupled weight decay for these parameters (sgd, adamw)."
+    )
+    l2: Optional[Float] = Field(None, ge=0.0, le=1.0, description="L2 penalty for these parameters (sgd, adam).")
+
+    @field_validator("params")
+    @classmethod
+    def _patterns(cls, value):
+        patterns = [value] if isinstance(value, str) else value
+        if not patterns or any(not p for p in patterns):
+            raise ValueError("give at least one non-empty pattern")
+        return value
+
+
+def _groups_field():
+    return Field(
+        default_factory=list,
+        description="Per-parameter hyperparameters by name pattern. Without a group, weight matrices and kernels "
+        "take the optimizer's weight_decay/l2, biases and batch-norm parameters none.",
+    )
+
+
 class SGDSpec(_Section):
     name: Literal["sgd"]
     lr: Float = Field(0.01, gt=0.0, le=MAX_LR)
@@ -260,6 +316,7 @@ class SGDSpec(_Section):
     nesterov: bool = False
     l2: Float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty: l2 * w is added to the gradient of every weight matrix.")
     weight_decay: Float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay: w -= lr * weight_decay * w.")
+    groups: list[ParamGroup] = _groups_field()
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> SGDSpec:
@@ -277,11 +334,13 @@ class _AdamFamily(_Section):
 class AdamSpec(_AdamFamily):
     name: Literal["adam"]
     l2: Float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty added to the gradient (classic Adam + L2).")
+    groups: list[ParamGroup] = _groups_field()
 
 
 class AdamWSpec(_AdamFamily):
     name: Literal["adamw"]
     weight_decay: Float = Field(0.01, ge=0.0, le=1.0, description="Decoupled weight decay (Loshchilov & Hutter).")
+    groups: list[ParamGroup] = _groups_field()
 
 
 OptimizerSpec = Annotated[Union[SGDSpec, AdamSpec, AdamWSpec], Field(discriminator="name")]

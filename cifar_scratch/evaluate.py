@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from cifar_scratch import reports
+from cifar_scratch.builders import build_model
 from cifar_scratch.config import load_config
 from cifar_scratch.data import Normalizer, load_dataset
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
 from cifar_scratch.fileio import atomic_write_json
 from cifar_scratch.nn.functional import softmax
-from cifar_scratch.nn.model import build_model
 from cifar_scratch.training.run import check_checkpoint_matches, read_run_info
 from cifar_scratch.training.trainer import EVAL_BATCH, evaluate_split, load_weights
 

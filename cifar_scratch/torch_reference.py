@@ -13,7 +13,7 @@ import numpy as np
 from cifar_scratch.errors import UserError
 from cifar_scratch.nn import layers as L
 from cifar_scratch.nn.conv import resolve_padding
-from cifar_scratch.nn.model import Sequential
+from cifar_scratch.nn.model import Residual, Sequential
 
 
 def import_torch():
@@ -25,91 +25,106 @@ def import_torch():
 
 
 def build_torch_model(model: Sequential):
-    """-> (torch.nn.Sequential in float32, {our dotted name: (torch parameter or buffer, to_ours)}).
+    """-> (torch module in float32, {our dotted name: (torch parameter or buffer, to_ours)}).
 
     ``to_ours(tensor)`` turns a torch tensor (a weight or its gradient) into our layout as a NumPy array.
+    Containers map to ``nn.Sequential`` and to a residual module that adds its shortcut.
     """
     torch = import_torch()
+    names: dict = {}
+    return _torch_module(torch, model, "", names), names
+
+
+def _torch_module(torch, module, prefix: str, names: dict):
     nn = torch.nn
-    modules, names = [], {}
-    shape = model.input_shape
+    if isinstance(module, Residual):
+        body = nn.Sequential(*(_torch_module(torch, child, f"{prefix}{child.name}.", names) for child in module.layers))
+        shortcut = _torch_module(torch, module.shortcut, f"{prefix}shortcut.", names) if module.shortcut else nn.Identity()
+        return _ResidualModule(torch)(body, shortcut)
+    if isinstance(module, Sequential):
+        return nn.Sequential(*(_torch_module(torch, child, f"{prefix}{child.name}.", names) for child in module.layers))
+    return _torch_leaf(torch, module, prefix, names)
 
-    def add(module, layer=None, mapping=()):
-        modules.append(module)
-        for ours, theirs, to_ours in mapping:
-            names[f"{layer.name}.{ours}"] = (theirs, to_ours)
 
+def _torch_leaf(torch, layer, prefix: str, names: dict):
+    nn = torch.nn
+    shape = layer.input_shape
+    p = {k: torch.tensor(v, dtype=torch.float32) for k, v in layer.params.items()}
     plain = lambda t: t.detach().numpy().copy()  # noqa: E731
-    for layer, out_shape in zip(model.layers, model.output_shapes):
-        p = {k: torch.tensor(v, dtype=torch.float32) for k, v in layer.params.items()}
-        if isinstance(layer, L.Dense):
-            linear = nn.Linear(shape[0], layer.units, bias=layer.use_bias)
-            with torch.no_grad():
-                linear.weight.copy_(p["weight"].T)
-                if layer.use_bias:
-                    linear.bias.copy_(p["bias"])
-            mapping = [("weight", linear.weight, lambda t: t.detach().numpy().T.copy())]
+
+    def mapped(module, mapping):
+        for ours, theirs, to_ours in mapping:
+            names[f"{prefix}{ours}"] = (theirs, to_ours)
+        return module
+
+    if isinstance(layer, L.Dense):
+        linear = nn.Linear(shape[0], layer.units, bias=layer.use_bias)
+        with torch.no_grad():
+            linear.weight.copy_(p["weight"].T)
             if layer.use_bias:
-                mapping.append(("bias", linear.bias, plain))
-            add(linear, layer, mapping)
-        elif isinstance(layer, L.Flatten):
-            if len(shape) == 3:
-                add(_Permute(torch, (0, 2, 3, 1)))
-            add(nn.Flatten())
-        elif isinstance(layer, L.Conv2D):
-            (top, bottom), (left, right) = (
-                resolve_padding(layer.padding, layer.kernel[a], layer.stride[a], shape[a]) for a in (0, 1)
-            )
-            if (top, bottom, left, right) != (0, 0, 0, 0):
-                add(nn.ZeroPad2d((left, right, top, bottom)))
-            conv = nn.Conv2d(shape[2], layer.filters, layer.kernel, layer.stride, bias=layer.use_bias)
-            with torch.no_grad():
-                conv.weight.copy_(p["weight"].permute(3, 2, 0, 1))
-                if layer.use_bias:
-                    conv.bias.copy_(p["bias"])
-            mapping = [("weight", conv.weight, lambda t: t.detach().permute(2, 3, 1, 0).numpy().copy())]
+                linear.bias.copy_(p["bias"])
+        mapping = [("weight", linear.weight, lambda t: t.detach().numpy().T.copy())]
+        if layer.use_bias:
+            mapping.append(("bias", linear.bias, plain))
+        return mapped(linear, mapping)
+    if isinstance(layer, L.Flatten):
+        return nn.Sequential(_Permute(torch, (0, 2, 3, 1)), nn.Flatten()) if len(shape) == 3 else nn.Flatten()
+    if isinstance(layer, L.Conv2D):
+        (top, bottom), (left, right) = (
+            resolve_padding(layer.padding, layer.kernel[a], layer.stride[a], shape[a]) for a in (0, 1)
+        )
+        conv = nn.Conv2d(shape[2], layer.filters, layer.kernel, layer.stride, bias=layer.use_bias)
+        with torch.no_grad():
+            conv.weight.copy_(p["weight"].permute(3, 2, 0, 1))
             if layer.use_bias:
-                mapping.append(("bias", conv.bias, plain))
-            add(conv, layer, mapping)
-        elif isinstance(layer, L.MaxPool2D):
-            add(nn.MaxPool2d(layer.size, layer.stride))
-        elif isinstance(layer, L.AvgPool2D):
-            add(nn.AvgPool2d(layer.size, layer.stride))
-        elif isinstance(layer, L.GlobalAvgPool):
-            add(nn.AdaptiveAvgPool2d(1))
-            add(nn.Flatten())
-        elif isinstance(layer, L.GlobalMaxPool):
-            add(nn.AdaptiveMaxPool2d(1))
-            add(nn.Flatten())
-        elif isinstance(layer, L.BatchNorm):
-            kind = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-            bn = kind(shape[-1], eps=layer.eps, momentum=layer.momentum, affine=layer.affine)
-            with torch.no_grad():
-                bn.running_mean.copy_(torch.tensor(layer.buffers["running_mean"]))
-                bn.running_var.copy_(torch.tensor(layer.buffers["running_var"]))
-                if layer.affine:
-                    bn.weight.copy_(p["weight"])
-                    bn.bias.copy_(p["bias"])
-            mapping = [("running_mean", bn.running_mean, plain), ("running_var", bn.running_var, plain)]
+                conv.bias.copy_(p["bias"])
+        mapping = [("weight", conv.weight, lambda t: t.detach().permute(2, 3, 1, 0).numpy().copy())]
+        if layer.use_bias:
+            mapping.append(("bias", conv.bias, plain))
+        mapped(conv, mapping)
+        return (
+            nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), conv) if (top, bottom, left, right) != (0, 0, 0, 0) else conv
+        )
+    if isinstance(layer, L.BatchNorm):
+        kind = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+        bn = kind(shape[-1], eps=layer.eps, momentum=layer.momentum, affine=layer.affine)
+        with torch.no_grad():
+            bn.running_mean.copy_(torch.tensor(layer.buffers["running_mean"]))
+            bn.running_var.copy_(torch.tensor(layer.buffers["running_var"]))
             if layer.affine:
-                mapping += [("weight", bn.weight, plain), ("bias", bn.bias, plain)]
-            add(bn, layer, mapping)
-        elif isinstance(layer, L.ReLU):
-            add(nn.ReLU())
-        elif isinstance(layer, L.LeakyReLU):
-            add(nn.LeakyReLU(layer.alpha))
-        elif isinstance(layer, L.Tanh):
-            add(nn.Tanh())
-        elif isinstance(layer, L.Sigmoid):
-            add(nn.Sigmoid())
-        elif isinstance(layer, L.GELU):
-            add(nn.GELU(approximate="tanh"))
-        elif isinstance(layer, L.Dropout):
-            add(nn.Dropout(layer.rate))
-        else:
-            raise UserError(f"{layer.name}: no PyTorch equivalent is defined for {type(layer).__name__}")
-        shape = out_shape
-    return nn.Sequential(*modules), names
+                bn.weight.copy_(p["weight"])
+                bn.bias.copy_(p["bias"])
+        mapping = [("running_mean", bn.running_mean, plain), ("running_var", bn.running_var, plain)]
+        if layer.affine:
+            mapping += [("weight", bn.weight, plain), ("bias", bn.bias, plain)]
+        return mapped(bn, mapping)
+    simple = {
+        L.MaxPool2D: lambda: nn.MaxPool2d(layer.size, layer.stride),
+        L.AvgPool2D: lambda: nn.AvgPool2d(layer.size, layer.stride),
+        L.GlobalAvgPool: lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        L.GlobalMaxPool: lambda: nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten()),
+        L.ReLU: lambda: nn.ReLU(),
+        L.LeakyReLU: lambda: nn.LeakyReLU(layer.alpha),
+        L.Tanh: lambda: nn.Tanh(),
+        L.Sigmoid: lambda: nn.Sigmoid(),
+        L.GELU: lambda: nn.GELU(approximate="tanh"),
+        L.Dropout: lambda: nn.Dropout(layer.rate),
+    }
+    if type(layer) not in simple:
+        raise UserError(f"{prefix.rstrip('.')}: no PyTorch equivalent is defined for {type(layer).__name__}")
+    return simple[type(layer)]()
+
+
+def _ResidualModule(torch):
+    class ResidualModule(torch.nn.Module):
+        def __init__(self, body, shortcut):
+            super().__init__()
+            self.body, self.shortcut = body, shortcut
+
+        def forward(self, x):
+            return self.body(x) + self.shortcut(x)
+
+    return ResidualModule
 
 
 def _Permute(torch, dims):

@@ -103,6 +103,7 @@ def test_print_config_resolves_overrides(digits_config, env):
         "nesterov": False,
         "l2": 0.0001,
         "weight_decay": 0.0,
+        "groups": [],
     }
     assert resolved["training"]["batch_size"] == 64
 

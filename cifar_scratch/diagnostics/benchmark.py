@@ -14,12 +14,11 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from cifar_scratch import __version__
+from cifar_scratch.builders import build_model, build_optimizer
 from cifar_scratch.config import RunConfig
 from cifar_scratch.diagnostics.gradcheck import model_input_shape, num_classes
 from cifar_scratch.nn import layers as L
 from cifar_scratch.nn.functional import softmax_cross_entropy
-from cifar_scratch.nn.model import build_model
-from cifar_scratch.optim.optimizers import build_optimizer
 
 #: Keys of the JSON written by ``--json`` (documented in the README).
 JSON_FIELDS = (
@@ -40,12 +39,13 @@ JSON_FIELDS = (
 )
 
 
-def layer_flops(layer: L.Layer, in_shape: tuple[int, ...], out_shape: tuple[int, ...], batch: int) -> tuple[float, float]:
-    """(forward, backward) floating-point operations of the layer's matrix products for one batch.
+def layer_flops(layer: L.Layer, batch: int) -> tuple[float, float]:
+    """(forward, backward) floating-point operations of a built layer's matrix products for one batch.
 
     Backward counts the weight gradient and the input gradient (2x forward); element-wise work is
     ignored, so "achieved GFLOP/s" measures how well the GEMMs are fed.
     """
+    in_shape, out_shape = layer.input_shape, layer.output_shape
     if isinstance(layer, L.Conv2D):
         forward = 2.0 * batch * out_shape[0] * out_shape[1] * out_shape[2] * layer.kernel[0] * layer.kernel[1] * in_shape[2]
     elif isinstance(layer, L.Dense):
@@ -106,7 +106,7 @@ class OurModel:
     def __init__(self, config: RunConfig, batch: int, seed: int = 0):
         rng = np.random.default_rng(seed)
         self.model = build_model(config.model, model_input_shape(config), num_classes(config), rng, batch)
-        self.optimizer = build_optimizer(config.optimizer, self.model.params)
+        self.optimizer = build_optimizer(config.optimizer, self.model)
         self.x = rng.standard_normal((batch, *self.model.input_shape)).astype(np.float32)
         self.labels = rng.integers(0, num_classes(config), batch)
         self.lr = config.optimizer.lr
@@ -123,48 +123,56 @@ class OurModel:
         self.model.eval()
         self.model.forward(self.x)
 
+    def leaves(self) -> list[tuple[str, L.Layer]]:
+        """(dotted name, layer) of every leaf module, in forward order."""
+        return [(name, module) for name, module in self.model.named_modules() if isinstance(module, L.Layer)]
+
     def layer_times(self, repeats: int) -> list[dict]:
-        """Median forward and backward milliseconds of each layer over ``repeats`` training steps."""
-        model, rows = self.model, {layer.name: {"forward": [], "backward": []} for layer in self.model.layers}
-        model.train()
-        for _ in range(repeats):
-            h = self.x
-            for layer in model.layers:
-                start = time.perf_counter()
-                h = layer.forward(h)
-                rows[layer.name]["forward"].append(time.perf_counter() - start)
-            _, d = softmax_cross_entropy(h, self.labels, self.smoothing)
-            first = model.first_trained
-            for index in range(len(model.layers) - 1, first - 1, -1):
-                layer = model.layers[index]
-                layer.input_grad = index > first
-                start = time.perf_counter()
-                d = layer.backward(d)
-                rows[layer.name]["backward"].append(time.perf_counter() - start)
-        return [
-            {
-                "layer": layer.name,
-                "type": type(layer).__name__,
-                "output_shape": list(model.output_shapes[index]),
-                "forward_ms": 1e3 * statistics.median(rows[layer.name]["forward"]),
-                "backward_ms": 1e3 * statistics.median(rows[layer.name]["backward"]) if rows[layer.name]["backward"] else 0.0,
-                "gflop": gflop,
-            }
-            for index, (layer, gflop) in enumerate(zip(model.layers, self._train_gflop_per_layer()))
-        ]
+        """Median forward and backward milliseconds of each leaf over ``repeats`` ordinary training steps:
+        each leaf's methods are wrapped with a timer while the model runs as in training."""
+        times = {name: {"forward": [], "backward": [], "input_grad": True} for name, _ in self.leaves()}
 
-    def _train_gflop_per_layer(self) -> list[float]:
-        model = self.model
-        shapes = [model.input_shape, *model.output_shapes]
-        first = model.first_trained
-        out = []
-        for index, layer in enumerate(model.layers):
-            forward, backward = layer_flops(layer, shapes[index], shapes[index + 1], len(self.x))
-            out.append((forward + (backward / 2 if index == first else backward)) / 1e9)  # first: no input gradient
-        return out
+        def timed(name, method, phase, layer):
+            def run(x):
+                if phase == "backward":
+                    times[name]["input_grad"] = layer.input_grad
+                start = time.perf_counter()
+                out = method(x)
+                times[name][phase].append(time.perf_counter() - start)
+                return out
 
-    def train_gflop(self) -> float:
-        return sum(self._train_gflop_per_layer())
+            return run
+
+        for name, layer in self.leaves():
+            layer.forward, layer.backward = (
+                timed(name, layer.forward, "forward", layer),
+                timed(name, layer.backward, "backward", layer),
+            )
+        try:
+            for _ in range(repeats):
+                self.model.train()
+                logits = self.model.forward(self.x)
+                _, dlogits = softmax_cross_entropy(logits, self.labels, self.smoothing)
+                self.model.backward(dlogits, input_grad=False)
+        finally:
+            for _, layer in self.leaves():
+                del layer.forward, layer.backward  # back to the class's methods
+        rows = []
+        for name, layer in self.leaves():
+            t = times[name]
+            forward, backward = layer_flops(layer, len(self.x))
+            rows.append(
+                {
+                    "layer": name,
+                    "type": type(layer).__name__,
+                    "output_shape": list(layer.output_shape),
+                    "forward_ms": 1e3 * statistics.median(t["forward"]),
+                    "backward_ms": 1e3 * statistics.median(t["backward"]) if t["backward"] else 0.0,
+                    # Backward without an input gradient (the first trained layer) does half the work.
+                    "gflop": (forward + (backward if t["input_grad"] else backward / 2) * bool(t["backward"])) / 1e9,
+                }
+            )
+        return rows
 
     def peak_memory_mb(self) -> float:
         """Peak of NumPy allocations during one training step (tracemalloc sees NumPy's buffers)."""
@@ -269,7 +277,7 @@ def run_benchmark(
             )
     results["layers"] = ours.layer_times(max(3, repeats))
     results["peak_memory_mb"] = ours.peak_memory_mb()
-    results["gflop_per_train_step"] = ours.train_gflop()
+    results["gflop_per_train_step"] = sum(row["gflop"] for row in results["layers"])
     results["achieved_gflops"] = results["gflop_per_train_step"] / (results["train"]["ours"]["step_ms_median"] / 1e3)
     results["gemm_peak_gflops"] = gemm_peak_gflops()
     results["torch"] = {"version": theirs.version} if theirs else None

@@ -3,15 +3,17 @@ optionally, against PyTorch (float32), per layer and end to end through the loss
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from cifar_scratch.builders import build_model, build_module
 from cifar_scratch.config import LAYER_TYPE_NAMES, ModelConfig, RunConfig
 from cifar_scratch.errors import ConfigError, UserError
 from cifar_scratch.nn.gradcheck import TensorCheck, check_layer, check_model
-from cifar_scratch.nn.layers import LAYER_TYPES
-from cifar_scratch.nn.model import Sequential, build_model
+from cifar_scratch.nn.layers import Layer
+from cifar_scratch.nn.model import Residual, Sequential
 
 # Every registered layer type on odd, non-square shapes, covering its options (spec, per-sample input shape).
 LAYER_EXAMPLES: dict[str, list[tuple[dict, tuple[int, ...]]]] = {
@@ -37,13 +39,21 @@ LAYER_EXAMPLES: dict[str, list[tuple[dict, tuple[int, ...]]]] = {
     "global_avgpool": [({}, (3, 5, 4))],
     "global_maxpool": [({}, (3, 5, 4))],
     "batchnorm": [({}, (3, 5, 4)), ({}, (7,)), ({"affine": False}, (3, 4, 2))],
+    "sequential": [({"layers": [{"type": "conv2d", "filters": 3}, "relu", {"type": "conv2d", "filters": 2}]}, (5, 6, 2))],
+    "residual": [
+        ({"layers": [{"type": "conv2d", "filters": 3}, "relu", {"type": "conv2d", "filters": 3}]}, (5, 6, 3)),
+        (
+            {"layers": [{"type": "conv2d", "filters": 4, "stride": 2}, "batchnorm", "gelu", {"type": "conv2d", "filters": 4}]},
+            (7, 6, 2),
+        ),
+        ({"layers": [{"type": "conv2d", "filters": 3}], "shortcut": "conv"}, (4, 5, 3)),
+    ],
 }
 
 
 def make_layer(kind: str, options: dict):
-    """A layer from a YAML-style spec, validated by the config schema."""
-    spec = ModelConfig.model_validate({"layers": [{"type": kind, **options}]}).layers[0]
-    return LAYER_TYPES[kind](**spec.model_dump(exclude={"type"}))
+    """A layer or block from a YAML-style spec, validated by the config schema."""
+    return build_module(ModelConfig.model_validate({"layers": [{"type": kind, **options}]}).layers[0])
 
 
 @dataclass
@@ -102,18 +112,16 @@ def num_classes(config: RunConfig) -> int:
 
 
 def check_config_layers(config: RunConfig, only: str | None = None, max_elements: int | None = 20) -> list[TensorCheck]:
-    """Every layer of the config's model in isolation, at its place in the model (channels, options)."""
+    """Every module of the config's model in isolation, at its place in the model (channels, options):
+    each leaf layer, and each residual block as a whole (its sum and shortcut included)."""
     model = build_model(config.model, model_input_shape(config), num_classes(config), np.random.default_rng(0))
     rows = []
-    shape = model.input_shape
-    for spec, layer, out_shape in zip(config.model.layers, model.layers, model.output_shapes):
-        if only is None or layer.kind == only:
-            fresh = LAYER_TYPES[spec.type](**spec.model_dump(exclude={"type"}))
-            if layer.kind == "dense":
-                fresh.units = layer.units  # the last dense layer may have taken its units from the classes
-            fresh.name = layer.name
-            rows += check_layer(fresh, _shrink(shape, fresh), batch=3, max_elements=max_elements)
-        shape = out_shape
+    for path, module in model.named_modules():
+        checked = isinstance(module, (Layer, Residual))
+        if checked and (only is None or module.kind == only):
+            fresh = copy.deepcopy(module)  # same options; check_layer builds it again in float64
+            fresh.name = path
+            rows += check_layer(fresh, _shrink(module.input_shape, fresh), batch=3, max_elements=max_elements)
     if only is not None and not rows:
         raise UserError(f"--layer: the config's model has no {only!r} layer")
     return rows
@@ -160,7 +168,7 @@ def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0) -> lis
     reference, names = build_torch_model(model)
     model.train()
     reference.train()
-    for layer in model.layers:
+    for _, layer in model.named_modules():
         if layer.kind == "dropout":
             layer.training = False
     for module in reference.modules():
@@ -188,11 +196,11 @@ def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0) -> lis
     grads = model.grads
     for name in model.params:
         tensor, to_ours = names[name]
-        layer, _, part = name.partition(".")
+        layer, _, part = name.rpartition(".")
         rows.append(_torch_row(layer, part, grads[name], to_ours(tensor.grad)))
     for name, value in model.buffers.items():
         tensor, to_ours = names[name]
-        layer, _, part = name.partition(".")
+        layer, _, part = name.rpartition(".")
         rows.append(_torch_row(layer, part, value, to_ours(tensor)))
     return rows
 
@@ -208,4 +216,4 @@ def as_json(rows: list) -> list[dict]:
     return [asdict(row) for row in rows]
 
 
-assert set(LAYER_EXAMPLES) == set(LAYER_TYPES) == set(LAYER_TYPE_NAMES), "every layer type needs gradcheck examples"
+assert set(LAYER_EXAMPLES) == set(LAYER_TYPE_NAMES), "every layer type needs gradcheck examples"

@@ -105,10 +105,10 @@ def _sample(size: int, limit: int | None, rng: np.random.Generator) -> np.ndarra
     return np.sort(rng.choice(size, limit, replace=False))
 
 
-def _reset_randomness(layers, seed: int) -> None:
+def _reset_randomness(module, seed: int) -> None:
     # Layers that draw random numbers (dropout) get the same generator state before every forward
     # pass, so the numerical probes and the analytic pass see the same masks.
-    for layer in layers:
+    for _, layer in module.named_modules():
         if hasattr(layer, "_rng"):
             layer._rng = np.random.default_rng(seed)
 
@@ -130,7 +130,7 @@ def check_layer(
     projection = rng.standard_normal((batch, *out_shape))
 
     def loss() -> float:
-        _reset_randomness([layer], seed)
+        _reset_randomness(layer, seed)
         return float(np.sum(layer.forward(x) * projection))
 
     floor = noise_floor(loss())
@@ -160,10 +160,10 @@ def check_model(
     rng = np.random.default_rng(seed)
 
     def loss() -> float:
-        _reset_randomness(model.layers, seed)
+        _reset_randomness(model, seed)
         return softmax_cross_entropy(model.forward(x), labels, label_smoothing)[0]
 
-    _reset_randomness(model.layers, seed)
+    _reset_randomness(model, seed)
     loss_value, dlogits = softmax_cross_entropy(model.forward(x), labels, label_smoothing)
     floor = noise_floor(loss_value)
     dx = model.backward(dlogits)

@@ -8,6 +8,7 @@ unless written out. A layer keeps only the cache of its latest forward pass.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,51 +36,150 @@ from cifar_scratch.nn.norm import batchnorm_backward, batchnorm_forward
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """A layer's shapes for a given input, worked out without allocating anything.
+    """A module's shapes for a given input, worked out without allocating anything.
 
-    ``scratch``: extra values per sample that a training step holds (im2col columns, dropout masks).
+    ``params``/``buffers``: dotted name -> shape (nested names for containers). ``activations`` and
+    ``scratch``: values per sample that a training step holds (outputs; im2col columns, dropout masks).
     """
 
     output_shape: tuple[int, ...]
     params: dict[str, tuple[int, ...]] = field(default_factory=dict)
     buffers: dict[str, tuple[int, ...]] = field(default_factory=dict)
     scratch: int = 0
+    activations: int = -1  # -1: the output's size (a leaf); containers add up their children's
+
+    def __post_init__(self):
+        if self.activations < 0:
+            object.__setattr__(self, "activations", math.prod(self.output_shape))
 
 
-class Layer:
-    kind = "layer"
+class Module:
+    """What every layer and container has: a name, ``children()``, nested dotted names for parameters,
+    gradients and buffers, a recursive train/eval mode, state dicts, and per-parameter flags.
+
+    ``trainable = False`` freezes every parameter of the module and of its children. ``decays`` names
+    the module's own parameters that weight decay and L2 apply to by default (weight matrices and
+    kernels: never biases or batch-norm parameters). ``input_shape``/``output_shape`` are per sample,
+    set by ``build``.
+    """
+
+    kind = "module"
+    decays: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.name = self.kind
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-        self.buffers: dict[str, np.ndarray] = {}
+        self.explicit_name = False  # a name given in the config, kept instead of kind + number
         self.training = True
+        self.trainable = True
         self.input_grad = True  # False: backward may skip the input gradient (nothing upstream needs it)
-        self._cache = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
 
+    # ------------------------------------------------------------------ tree
+    def children(self) -> list[Module]:
+        return []
+
+    def local(self, what: str) -> dict[str, np.ndarray]:
+        """This module's own ``params``, ``grads`` or ``buffers`` (not its children's)."""
+        return {}
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """(dotted path, module) for this module and every descendant, depth first."""
+        yield prefix, self
+        for child in self.children():
+            yield from child.named_modules(f"{prefix}.{child.name}" if prefix else child.name)
+
+    def named(self, what: str, prefix: str = "") -> dict[str, np.ndarray]:
+        """Own and nested ``params``/``grads``/``buffers`` by dotted name; the arrays are the modules' own."""
+        out = {f"{prefix}{key}": value for key, value in self.local(what).items()}
+        for child in self.children():
+            out |= child.named(what, f"{prefix}{child.name}.")
+        return out
+
+    def named_parameters(self) -> dict[str, np.ndarray]:
+        return self.named("params")
+
+    def named_buffers(self) -> dict[str, np.ndarray]:
+        return self.named("buffers")
+
+    def parameter_flags(self, prefix: str = "", frozen: bool = False) -> dict[str, tuple[bool, bool]]:
+        """Dotted name -> (trainable, decays by default), for every parameter here and below."""
+        frozen = frozen or not self.trainable
+        out = {f"{prefix}{key}": (not frozen, key in self.decays) for key in self.local("params")}
+        for child in self.children():
+            out |= child.parameter_flags(f"{prefix}{child.name}.", frozen)
+        return out
+
+    @property
+    def has_trainable(self) -> bool:
+        return any(trainable for trainable, _ in self.parameter_flags().values())
+
+    def train(self, mode: bool = True) -> Module:
+        for _, module in self.named_modules():
+            module.training = mode
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers by dotted name (the module's own arrays, as in PyTorch)."""
+        return {**self.named("params"), **self.named("buffers")}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the module's own; names and shapes must match exactly (ValueError otherwise)."""
+        mine = self.state_dict()
+        if set(mine) != set(state):
+            missing, extra = sorted(set(mine) - set(state)), sorted(set(state) - set(mine))
+            raise ValueError(f"names differ: missing {missing[:5]}, unexpected {extra[:5]}")
+        for name, array in mine.items():
+            if array.shape != state[name].shape:
+                raise ValueError(f"{name}: shape {state[name].shape} does not match {array.shape}")
+            array[...] = state[name]
+
+    # ------------------------------------------------------------------ compute
     def plan(self, input_shape: tuple[int, ...]) -> LayerPlan:
         """Output, parameter and buffer shapes for per-sample ``input_shape``; ValueError if it does not fit."""
         return LayerPlan(tuple(input_shape))
 
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32) -> tuple[int, ...]:
         """Create parameters for per-sample ``input_shape``; return the per-sample output shape."""
-        return self.plan(input_shape).output_shape
+        self.input_shape = tuple(input_shape)
+        self.output_shape = self.plan(self.input_shape).output_shape
+        return self.output_shape
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
 
 
+class Layer(Module):
+    """A leaf module: its own ``params`` (trained), ``grads`` (same keys, filled by ``backward``) and
+    ``buffers`` (saved but not trained); it keeps only the cache of its latest forward pass."""
+
+    kind = "layer"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self._cache = None
+
+    def local(self, what: str) -> dict[str, np.ndarray]:
+        return getattr(self, what)
+
+
 class Dense(Layer):
     """(N, D) -> (N, units). ``weight``: (D, units), ``bias``: (units,)."""
 
     kind = "dense"
+    decays = ("weight",)
 
     def __init__(self, units: int, bias: bool = True, init: str = "he_normal") -> None:
         super().__init__()
@@ -92,12 +192,12 @@ class Dense(Layer):
         return LayerPlan((self.units,), params)
 
     def build(self, input_shape, rng, dtype=np.float32):
-        plan = self.plan(input_shape)
+        super().build(input_shape, rng, dtype)
         fan_in = input_shape[0]
-        self.params["weight"] = initialize(self.init, plan.params["weight"], fan_in, self.units, rng, dtype)
+        self.params["weight"] = initialize(self.init, (fan_in, self.units), fan_in, self.units, rng, dtype)
         if self.use_bias:
             self.params["bias"] = np.zeros(self.units, dtype=dtype)
-        return plan.output_shape
+        return self.output_shape
 
     def forward(self, x):
         out, self._cache = F.dense_forward(x, self.params["weight"], self.params.get("bias"))
@@ -119,15 +219,11 @@ class Flatten(Layer):
     def plan(self, input_shape):
         return LayerPlan((math.prod(input_shape),))
 
-    def build(self, input_shape, rng, dtype=np.float32):
-        self._input_shape = input_shape
-        return self.plan(input_shape).output_shape
-
     def forward(self, x):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout):
-        return dout.reshape((dout.shape[0], *self._input_shape))
+        return dout.reshape((dout.shape[0], *self.input_shape))
 
 
 class _KernelLayer(Layer):
@@ -199,7 +295,7 @@ class Dropout(Layer):
 
     def build(self, input_shape, rng, dtype=np.float32):
         self._rng = rng
-        return input_shape
+        return super().build(input_shape, rng, dtype)
 
     def forward(self, x):
         if not self.training or self.rate == 0.0:
@@ -223,6 +319,7 @@ class Conv2D(Layer):
     """(H, W, C) -> (Ho, Wo, filters). ``weight``: (kh, kw, C, filters), ``bias``: (filters,)."""
 
     kind = "conv2d"
+    decays = ("weight",)
 
     def __init__(self, filters: int, kernel=3, stride=1, padding="same", bias: bool = True, init: str = "he_normal"):
         super().__init__()
@@ -243,13 +340,13 @@ class Conv2D(Layer):
         return LayerPlan((out_h, out_w, self.filters), params, scratch=2 * columns + padded)  # columns and their gradient
 
     def build(self, input_shape, rng, dtype=np.float32):
-        plan = self.plan(input_shape)
+        super().build(input_shape, rng, dtype)
         c = input_shape[2]
         fan_in, fan_out = self.kernel[0] * self.kernel[1] * c, self.kernel[0] * self.kernel[1] * self.filters
-        self.params["weight"] = initialize(self.init, plan.params["weight"], fan_in, fan_out, rng, dtype)
+        self.params["weight"] = initialize(self.init, (*self.kernel, c, self.filters), fan_in, fan_out, rng, dtype)
         if self.use_bias:
             self.params["bias"] = np.zeros(self.filters, dtype=dtype)
-        return plan.output_shape
+        return self.output_shape
 
     def forward(self, x):
         out, self._cache = conv2d_forward(
@@ -341,6 +438,7 @@ class BatchNorm(Layer):
         return LayerPlan(tuple(input_shape), params, {"running_mean": channels, "running_var": channels})
 
     def build(self, input_shape, rng, dtype=np.float32):
+        super().build(input_shape, rng, dtype)
         channels = input_shape[-1]
         if self.affine:
             self.params["weight"] = np.ones(channels, dtype)

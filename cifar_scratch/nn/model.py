@@ -1,212 +1,234 @@
-"""A sequential model: layers in order, with dotted parameter names such as ``dense1.weight``."""
+"""Containers: ``Sequential`` (modules in order) and ``Residual`` (``x + f(x)``), nestable, with dotted
+names such as ``stage2.residual1.conv2d1.weight``. The engine takes plain arguments; turning a config
+into modules is :mod:`cifar_scratch.builders`' job.
+"""
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 
 import numpy as np
 
-from cifar_scratch.config import DenseSpec, ModelConfig
-from cifar_scratch.errors import ConfigError
-from cifar_scratch.nn.layers import LAYER_TYPES, Layer, LayerPlan
+from cifar_scratch.nn.layers import Conv2D, LayerPlan, Module
 
 
-class Sequential:
-    def __init__(self, layers: Iterable[Layer], input_shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32):
-        """Build ``layers`` for per-sample ``input_shape``; parameters are drawn from ``rng``."""
+class Sequential(Module):
+    """Modules applied in order. Children are named ``<kind><n>`` (``dense1``, ``conv2d2``), counted per
+    container, unless they were given a name."""
+
+    kind = "sequential"
+
+    def __init__(self, layers: Iterable[Module], name: str | None = None):
+        super().__init__()
         self.layers = list(layers)
-        self.input_shape = tuple(input_shape)
-        self.plans = plan_layers(self.layers, self.input_shape)
-        shape = self.input_shape
-        for layer in self.layers:
-            shape = tuple(layer.build(shape, rng, dtype))
-        self.output_shapes = [plan.output_shape for plan in self.plans]
-        self.output_shape = shape
+        if name is not None:
+            self.name, self.explicit_name = name, True
+        self._name_children()
 
-    # ----------------------------------------------------------------- state
-    def _collect(self, attribute: str) -> dict[str, np.ndarray]:
-        return {f"{layer.name}.{key}": value for layer in self.layers for key, value in getattr(layer, attribute).items()}
+    def _name_children(self) -> None:
+        counts: dict[str, int] = {}
+        for child in self.layers:
+            if not child.explicit_name:
+                counts[child.kind] = counts.get(child.kind, 0) + 1
+                child.name = f"{child.kind}{counts[child.kind]}"
+        names = [child.name for child in self.layers]
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ValueError(f"{twice}: two modules of one container have this name")
+
+    def children(self) -> list[Module]:
+        return list(self.layers)
 
     @property
     def params(self) -> dict[str, np.ndarray]:
-        """Trained arrays by dotted name. The arrays are the layers' own: update them in place."""
-        return self._collect("params")
+        """Trained arrays by dotted name. The arrays are the modules' own: update them in place."""
+        return self.named("params")
 
     @property
     def grads(self) -> dict[str, np.ndarray]:
         """Gradients of the latest ``backward``, same keys as ``params``."""
-        return self._collect("grads")
+        return self.named("grads")
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
-        """Saved, untrained arrays (for example normalisation statistics), by dotted name."""
-        return self._collect("buffers")
+        """Saved, untrained arrays (batch-norm statistics), by dotted name."""
+        return self.named("buffers")
 
-    def load_arrays(self, params: dict[str, np.ndarray], buffers: dict[str, np.ndarray]) -> None:
-        """Copy saved arrays into the model's own arrays; names and shapes must match exactly."""
-        for kind, mine, theirs in (("parameter", self.params, params), ("buffer", self.buffers, buffers)):
-            if set(mine) != set(theirs):
-                missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
-                raise ValueError(f"{kind} names differ: missing {missing}, unexpected {extra}")
-            for name, array in mine.items():
-                if array.shape != theirs[name].shape:
-                    raise ValueError(f"{kind} {name}: shape {theirs[name].shape} does not match {array.shape}")
-                array[...] = theirs[name]
-
-    def train(self) -> Sequential:
-        for layer in self.layers:
-            layer.training = True
-        return self
-
-    def eval(self) -> Sequential:
-        for layer in self.layers:
-            layer.training = False
-        return self
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample output shape of each child (after ``build``)."""
+        return [child.output_shape for child in self.layers]
 
     @property
     def first_trained(self) -> int:
-        """Index of the first layer with parameters: a training backward pass stops there (0 if none)."""
-        return next((i for i, layer in enumerate(self.layers) if layer.params), 0)
+        """Index of the first child with a trainable parameter: a training backward pass stops there (0 if none)."""
+        return next((i for i, child in enumerate(self.layers) if child.has_trainable), 0)
 
-    # ----------------------------------------------------------------- compute
+    # ------------------------------------------------------------------ shapes
+    def plan(self, input_shape: tuple[int, ...]) -> LayerPlan:
+        params, buffers, scratch, activations = {}, {}, 0, 0
+        shape = tuple(input_shape)
+        for child in self.layers:
+            try:
+                plan = child.plan(shape)
+            except ValueError as exc:
+                raise ValueError(f"{child.name}: {exc}" if not str(exc).startswith(child.name) else str(exc)) from None
+            params |= {f"{child.name}.{k}": v for k, v in plan.params.items()}
+            buffers |= {f"{child.name}.{k}": v for k, v in plan.buffers.items()}
+            scratch, activations = scratch + plan.scratch, activations + plan.activations
+            shape = plan.output_shape
+        return LayerPlan(shape, params, buffers, scratch, activations)
+
+    def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32) -> tuple[int, ...]:
+        self.plan(input_shape)  # every shape checked before anything is allocated
+        self.input_shape = shape = tuple(input_shape)
+        for child in self.layers:
+            shape = tuple(child.build(shape, rng, dtype))
+        self.output_shape = shape
+        return shape
+
+    # ------------------------------------------------------------------ compute
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """x: (N, *input_shape) -> logits (N, *output_shape)."""
-        for layer in self.layers:
-            x = layer.forward(x)
+        """x: (N, *input_shape) -> (N, *output_shape)."""
+        for child in self.layers:
+            x = child.forward(x)
         return x
 
-    def backward(self, dout: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        """dout: gradient of the loss w.r.t. the logits -> gradient w.r.t. the input; fills every layer's grads.
+    def backward(self, dout: np.ndarray, input_grad: bool | None = None) -> np.ndarray | None:
+        """Gradient w.r.t. the output -> gradient w.r.t. the input; fills every module's grads.
 
-        With ``input_grad=False`` (training) the pass stops at the first layer with parameters and
-        that layer skips its input gradient: for a CNN, the first convolution's col2im is the
-        costliest step of all and its result would be thrown away.
+        Without an input gradient (``input_grad=False``, as in training) the pass stops at the first
+        child with trainable parameters and that child skips its own input gradient: for a CNN, the
+        first convolution's col2im is the costliest step of all and its result would be thrown away.
         """
-        first = 0 if input_grad else self.first_trained
+        if input_grad is not None:
+            self.input_grad = input_grad
+        first = 0 if self.input_grad else self.first_trained
         for index in range(len(self.layers) - 1, first - 1, -1):
-            layer = self.layers[index]
-            layer.input_grad = input_grad or index > first
-            dout = layer.backward(dout)
-        return dout if input_grad else None
+            child = self.layers[index]
+            child.input_grad = self.input_grad or index > first
+            dout = child.backward(dout)
+        return dout if self.input_grad else None
 
-    # ----------------------------------------------------------------- summary
+    # ------------------------------------------------------------------ summary
     def summary(self) -> str:
-        """Keras-style table: layer (type), output shape, parameter count; totals at the bottom."""
+        """Keras-style table, nested blocks indented: module (type), output shape, parameters; totals
+        of trainable and frozen parameters and of buffers (batch-norm statistics) at the bottom."""
         rows = [("Layer (type)", "Output shape", "Param #")]
-        for layer, shape in zip(self.layers, self.output_shapes):
-            count = sum(p.size for p in layer.params.values())
-            rows.append((f"{layer.name} ({type(layer).__name__})", str((None, *shape)), f"{count:,}"))
+        self._summary_rows(rows, 0)
         widths = [max(len(row[i]) for row in rows) + 2 for i in range(3)]
         rule = "=" * sum(widths)
         lines = [f"Input shape: {(None, *self.input_shape)}", rule]
         lines.append("".join(cell.ljust(w) for cell, w in zip(rows[0], widths)))
         lines.append(rule)
         lines += ["".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows[1:]]
-        trainable = sum(p.size for p in self.params.values())
-        frozen = sum(b.size for b in self.buffers.values())
+        flags = self.parameter_flags()
+        params = self.params
+        trainable = sum(params[name].size for name, (train, _) in flags.items() if train)
+        frozen = sum(params[name].size for name, (train, _) in flags.items() if not train)
+        buffers = sum(b.size for b in self.buffers.values())
         lines += [
             rule,
-            f"Total params: {trainable + frozen:,}",
+            f"Total params: {trainable + frozen + buffers:,}",
             f"Trainable params: {trainable:,}",
-            f"Non-trainable params: {frozen:,}",
+            f"Non-trainable params: {frozen + buffers:,}" + (f" ({frozen:,} frozen, {buffers:,} buffers)" if frozen else ""),
         ]
         return "\n".join(lines)
 
-
-def plan_layers(layers: list[Layer], input_shape: tuple[int, ...]) -> list[LayerPlan]:
-    """Name the layers (``dense1``, ``conv2d2``...) and work out every shape without allocating."""
-    counts: dict[str, int] = {}
-    plans, shape = [], tuple(input_shape)
-    for layer in layers:
-        counts[layer.kind] = counts.get(layer.kind, 0) + 1
-        layer.name = f"{layer.kind}{counts[layer.kind]}"
-        plan = layer.plan(shape)
-        plans.append(plan)
-        shape = plan.output_shape
-    return plans
+    def _summary_rows(self, rows: list, depth: int) -> None:
+        for child in self.children():
+            count = sum(p.size for p in child.named("params").values())
+            frozen = "" if child.trainable else ", frozen"
+            label = f"{'  ' * depth}{child.name} ({type(child).__name__}{frozen})"
+            rows.append((label, str((None, *child.output_shape)), f"{count:,}"))
+            if isinstance(child, Sequential):
+                child._summary_rows(rows, depth + 1)
 
 
-#: float32 copies of the parameters alive during a step: values, gradients, two optimizer slots, one temporary.
-PARAMETER_COPIES = 5
-#: float32 copies of each activation alive during a step: output, cached input, gradient.
-ACTIVATION_COPIES = 3
+class Residual(Sequential):
+    """``f(x) + shortcut(x)``, where ``f`` is the block's modules in order.
 
-
-def training_memory(plans: list[LayerPlan], input_shape: tuple[int, ...], batch_size: int) -> tuple[int, int]:
-    """Estimated bytes of (parameters, activations) that one training step of ``batch_size`` holds."""
-    parameters = sum(math.prod(s) for plan in plans for s in [*plan.params.values(), *plan.buffers.values()])
-    per_sample = math.prod(input_shape) + sum(ACTIVATION_COPIES * math.prod(p.output_shape) + p.scratch for p in plans)
-    return 4 * PARAMETER_COPIES * parameters, 4 * batch_size * per_sample
-
-
-def available_memory() -> int | None:
-    """Bytes of memory the system can give without swapping (Linux MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _size(n: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
-def build_model(
-    config: ModelConfig,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    rng: np.random.Generator,
-    batch_size: int = 1,
-    dtype=np.float32,
-) -> Sequential:
-    """Layers from the config's list. The last dense layer may omit ``units``: it gets ``num_classes``.
-
-    Shapes are worked out first and the memory of a training step of ``batch_size`` is compared with
-    what the machine has, so an absurd size is refused with the figure instead of asking NumPy for it.
+    The shortcut is the identity when ``f`` keeps the shape; otherwise (or with ``shortcut="conv"``)
+    a 1x1 convolution without bias, named ``shortcut``, whose stride makes the spatial sizes match.
+    Shapes that no 1x1 convolution can match (a flat output, a spatial size that is no stride of the
+    input's) are a ValueError that names the block.
     """
-    dense_positions = [i for i, spec in enumerate(config.layers) if isinstance(spec, DenseSpec)]
-    if not dense_positions:
-        raise ConfigError("model.layers: needs at least one dense layer to produce class scores")
-    layers = []
-    for index, spec in enumerate(config.layers):
-        options = spec.model_dump(exclude={"type"})
-        if isinstance(spec, DenseSpec):
-            if index == dense_positions[-1]:
-                if spec.units not in (None, num_classes):
-                    raise ConfigError(
-                        f"model.layers.{index}.units: the last dense layer must output one score per class "
-                        f"({num_classes}), or omit units (got {spec.units})"
-                    )
-                options["units"] = num_classes
-            elif spec.units is None:
-                raise ConfigError(f"model.layers.{index}.units: required (only the last dense layer may omit it)")
-        layers.append(LAYER_TYPES[spec.type](**options))
-    try:
-        plans = plan_layers(layers, input_shape)
-    except ValueError as exc:
-        raise ConfigError(f"model.layers: {exc}") from None
-    parameters, activations = training_memory(plans, input_shape, batch_size)
-    available = available_memory()
-    if available is not None and parameters + activations > available:
-        raise ConfigError(
-            f"model.layers: a training step would need about {_size(parameters + activations)} (parameters and optimizer "
-            f"state {_size(parameters)}, activations for a batch of {batch_size} {_size(activations)}), more than the "
-            f"{_size(available)} of memory available; use fewer units/filters, a smaller kernel or padding, or a smaller batch"
+
+    kind = "residual"
+
+    def __init__(self, layers: Iterable[Module], shortcut: str = "auto", name: str | None = None):
+        if shortcut not in ("auto", "identity", "conv"):
+            raise ValueError(f"shortcut must be auto, identity or conv (got {shortcut!r})")
+        super().__init__(layers, name)
+        self.shortcut_mode = shortcut
+        self.shortcut: Conv2D | None = None
+
+    def children(self) -> list[Module]:
+        return [*self.layers, *([self.shortcut] if self.shortcut is not None else [])]
+
+    def _shortcut_for(self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> Conv2D | None:
+        if self.shortcut_mode != "conv" and input_shape == output_shape:
+            return None
+        if self.shortcut_mode == "identity":
+            raise ValueError(f"the block maps {input_shape} to {output_shape}: an identity shortcut cannot add them")
+        if len(input_shape) != 3 or len(output_shape) != 3:
+            raise ValueError(f"the block maps {input_shape} to {output_shape}: a residual block needs images in and out")
+        strides = []
+        for axis in (0, 1):
+            stride = max(1, round(input_shape[axis] / output_shape[axis]))
+            if (input_shape[axis] - 1) // stride + 1 != output_shape[axis]:
+                raise ValueError(f"the block maps {input_shape} to {output_shape}: no strided 1x1 convolution matches the sizes")
+            strides.append(stride)
+        conv = Conv2D(output_shape[2], 1, tuple(strides), "valid", bias=False)
+        conv.name, conv.explicit_name = "shortcut", True
+        return conv
+
+    def plan(self, input_shape: tuple[int, ...]) -> LayerPlan:
+        body = super().plan(input_shape)
+        shortcut = self._shortcut_for(tuple(input_shape), body.output_shape)
+        if shortcut is None:
+            return body
+        extra = shortcut.plan(tuple(input_shape))
+        return LayerPlan(
+            body.output_shape,
+            body.params | {f"shortcut.{k}": v for k, v in extra.params.items()},
+            body.buffers,
+            body.scratch + extra.scratch,
+            body.activations + extra.activations + math.prod(body.output_shape),  # the sum
         )
-    model = Sequential(layers, input_shape, rng, dtype)
-    if math.prod(model.output_shape) != num_classes or len(model.output_shape) != 1:
-        raise ConfigError(f"model.layers: the model outputs {model.output_shape}, expected ({num_classes},) class scores")
-    return model
+
+    def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32) -> tuple[int, ...]:
+        out = super().build(input_shape, rng, dtype)
+        self.shortcut = self._shortcut_for(tuple(input_shape), out)
+        if self.shortcut is not None:
+            self.shortcut.build(tuple(input_shape), rng, dtype)
+        return out
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        body = super().forward(x)
+        return body + (x if self.shortcut is None else self.shortcut.forward(x))
+
+    def backward(self, dout: np.ndarray, input_grad: bool | None = None) -> np.ndarray | None:
+        if input_grad is not None:
+            self.input_grad = input_grad
+        through_body = super().backward(dout)
+        if self.shortcut is None:
+            through_shortcut = dout
+        else:
+            self.shortcut.input_grad = self.input_grad
+            through_shortcut = self.shortcut.backward(dout)
+        if not self.input_grad:
+            return None
+        return np.add(through_body, through_shortcut)  # a new array: either input may alias dout
+
+
+def training_memory(plan: LayerPlan, input_shape: tuple[int, ...], batch_size: int) -> tuple[int, int]:
+    """Estimated bytes of (parameters, activations) that one float32 training step of ``batch_size`` holds.
+
+    Parameters count 5 times (values, gradients, two optimizer slots, a temporary); each activation
+    3 times (output, cached input, gradient), plus the scratch buffers.
+    """
+    parameters = sum(math.prod(s) for s in [*plan.params.values(), *plan.buffers.values()])
+    per_sample = math.prod(input_shape) + 3 * plan.activations + plan.scratch
+    return 4 * 5 * parameters, 4 * batch_size * per_sample

@@ -8,27 +8,23 @@ small state (``state_dict``) that is saved in checkpoints.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
-from cifar_scratch.config import (
-    ConstantSchedule,
-    CosineSchedule,
-    CyclicSchedule,
-    ExponentialSchedule,
-    OneCycleSchedule,
-    PlateauSchedule,
-    RunConfig,
-    ScheduleSpec,
-    StepSchedule,
-)
-from cifar_scratch.errors import ConfigError
+NAMES = ("constant", "step", "exponential", "cosine", "onecycle", "cyclic", "plateau")
 
 
 class Schedule:
-    def __init__(self, spec: ScheduleSpec, base_lr: float, steps_per_epoch: int, epochs: int) -> None:
-        self.spec, self.base_lr = spec, base_lr
+    """``Schedule("cosine", 0.1, steps_per_epoch=100, epochs=10, min_lr=0.0, warmup_epochs=1)``: the
+    options are those of the schedule's config section (see the README's config reference)."""
+
+    def __init__(self, name: str, lr: float, steps_per_epoch: int, epochs: int, /, **options) -> None:
+        if name not in NAMES:
+            raise ValueError(f"unknown schedule {name!r}")
+        self.spec = SimpleNamespace(name=name, **options)
+        self.base_lr = lr  # the peak; the cyclic schedule's own base_lr option is its bottom
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = max(1, steps_per_epoch * epochs)
-        self.warmup_steps = round(getattr(spec, "warmup_epochs", 0.0) * steps_per_epoch)
+        self.warmup_steps = round(options.get("warmup_epochs", 0.0) * steps_per_epoch)
         self.scale = 1.0  # plateau reductions multiply this
         self.best: float | None = None
         self.bad_epochs = 0
@@ -43,21 +39,19 @@ class Schedule:
     def _shape(self, step: int) -> float:
         spec, base = self.spec, self.base_lr
         epoch = step // self.steps_per_epoch
-        if isinstance(spec, (ConstantSchedule, PlateauSchedule)):
+        if spec.name in ("constant", "plateau"):
             return base
-        if isinstance(spec, StepSchedule):
+        if spec.name == "step":
             return base * spec.gamma ** (epoch // spec.step_epochs)
-        if isinstance(spec, ExponentialSchedule):
+        if spec.name == "exponential":
             return base * spec.gamma**epoch
-        if isinstance(spec, CosineSchedule):
+        if spec.name == "cosine":
             span = max(1, self.total_steps - self.warmup_steps)
             progress = min(1.0, max(0, step - self.warmup_steps) / span)
             return spec.min_lr + (base - spec.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
-        if isinstance(spec, OneCycleSchedule):
+        if spec.name == "onecycle":
             return self._one_cycle(step)
-        if isinstance(spec, CyclicSchedule):
-            return self._cyclic(step)
-        raise TypeError(f"unknown schedule {spec!r}")
+        return self._cyclic(step)
 
     def _one_cycle(self, step: int) -> float:
         """Cosine up from lr/div_factor to lr over pct_start of the steps, then cosine down (PyTorch's OneCycleLR)."""
@@ -95,7 +89,7 @@ class Schedule:
     def end_epoch(self, metrics: dict[str, float]) -> None:
         """Feed the epoch's metrics; ``plateau`` reduces its rate after ``patience`` epochs without improvement."""
         spec = self.spec
-        if not isinstance(spec, PlateauSchedule):
+        if spec.name != "plateau":
             return
         value = metrics[spec.monitor]
         sign = 1.0 if spec.monitor == "val_loss" else -1.0  # minimise loss, maximise accuracy
@@ -112,14 +106,3 @@ class Schedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.scale, self.best, self.bad_epochs = state["scale"], state["best"], state["bad_epochs"]
-
-
-def build_schedule(config: RunConfig, steps_per_epoch: int) -> Schedule:
-    """The configured schedule for ``steps_per_epoch``; a length shorter than one step is a config error."""
-    spec = config.schedule
-    epochs = getattr(spec, "step_epochs", None)
-    if epochs is not None and epochs * steps_per_epoch < 1:
-        raise ConfigError(
-            f"schedule.step_epochs: must last at least one step ({steps_per_epoch} steps per epoch, got {epochs:g} epochs)"
-        )
-    return Schedule(spec, config.optimizer.lr, steps_per_epoch, config.training.epochs)

@@ -30,14 +30,12 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from cifar_scratch import __version__, reports, signals
+from cifar_scratch.builders import build_model, build_optimizer, build_schedule
 from cifar_scratch.config import RunConfig, build_config, dump_config, read_yaml_mapping
 from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
 from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError, UserError
 from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe, remove_stale_temporaries
-from cifar_scratch.nn.model import build_model
-from cifar_scratch.optim.optimizers import build_optimizer
-from cifar_scratch.optim.schedules import build_schedule
 from cifar_scratch.training.run_dir import create_run_dir
 from cifar_scratch.training.trainer import (
     HISTORY_FIELDS,
@@ -87,7 +85,7 @@ def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, cal
         images, labels = augmented_copies(dataset.train.images, dataset.train.labels, config.data.augment, copies_rng)
         dataset = dataclasses.replace(dataset, train=Split(images, labels))
     model = build_model(config.model, dataset.image_shape, len(dataset.class_names), rng, config.training.batch_size)
-    optimizer = build_optimizer(config.optimizer, model.params)
+    optimizer = build_optimizer(config.optimizer, model)
     schedule = build_schedule(config, steps_per_epoch(len(dataset.train), config.training.batch_size))
     trainer = Trainer(config, dataset, model, normalizer, optimizer, schedule, rng, run_dir, [HistoryWriter(), *callbacks])
     trainer.data_fingerprint = fingerprint

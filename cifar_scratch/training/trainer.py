@@ -110,7 +110,7 @@ def evaluate_split(
     model: Sequential, normalizer: Normalizer, split: Split, batch_size: int = EVAL_BATCH
 ) -> tuple[float, float, np.ndarray]:
     """Eval-mode pass over a split -> (mean loss, accuracy, logits (N, K) float32)."""
-    was_training = model.layers[0].training if model.layers else False
+    was_training = model.training
     model.eval()
     chunks = [model.forward(normalizer(split.images[i : i + batch_size])) for i in range(0, len(split), batch_size)]
     if was_training:
@@ -366,7 +366,7 @@ def apply_weights(arrays: dict[str, np.ndarray], checkpoint: Path, model: Sequen
     """Copy a checkpoint's parameters, buffers and normalisation statistics into ``model`` and ``normalizer``."""
     params, buffers = group(arrays, "param"), group(arrays, "buffer")
     try:
-        model.load_arrays(params, buffers)
+        model.load_state_dict({**params, **buffers})
     except ValueError as exc:
         raise CheckpointError(f"{checkpoint}: does not fit the model in config.yaml ({exc})") from None
     damaged = f"{checkpoint}: checkpoint is damaged"

@@ -34,7 +34,7 @@ def test_benchmark_writes_json(tmp_path):
 def test_conv_flop_count():
     layer = make_layer("conv2d", {"filters": 8})
     layer.build((6, 6, 4), np.random.default_rng(0))
-    forward, backward = layer_flops(layer, (6, 6, 4), (6, 6, 8), batch=2)
+    forward, backward = layer_flops(layer, batch=2)
     assert forward == 2 * 2 * 36 * 8 * 9 * 4 and backward == 2 * forward
 
 

@@ -234,8 +234,8 @@ def test_matches_pytorch_in_float32(make, shape):
 )
 def test_keras_project_parameter_counts(name, shape, trainable, frozen):
     """The three Keras CNN project nets, rebuilt from our configs, report the project's parameter counts."""
+    from cifar_scratch.builders import build_model
     from cifar_scratch.config import load_config
-    from cifar_scratch.nn.model import build_model
     from tests.conftest import REPO
 
     model = build_model(load_config(REPO / "configs" / f"{name}.yaml").model, shape, 10, np.random.default_rng(0))

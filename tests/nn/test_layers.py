@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
+from cifar_scratch.builders import build_model
 from cifar_scratch.config import ModelConfig
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.nn.functional import softmax_cross_entropy
 from cifar_scratch.nn.gradcheck import numerical_gradient, relative_error
 from cifar_scratch.nn.layers import Dense, Dropout, Flatten
-from cifar_scratch.nn.model import Sequential, build_model
+from cifar_scratch.nn.model import Sequential
 
 
 def model_config(*layers):
@@ -120,16 +121,16 @@ def test_build_model_checks_units():
         build_model(model_config({"type": "dense"}), (2, 2), 3, rng)
 
 
-def test_load_arrays_checks_names_and_shapes():
+def test_load_state_dict_checks_names_and_shapes():
     rng = np.random.default_rng(0)
     model = build_model(model_config("flatten", {"type": "dense"}), (4,), 3, rng)
     weight = model.params["dense1.weight"]
-    model.load_arrays({"dense1.weight": np.ones((4, 3)), "dense1.bias": np.zeros(3)}, {})
+    model.load_state_dict({"dense1.weight": np.ones((4, 3)), "dense1.bias": np.zeros(3)})
     assert model.params["dense1.weight"] is weight and weight.dtype == np.float32 and (weight == 1).all()
     with pytest.raises(ValueError, match="missing"):
-        model.load_arrays({"dense1.weight": np.ones((4, 3))}, {})
+        model.load_state_dict({"dense1.weight": np.ones((4, 3))})
     with pytest.raises(ValueError, match="shape"):
-        model.load_arrays({"dense1.weight": np.ones((3, 3)), "dense1.bias": np.zeros(3)}, {})
+        model.load_state_dict({"dense1.weight": np.ones((3, 3)), "dense1.bias": np.zeros(3)})
 
 
 def test_summary_counts_parameters():
@@ -148,7 +149,8 @@ def test_summary_counts_parameters():
 
 
 def test_sequential_accepts_layer_objects():
-    model = Sequential([Flatten(), Dense(2)], (2, 2), np.random.default_rng(0))
+    model = Sequential([Flatten(), Dense(2)])
+    model.build((2, 2), np.random.default_rng(0))
     assert [layer.name for layer in model.layers] == ["flatten1", "dense1"]
 
 

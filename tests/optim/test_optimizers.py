@@ -3,26 +3,33 @@
 import numpy as np
 import pytest
 
+from cifar_scratch.builders import build_optimizer
 from cifar_scratch.config import AdamSpec, AdamWSpec, SGDSpec
-from cifar_scratch.optim.optimizers import build_optimizer
+from cifar_scratch.nn.layers import Dense
+from cifar_scratch.nn.model import Sequential
 
 
-def one_param(value=1.0, name="dense1.weight"):
-    return {name: np.array([value], dtype=np.float32)}
+def tiny_model(value=1.0):
+    """dense1.weight (1, 1) and dense1.bias (1,), both set to ``value``."""
+    model = Sequential([Dense(1)])
+    model.build((1,), np.random.default_rng(0))
+    for array in model.params.values():
+        array[...] = value
+    return model
 
 
 def run(spec, grads, value=1.0, lr=0.1, name="dense1.weight"):
-    params = one_param(value, name)
-    array = params[name]
-    opt = build_optimizer(spec, params)
+    model = tiny_model(value)
+    array = model.params[name]
+    opt = build_optimizer(spec, model)
     history = []
     for g in grads:
-        grad = {name: np.array([g], dtype=np.float32)}
-        before = grad[name].copy()
+        grad = {n: np.full_like(p, g) for n, p in model.params.items()}
+        before = {n: v.copy() for n, v in grad.items()}
         opt.step(grad, lr)
-        assert np.array_equal(grad[name], before), "the optimizer must not modify gradients"
-        history.append(float(array[0]))
-    assert params[name] is array and array.dtype == np.float32  # updated in place, still float32
+        assert all(np.array_equal(grad[n], before[n]) for n in grad), "the optimizer must not modify gradients"
+        history.append(float(array.flat[0]))
+    assert model.params[name] is array and array.dtype == np.float32  # updated in place, still float32
     return history
 
 
@@ -75,9 +82,9 @@ def test_adamw_matches_reference():
 
 
 def test_state_round_trip():
-    params = one_param()
-    opt = build_optimizer(SGDSpec(name="sgd", momentum=0.9), params)
-    opt.step({"dense1.weight": np.array([1.0], np.float32)}, 0.1)
-    other = build_optimizer(SGDSpec(name="sgd", momentum=0.9), one_param())
+    model = tiny_model()
+    opt = build_optimizer(SGDSpec(name="sgd", momentum=0.9), model)
+    opt.step({n: np.ones_like(p) for n, p in model.params.items()}, 0.1)
+    other = build_optimizer(SGDSpec(name="sgd", momentum=0.9), tiny_model())
     other.load_state_arrays(opt.state_arrays(), opt.steps)
-    assert other.steps == 1 and other.state_arrays()["velocity/dense1.weight"][0] == 1.0
+    assert other.steps == 1 and other.state_arrays()["velocity/dense1.weight"].flat[0] == 1.0

@@ -16,28 +16,33 @@ from cifar_scratch.config import (
 from cifar_scratch.optim.schedules import Schedule
 
 
+def make(spec, base_lr, steps_per_epoch, epochs) -> Schedule:
+    """The engine's schedule with the options (and defaults) of a config section."""
+    return Schedule(spec.name, base_lr, steps_per_epoch, epochs, **spec.model_dump(exclude={"name"}))
+
+
 def test_constant_with_warmup():
-    s = Schedule(ConstantSchedule(name="constant", warmup_epochs=1), 0.1, steps_per_epoch=4, epochs=3)
+    s = make(ConstantSchedule(name="constant", warmup_epochs=1), 0.1, steps_per_epoch=4, epochs=3)
     assert [s.lr_at(i) for i in range(6)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
 
 
 def test_step_and_exponential_are_per_epoch():
-    s = Schedule(StepSchedule(name="step", step_epochs=2, gamma=0.5), 1.0, steps_per_epoch=3, epochs=6)
+    s = make(StepSchedule(name="step", step_epochs=2, gamma=0.5), 1.0, steps_per_epoch=3, epochs=6)
     assert [s.lr_at(e * 3) for e in range(6)] == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
     assert s.lr_at(5) == 1.0
-    e = Schedule(ExponentialSchedule(name="exponential", gamma=0.9), 1.0, steps_per_epoch=2, epochs=3)
+    e = make(ExponentialSchedule(name="exponential", gamma=0.9), 1.0, steps_per_epoch=2, epochs=3)
     assert [e.lr_at(i) for i in range(6)] == pytest.approx([1, 1, 0.9, 0.9, 0.81, 0.81])
 
 
 def test_cosine_endpoints_and_midpoint():
-    s = Schedule(CosineSchedule(name="cosine", min_lr=0.01), 0.11, steps_per_epoch=10, epochs=10)
+    s = make(CosineSchedule(name="cosine", min_lr=0.01), 0.11, steps_per_epoch=10, epochs=10)
     assert s.lr_at(0) == pytest.approx(0.11)
     assert s.lr_at(50) == pytest.approx(0.06)
     assert s.lr_at(100) == pytest.approx(0.01)
 
 
 def test_cosine_after_warmup_starts_at_peak():
-    s = Schedule(CosineSchedule(name="cosine", warmup_epochs=2), 0.1, steps_per_epoch=5, epochs=12)
+    s = make(CosineSchedule(name="cosine", warmup_epochs=2), 0.1, steps_per_epoch=5, epochs=12)
     assert s.lr_at(0) == pytest.approx(0.01)
     assert s.lr_at(9) == pytest.approx(0.1)
     assert s.lr_at(10) == pytest.approx(0.1)
@@ -45,7 +50,7 @@ def test_cosine_after_warmup_starts_at_peak():
 
 
 def test_one_cycle():
-    s = Schedule(OneCycleSchedule(name="onecycle", pct_start=0.25, div_factor=10, final_div_factor=100), 1.0, 10, 10)
+    s = make(OneCycleSchedule(name="onecycle", pct_start=0.25, div_factor=10, final_div_factor=100), 1.0, 10, 10)
     assert s.lr_at(0) == pytest.approx(0.1)
     assert s.lr_at(24) == pytest.approx(1.0)  # peak at pct_start * total - 1
     assert s.lr_at(99) == pytest.approx(0.001)
@@ -54,7 +59,7 @@ def test_one_cycle():
 
 def test_cyclic_triangles_grow_and_decay():
     spec = CyclicSchedule(name="cyclic", base_lr=0.0, step_epochs=1, step_growth=2.0, decay=0.5)
-    s = Schedule(spec, 1.0, steps_per_epoch=2, epochs=20)
+    s = make(spec, 1.0, steps_per_epoch=2, epochs=20)
     # cycle 0: half-length 2 steps, peak 1.0
     assert [s.lr_at(i) for i in range(4)] == pytest.approx([0.0, 0.5, 1.0, 0.5])
     # cycle 1: half-length 4 steps, peak 0.5
@@ -64,20 +69,20 @@ def test_cyclic_triangles_grow_and_decay():
 
 def test_plateau_reduces_after_patience_and_keeps_state():
     spec = PlateauSchedule(name="plateau", factor=0.5, patience=1, min_lr=0.2)
-    s = Schedule(spec, 1.0, 5, 10)
+    s = make(spec, 1.0, 5, 10)
     for loss in (1.0, 0.9, 0.95, 0.95):
         s.end_epoch({"val_loss": loss})
     assert s.lr_at(0) == pytest.approx(0.5)
     for loss in (0.95, 0.95, 0.95, 0.95):
         s.end_epoch({"val_loss": loss})
     assert s.lr_at(0) == pytest.approx(0.2)  # floored at min_lr
-    restored = Schedule(spec, 1.0, 5, 10)
+    restored = make(spec, 1.0, 5, 10)
     restored.load_state_dict(s.state_dict())
     assert restored.lr_at(3) == s.lr_at(3)
 
 
 def test_plateau_on_accuracy_maximises():
-    s = Schedule(PlateauSchedule(name="plateau", monitor="val_accuracy", factor=0.1, patience=0), 1.0, 5, 10)
+    s = make(PlateauSchedule(name="plateau", monitor="val_accuracy", factor=0.1, patience=0), 1.0, 5, 10)
     s.end_epoch({"val_accuracy": 0.5})
     s.end_epoch({"val_accuracy": 0.6})
     assert s.lr_at(0) == 1.0
@@ -86,9 +91,9 @@ def test_plateau_on_accuracy_maximises():
 
 
 def test_a_half_cycle_shorter_than_a_step_is_a_config_error_not_a_hang():
+    from cifar_scratch.builders import build_schedule
     from cifar_scratch.config import build_config
     from cifar_scratch.errors import ConfigError
-    from cifar_scratch.optim.schedules import build_schedule
 
     config = build_config(
         {"model": {"layers": ["flatten", {"type": "dense"}]}, "schedule": {"name": "cyclic", "step_epochs": 1e-300}}
@@ -99,5 +104,5 @@ def test_a_half_cycle_shorter_than_a_step_is_a_config_error_not_a_hang():
 
 def test_cyclic_rate_costs_the_same_at_any_step():
     """Closed form: step 10**9 of a 1-step half-cycle is as quick as step 1 (the old loop walked every cycle)."""
-    s = Schedule(CyclicSchedule(name="cyclic", base_lr=0.0, step_epochs=1, step_growth=1.0), 1.0, steps_per_epoch=1, epochs=10)
+    s = make(CyclicSchedule(name="cyclic", base_lr=0.0, step_epochs=1, step_growth=1.0), 1.0, steps_per_epoch=1, epochs=10)
     assert s.lr_at(10**9) == 0.0 and s.lr_at(10**9 + 1) == 1.0

@@ -260,9 +260,9 @@ def test_one_generator_per_run_no_global_rng(tmp_path):
 
 
 def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
+    from cifar_scratch.builders import build_model
     from cifar_scratch.data import Normalizer
     from cifar_scratch.errors import CheckpointError
-    from cifar_scratch.nn.model import build_model
     from cifar_scratch.training.trainer import load_weights
 
     run_dir = start(tmp_path, epochs=1).run_dir
@@ -348,3 +348,24 @@ def test_training_loss_is_reported_as_plain_cross_entropy_like_validation(tmp_pa
     assert trainer.state.history[0]["train_loss"] == pytest.approx(plain, rel=1e-5)
     smoothed, _ = softmax_cross_entropy(logits, data.train.labels, 0.3)
     assert smoothed != pytest.approx(plain, rel=1e-3), "the test must tell the two quantities apart"
+
+
+RESIDUAL_NET = (
+    "model.layers=[{type: conv2d, filters: 4}, batchnorm, relu,"
+    " {type: residual, name: block, layers: [{type: conv2d, filters: 6, stride: 2}, batchnorm, relu, {type: conv2d, filters: 6}]},"
+    " relu, {type: residual, layers: [{type: conv2d, filters: 6}, batchnorm]}, global_avgpool, {type: dense}]"
+)
+GROUPS = "optimizer={name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.001, groups: [{params: '*batchnorm*.bias', lr_scale: 8, weight_decay: 0}]}"
+
+
+@pytest.mark.slow
+def test_resume_is_bit_identical_for_a_residual_net_with_parameter_groups(tmp_path):
+    overrides = [RESIDUAL_NET, GROUPS, "schedule={name: step, step_epochs: 1, gamma: 0.5}", "data.augment={flip: true}"]
+    straight = start(tmp_path, overrides, epochs=4).run_dir
+    first = start(tmp_path, overrides, epochs=2).run_dir
+    resume_run(first, ["training.epochs=4"], tmp_path / "data", progress=False)
+    a, meta_a = params_of(straight)
+    b, meta_b = params_of(first)
+    assert "param/block.shortcut.weight" in a and "optim/velocity/block.batchnorm1.bias" in a
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert meta_a["rng"] == meta_b["rng"]

@@ -1,0 +1,168 @@
+"""From a validated config to engine objects: modules, optimizer, schedule.
+
+The engine (``nn/``, ``optim/``) takes plain arguments and knows nothing of the schema; this module
+owns the translation and the ``dotted.path: message`` errors that point back into the config.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+
+import numpy as np
+
+from cifar_scratch.config import CONTAINER_SPECS, DenseSpec, ModelConfig, ParamGroup, ResidualSpec, RunConfig
+from cifar_scratch.errors import ConfigError
+from cifar_scratch.nn.layers import LAYER_TYPES, Module
+from cifar_scratch.nn.model import Residual, Sequential, training_memory
+from cifar_scratch.optim.optimizers import SGD, Adam, Hyper, Optimizer
+from cifar_scratch.optim.schedules import Schedule
+
+
+# --------------------------------------------------------------------------- model
+def _walk(layers: list, path: str):
+    """(spec, dotted config path) of every layer spec, depth first, blocks before their contents."""
+    for index, spec in enumerate(layers):
+        where = f"{path}.{index}"
+        yield spec, where
+        if isinstance(spec, CONTAINER_SPECS):
+            yield from _walk(spec.layers, f"{where}.layers")
+
+
+def build_module(spec, units: dict[int, int] | None = None) -> Module:
+    """One layer or block from its spec; ``units`` fills omitted dense sizes (by spec identity)."""
+    if isinstance(spec, CONTAINER_SPECS):
+        children = [build_module(child, units) for child in spec.layers]
+        if isinstance(spec, ResidualSpec):
+            module = Residual(children, spec.shortcut, spec.name)
+        else:
+            module = Sequential(children, spec.name)
+    else:
+        options = spec.model_dump(exclude={"type", "trainable"})
+        if isinstance(spec, DenseSpec) and units and id(spec) in units:
+            options["units"] = units[id(spec)]
+        module = LAYER_TYPES[spec.type](**options)
+    module.trainable = spec.trainable
+    return module
+
+
+def build_model(
+    config: ModelConfig,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    rng: np.random.Generator,
+    batch_size: int = 1,
+    dtype=np.float32,
+) -> Sequential:
+    """The config's layers as a built :class:`Sequential`. The last dense layer may omit ``units``: it gets
+    ``num_classes``. Shapes are worked out first and the memory of a training step of ``batch_size``
+    is compared with what the machine has, so an absurd size is refused with the figure instead of
+    asking NumPy for it."""
+    dense = [(spec, where) for spec, where in _walk(config.layers, "model.layers") if isinstance(spec, DenseSpec)]
+    if not dense:
+        raise ConfigError("model.layers: needs at least one dense layer to produce class scores")
+    last, last_path = dense[-1]
+    if last.units not in (None, num_classes):
+        raise ConfigError(
+            f"{last_path}.units: the last dense layer must output one score per class ({num_classes}), or omit units (got {last.units})"
+        )
+    for spec, where in dense[:-1]:
+        if spec.units is None:
+            raise ConfigError(f"{where}.units: required (only the last dense layer may omit it)")
+    try:
+        model = Sequential(build_module(spec, {id(last): num_classes}) for spec in config.layers)
+        plan = model.plan(tuple(input_shape))
+    except ValueError as exc:
+        raise ConfigError(f"model.layers: {exc}") from None
+    parameters, activations = training_memory(plan, input_shape, batch_size)
+    available = available_memory()
+    if available is not None and parameters + activations > available:
+        raise ConfigError(
+            f"model.layers: a training step would need about {_size(parameters + activations)} (parameters and optimizer "
+            f"state {_size(parameters)}, activations for a batch of {batch_size} {_size(activations)}), more than the "
+            f"{_size(available)} of memory available; use fewer units/filters, a smaller kernel or padding, or a smaller batch"
+        )
+    if math.prod(plan.output_shape) != num_classes or len(plan.output_shape) != 1:
+        raise ConfigError(f"model.layers: the model outputs {plan.output_shape}, expected ({num_classes},) class scores")
+    model.build(tuple(input_shape), rng, dtype)
+    return model
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+# --------------------------------------------------------------------------- optimizer
+def parameter_hyper(spec, model: Module) -> dict[str, Hyper]:
+    """Each trainable parameter's hyperparameters: by default weight matrices and kernels take the
+    optimizer's ``weight_decay``/``l2`` and biases and batch-norm parameters none; the first
+    ``optimizer.groups`` entry whose pattern matches a name overrides that."""
+    decay, l2 = getattr(spec, "weight_decay", 0.0), getattr(spec, "l2", 0.0)
+    flags = {name: decays for name, (trainable, decays) in model.parameter_flags().items() if trainable}
+    for index, group in enumerate(spec.groups):
+        where = f"optimizer.groups.{index}"
+        if group.weight_decay is not None and not hasattr(spec, "weight_decay"):
+            raise ConfigError(f"{where}.weight_decay: {spec.name} has no decoupled weight decay; use l2 (or adamw)")
+        if group.l2 is not None and not hasattr(spec, "l2"):
+            raise ConfigError(f"{where}.l2: {spec.name} has no L2 penalty; use weight_decay")
+        if not any(_matches(group, name) for name in flags):
+            names = ", ".join(list(flags)[:6])
+            raise ConfigError(f"{where}.params: {group.params!r} matches no trainable parameter (names look like {names}, ...)")
+    hyper = {}
+    for name, decays in flags.items():
+        group = next((g for g in spec.groups if _matches(g, name)), None)
+        default_decay, default_l2 = (decay, l2) if decays else (0.0, 0.0)
+        hyper[name] = Hyper(
+            lr_scale=group.lr_scale if group else 1.0,
+            weight_decay=group.weight_decay if group and group.weight_decay is not None else default_decay,
+            l2=group.l2 if group and group.l2 is not None else default_l2,
+        )
+        if spec.lr * hyper[name].lr_scale * hyper[name].weight_decay >= 1.0:
+            raise ConfigError(f"optimizer.groups: lr * lr_scale * weight_decay must be below 1 for {name}")
+    return hyper
+
+
+def _matches(group: ParamGroup, name: str) -> bool:
+    patterns = [group.params] if isinstance(group.params, str) else group.params
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def build_optimizer(spec, model: Module) -> Optimizer:
+    """The configured optimizer over the model's trainable parameters (frozen ones are never given to it)."""
+    hyper = parameter_hyper(spec, model)
+    params = {name: value for name, value in model.named_parameters().items() if name in hyper}
+    if spec.name == "sgd":
+        return SGD(params, hyper, momentum=spec.momentum, nesterov=spec.nesterov)
+    return Adam(params, hyper, betas=spec.betas, eps=spec.eps)
+
+
+# --------------------------------------------------------------------------- schedule
+def build_schedule(config: RunConfig, steps_per_epoch: int) -> Schedule:
+    """The configured schedule for ``steps_per_epoch``; a length shorter than one step is a config error."""
+    spec = config.schedule
+    epochs = getattr(spec, "step_epochs", None)
+    if epochs is not None and epochs * steps_per_epoch < 1:
+        raise ConfigError(
+            f"schedule.step_epochs: must last at least one step ({steps_per_epoch} steps per epoch, got {epochs:g} epochs)"
+        )
+    return Schedule(spec.name, config.optimizer.lr, steps_per_epoch, config.training.epochs, **spec.model_dump(exclude={"name"}))
