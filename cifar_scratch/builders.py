@@ -30,10 +30,11 @@ def _walk(layers: list, path: str):
             yield from _walk(spec.layers, f"{where}.layers")
 
 
-def build_module(spec, units: dict[int, int] | None = None) -> Module:
-    """One layer or block from its spec; ``units`` fills omitted dense sizes (by spec identity)."""
+def build_module(spec, units: dict[int, int] | None = None, partly: dict | None = None, path: str = "") -> Module:
+    """One layer or block from its spec; ``units`` fills omitted dense sizes (by spec identity);
+    ``partly`` collects the modules whose ``trainable`` names parameters, with their config paths."""
     if isinstance(spec, CONTAINER_SPECS):
-        children = [build_module(child, units) for child in spec.layers]
+        children = [build_module(child, units, partly, f"{path}.layers.{i}") for i, child in enumerate(spec.layers)]
         if isinstance(spec, ResidualSpec):
             module = Residual(children, spec.shortcut, spec.name)
         else:
@@ -43,7 +44,9 @@ def build_module(spec, units: dict[int, int] | None = None) -> Module:
         if isinstance(spec, DenseSpec) and units and id(spec) in units:
             options["units"] = units[id(spec)]
         module = LAYER_TYPES[spec.type](**options)
-    module.trainable = spec.trainable
+    module.trainable = spec.trainable is not False
+    if isinstance(spec.trainable, list) and partly is not None:
+        partly[id(module)] = (module, spec.trainable, path)
     return module
 
 
@@ -71,7 +74,10 @@ def build_model(
         if spec.units is None:
             raise ConfigError(f"{where}.units: required (only the last dense layer may omit it)")
     try:
-        model = Sequential(build_module(spec, {id(last): num_classes}) for spec in config.layers)
+        partly: dict = {}
+        model = Sequential(
+            build_module(spec, {id(last): num_classes}, partly, f"model.layers.{i}") for i, spec in enumerate(config.layers)
+        )
         plan = model.plan(tuple(input_shape))
     except ValueError as exc:
         raise ConfigError(f"model.layers: {exc}") from None
@@ -86,6 +92,14 @@ def build_model(
     if math.prod(plan.output_shape) != num_classes or len(plan.output_shape) != 1:
         raise ConfigError(f"model.layers: the model outputs {plan.output_shape}, expected ({num_classes},) class scores")
     model.build(tuple(input_shape), rng, dtype)
+    for module, names, where in partly.values():
+        own = list(module.local("params"))
+        unknown = [name for name in names if name not in own]
+        if unknown:
+            raise ConfigError(
+                f"{where}.trainable: {module.kind} has no parameter {unknown[0]!r} (its parameters: {', '.join(own) or 'none'})"
+            )
+        module.frozen = set(own) - set(names)
     return model
 
 

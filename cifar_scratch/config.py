@@ -132,7 +132,11 @@ class DataConfig(_Section):
 
 # --------------------------------------------------------------------------- model
 class _LayerSpec(_Section):
-    trainable: bool = Field(True, description="false: freeze every parameter of this layer (and, for a block, inside it).")
+    trainable: Union[bool, list[str]] = Field(
+        True,
+        description="false: freeze every parameter of this layer (and, for a block, inside it); a list of "
+        "parameter names: only those train (batchnorm with trainable: [bias] keeps its scale at 1).",
+    )
 
 
 class DenseSpec(_LayerSpec):
@@ -170,6 +174,11 @@ class DropoutSpec(_LayerSpec):
 
 class GELUSpec(_LayerSpec):
     type: Literal["gelu"]
+
+
+class ScaleSpec(_LayerSpec):
+    type: Literal["scale"]
+    factor: Float = Field(description="Constant multiplier, e.g. of the logits (airbench multiplies them by 1/8).")
 
 
 Size = Union[PosInt, tuple[PosInt, PosInt]]
@@ -230,6 +239,7 @@ ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length
 
 class SequentialSpec(_LayerSpec):
     type: Literal["sequential"]
+    trainable: bool = Field(True, description="false: freeze every parameter inside the block.")
     name: Optional[ModuleName] = Field(
         None, description="Name in parameter paths (stage1.residual1.conv2d1.weight); default sequential<n>."
     )
@@ -238,6 +248,7 @@ class SequentialSpec(_LayerSpec):
 
 class ResidualSpec(_LayerSpec):
     type: Literal["residual"]
+    trainable: bool = Field(True, description="false: freeze every parameter inside the block.")
     name: Optional[ModuleName] = Field(None, description="Name in parameter paths; default residual<n>.")
     layers: Annotated[list[LayerSpec], BeforeValidator(_bare_layer_names)] = Field(min_length=1)
     shortcut: Literal["auto", "identity", "conv"] = Field(
@@ -255,6 +266,7 @@ LayerSpec = Annotated[
         SigmoidSpec,
         GELUSpec,
         DropoutSpec,
+        ScaleSpec,
         Conv2DSpec,
         MaxPool2DSpec,
         AvgPool2DSpec,
@@ -386,6 +398,24 @@ class CyclicSchedule(_Section):
     decay: Float = Field(1.0, gt=0.0, le=1.0, description="Each cycle's amplitude is this times the previous one's.")
 
 
+class PiecewiseSchedule(_Section):
+    name: Literal["piecewise"]
+    points: list[tuple[Annotated[Float, Field(ge=0.0)], Annotated[Float, Field(ge=0.0, le=1e3)]]] = Field(
+        min_length=2,
+        description="[epoch, multiplier of optimizer.lr] pairs; the rate runs in straight lines between them "
+        "(fractional epochs allowed) and stays flat beyond the first and last. Airbench's triangle: "
+        "[[0, 0.2], [2.5, 1], [10, 0]].",
+    )
+
+    @field_validator("points")
+    @classmethod
+    def _increasing(cls, points):
+        epochs = [p[0] for p in points]
+        if any(b <= a for a, b in zip(epochs, epochs[1:])):
+            raise ValueError(f"epochs must increase from point to point (got {epochs})")
+        return points
+
+
 class PlateauSchedule(_Warmup):
     name: Literal["plateau"]
     monitor: Monitor = "val_loss"
@@ -396,7 +426,16 @@ class PlateauSchedule(_Warmup):
 
 
 ScheduleSpec = Annotated[
-    Union[ConstantSchedule, StepSchedule, ExponentialSchedule, CosineSchedule, OneCycleSchedule, CyclicSchedule, PlateauSchedule],
+    Union[
+        ConstantSchedule,
+        StepSchedule,
+        ExponentialSchedule,
+        CosineSchedule,
+        OneCycleSchedule,
+        CyclicSchedule,
+        PlateauSchedule,
+        PiecewiseSchedule,
+    ],
     Field(discriminator="name"),
 ]
 

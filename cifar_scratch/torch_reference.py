@@ -110,9 +110,23 @@ def _torch_leaf(torch, layer, prefix: str, names: dict):
         L.GELU: lambda: nn.GELU(approximate="tanh"),
         L.Dropout: lambda: nn.Dropout(layer.rate),
     }
+    if isinstance(layer, L.Scale):
+        return _ScaleModule(torch)(layer.factor)
     if type(layer) not in simple:
         raise UserError(f"{prefix.rstrip('.')}: no PyTorch equivalent is defined for {type(layer).__name__}")
     return simple[type(layer)]()
+
+
+def _ScaleModule(torch):
+    class ScaleModule(torch.nn.Module):
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def forward(self, x):
+            return x * self.factor
+
+    return ScaleModule
 
 
 def _ResidualModule(torch):

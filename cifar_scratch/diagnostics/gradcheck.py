@@ -25,6 +25,7 @@ LAYER_EXAMPLES: dict[str, list[tuple[dict, tuple[int, ...]]]] = {
     "sigmoid": [({}, (3, 5, 2))],
     "gelu": [({}, (3, 5, 2))],
     "dropout": [({"rate": 0.3}, (11,))],
+    "scale": [({"factor": 0.125}, (3, 5, 2)), ({"factor": -2.0}, (7,))],
     "conv2d": [
         ({"filters": 4, "kernel": 3}, (5, 7, 3)),
         ({"filters": 3, "kernel": [2, 3], "stride": 2, "padding": "same"}, (7, 6, 2)),

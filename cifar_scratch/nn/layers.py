@@ -71,6 +71,7 @@ class Module:
         self.explicit_name = False  # a name given in the config, kept instead of kind + number
         self.training = True
         self.trainable = True
+        self.frozen: set[str] = set()  # own parameters frozen while the others train (batch norm's scale, say)
         self.input_grad = True  # False: backward may skip the input gradient (nothing upstream needs it)
         self.input_shape: tuple[int, ...] | None = None
         self.output_shape: tuple[int, ...] | None = None
@@ -105,7 +106,7 @@ class Module:
     def parameter_flags(self, prefix: str = "", frozen: bool = False) -> dict[str, tuple[bool, bool]]:
         """Dotted name -> (trainable, decays by default), for every parameter here and below."""
         frozen = frozen or not self.trainable
-        out = {f"{prefix}{key}": (not frozen, key in self.decays) for key in self.local("params")}
+        out = {f"{prefix}{key}": (not frozen and key not in self.frozen, key in self.decays) for key in self.local("params")}
         for child in self.children():
             out |= child.parameter_flags(f"{prefix}{child.name}.", frozen)
         return out
@@ -315,6 +316,22 @@ class GELU(_KernelLayer):
         return F.gelu_forward, F.gelu_backward
 
 
+class Scale(Layer):
+    """x -> factor * x, a constant (untrained) multiplier, as airbench's logit scaling; any shape."""
+
+    kind = "scale"
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * x.dtype.type(self.factor)
+
+    def backward(self, dout):
+        return dout * dout.dtype.type(self.factor)
+
+
 class Conv2D(Layer):
     """(H, W, C) -> (Ho, Wo, filters). ``weight``: (kh, kw, C, filters), ``bias``: (filters,)."""
 
@@ -480,6 +497,7 @@ LAYER_TYPES: dict[str, type[Layer]] = {
         Sigmoid,
         GELU,
         Dropout,
+        Scale,
         Conv2D,
         MaxPool2D,
         AvgPool2D,

@@ -139,7 +139,9 @@ class Sequential(Module):
     def _summary_rows(self, rows: list, depth: int) -> None:
         for child in self.children():
             count = sum(p.size for p in child.named("params").values())
-            frozen = "" if child.trainable else ", frozen"
+            frozen = (
+                ", frozen" if not child.trainable else (f", frozen: {', '.join(sorted(child.frozen))}" if child.frozen else "")
+            )
             label = f"{'  ' * depth}{child.name} ({type(child).__name__}{frozen})"
             rows.append((label, str((None, *child.output_shape)), f"{count:,}"))
             if isinstance(child, Sequential):

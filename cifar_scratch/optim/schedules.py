@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-NAMES = ("constant", "step", "exponential", "cosine", "onecycle", "cyclic", "plateau")
+import numpy as np
+
+NAMES = ("constant", "step", "exponential", "cosine", "onecycle", "cyclic", "plateau", "piecewise")
 
 
 class Schedule:
@@ -51,6 +53,9 @@ class Schedule:
             return spec.min_lr + (base - spec.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
         if spec.name == "onecycle":
             return self._one_cycle(step)
+        if spec.name == "piecewise":  # straight lines between (epoch, multiplier) points, flat beyond the ends
+            epochs, multipliers = zip(*spec.points)
+            return base * float(np.interp(step / self.steps_per_epoch, epochs, multipliers))
         return self._cyclic(step)
 
     def _one_cycle(self, step: int) -> float:

@@ -182,6 +182,7 @@ ACTIVATIONS = {
     "sigmoid": (lambda: L.Sigmoid(), torch.sigmoid),
     "gelu": (lambda: L.GELU(), lambda t: F.gelu(t, approximate="tanh")),
     "flatten": (lambda: L.Flatten(), lambda t: t.permute(0, 2, 3, 1).flatten(1)),
+    "scale": (lambda: L.Scale(0.125), lambda t: t * 0.125),
 }
 
 

@@ -137,3 +137,26 @@ def test_frozen_parameters_never_change_and_others_do():
     for name, value in model.params.items():
         assert np.array_equal(value, before[name]) == (name in frozen), name
     assert "Non-trainable params:" in model.summary() and "frozen" in model.summary()
+
+
+def test_trainable_list_freezes_the_other_parameters_of_a_layer():
+    layers = [{"type": "conv2d", "filters": 3}, {"type": "batchnorm", "trainable": ["bias"]}, "flatten", {"type": "dense"}]
+    config = build_config({"model": {"layers": layers}, "optimizer": {"name": "sgd", "lr": 0.5}})
+    model = model_of(layers)
+    optimizer = build_optimizer(config.optimizer, model)
+    assert "batchnorm1.weight" not in optimizer.params and "batchnorm1.bias" in optimizer.params
+    scale, shift = model.params["batchnorm1.weight"].copy(), model.params["batchnorm1.bias"].copy()
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        _, dlogits = softmax_cross_entropy(
+            model.forward(rng.standard_normal((4, 7, 6, 3)).astype(np.float32)), rng.integers(0, 3, 4)
+        )
+        model.backward(dlogits, input_grad=False)
+        optimizer.step(model.grads, 0.5)
+    assert np.array_equal(model.params["batchnorm1.weight"], scale) and (scale == 1).all()
+    assert not np.array_equal(model.params["batchnorm1.bias"], shift)
+    assert "batchnorm1 (BatchNorm, frozen: weight)" in model.summary()
+    with pytest.raises(
+        ConfigError, match="model.layers.3.trainable: dense has no parameter 'gamma' .its parameters: weight, bias."
+    ):
+        model_of([*layers[:3], {"type": "dense", "trainable": ["gamma"]}])

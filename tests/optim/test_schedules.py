@@ -106,3 +106,11 @@ def test_cyclic_rate_costs_the_same_at_any_step():
     """Closed form: step 10**9 of a 1-step half-cycle is as quick as step 1 (the old loop walked every cycle)."""
     s = make(CyclicSchedule(name="cyclic", base_lr=0.0, step_epochs=1, step_growth=1.0), 1.0, steps_per_epoch=1, epochs=10)
     assert s.lr_at(10**9) == 0.0 and s.lr_at(10**9 + 1) == 1.0
+
+
+def test_piecewise_runs_straight_between_points_and_flat_beyond():
+    from cifar_scratch.config import PiecewiseSchedule
+
+    s = make(PiecewiseSchedule(name="piecewise", points=[[0, 0.2], [2.5, 1.0], [10, 0.0]]), 0.4, steps_per_epoch=4, epochs=12)
+    assert s.lr_at(0) == pytest.approx(0.08) and s.lr_at(5) == pytest.approx(0.24) and s.lr_at(10) == pytest.approx(0.4)
+    assert s.lr_at(25) == pytest.approx(0.4 * (1 - 3.75 / 7.5)) and s.lr_at(40) == 0.0 and s.lr_at(47) == 0.0
