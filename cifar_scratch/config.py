@@ -58,7 +58,11 @@ class _Section(BaseModel):
 class AugmentConfig(_Section):
     """Random transforms of training images (never of validation or test images)."""
 
-    flip: bool = Field(False, description="Mirror left-right with probability 1/2.")
+    flip: Union[Literal["alternate"], bool] = Field(
+        False,
+        description="true: mirror left-right with probability 1/2; alternate: each image is mirrored in every other "
+        "epoch (a random half in the first), as in airbench.",
+    )
     translate: Int = Field(
         0, ge=0, description="Shift by up to this many pixels in each direction (a random crop of the padded image)."
     )
@@ -75,6 +79,8 @@ class AugmentConfig(_Section):
     def _copies_need_a_transform(self) -> AugmentConfig:
         if self.copies and not (self.flip or self.translate or self.cutout):
             raise ValueError("copies: needs at least one of flip, translate, cutout")
+        if self.copies and self.flip == "alternate":
+            raise ValueError("flip: alternate flips follow the epochs, so they need online augmentation (copies: 0)")
         return self
 
 

@@ -173,3 +173,11 @@ def test_relative_source_is_relative_to_the_config_file(tmp_path, monkeypatch):
     assert load_config(folder / "c.yaml").data.source == str(tmp_path / "project" / "images")
     # On the command line a relative path means the current folder, as in any shell command.
     assert load_config(folder / "c.yaml", ["data.source=elsewhere"]).data.source == str(tmp_path / "elsewhere")
+
+
+def test_alternating_flips_need_online_augmentation():
+    assert build_config(tree(), ["data.augment={flip: alternate}"]).data.augment.flip == "alternate"
+    with pytest.raises(ConfigError, match="data.augment.flip: alternate flips follow the epochs"):
+        build_config(tree(), ["data.augment={flip: alternate, copies: 2}"])
+    with pytest.raises(ConfigError, match="data.augment.flip"):
+        build_config(tree(), ["data.augment={flip: sometimes}"])

@@ -34,7 +34,7 @@ def is_active(config: AugmentConfig) -> bool:
 
 def draw(n: int, height: int, width: int, config: AugmentConfig, rng: np.random.Generator) -> AugmentDraw:
     t = config.translate
-    flip = rng.random(n) < 0.5 if config.flip else None
+    flip = rng.random(n) < 0.5 if config.flip is True else None  # alternate flips are given by the caller
     shift = rng.integers(-t, t + 1, size=(n, 2)) if t > 0 else None
     cutout = rng.integers(0, (height, width), size=(n, 2)) if config.cutout > 0 else None
     return AugmentDraw(flip, shift, cutout)
@@ -87,12 +87,25 @@ def apply(images: np.ndarray, choice: AugmentDraw, config: AugmentConfig) -> np.
     return np.take(pixels, flat.reshape(-1), axis=0).reshape(images.shape)
 
 
-def augment(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Draw and apply one random augmentation per image; returns ``images`` itself when nothing is enabled."""
+def augment(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator, flip: np.ndarray | None = None) -> np.ndarray:
+    """Draw and apply one random augmentation per image; returns ``images`` itself when nothing is enabled.
+
+    ``flip`` (N,) bool: which images to mirror, for ``flip: alternate`` (see :func:`alternate_flips`).
+    """
     if not is_active(config):
         return images
     n, height, width = images.shape[:3]
-    return apply(images, draw(n, height, width, config, rng), config)
+    choice = draw(n, height, width, config, rng)
+    if flip is not None:
+        choice.flip = flip
+    return apply(images, choice, config)
+
+
+def alternate_flips(parity: np.ndarray, indices: np.ndarray, epoch: int) -> np.ndarray:
+    """Which of the images ``indices`` to mirror in ``epoch`` (0-based): image i is mirrored when its
+    parity bit differs from the epoch's, so every image is mirrored in every other epoch. The bits
+    come from a seeded stream of their own, so a resumed run recomputes them instead of saving them."""
+    return parity[indices] ^ bool(epoch % 2)
 
 
 def augmented_copies(images: np.ndarray, labels: np.ndarray, config: AugmentConfig, rng: np.random.Generator):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 from cifar_scratch import signals
 from cifar_scratch.config import RunConfig
 from cifar_scratch.data import Dataset, Normalizer, Split
-from cifar_scratch.data.augment import augment, is_active
+from cifar_scratch.data.augment import alternate_flips, augment, is_active
 from cifar_scratch.errors import CheckpointError
 from cifar_scratch.nn.functional import cross_entropy, softmax_cross_entropy
 from cifar_scratch.nn.model import Sequential
@@ -31,6 +31,8 @@ EVAL_BATCH = 256  # bounds the im2col buffers of convolutions in eval mode
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time")
 
 
+#: Second seed word of the stream that draws the parity bits of alternating flips.
+ALTERNATE_FLIP_STREAM = 2
 #: ``stop_reason`` of a run whose loss became NaN or infinite: it ends as a failure.
 DIVERGED = "diverged"
 
@@ -142,6 +144,12 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(len(dataset.train), config.training.batch_size)
         augment_config = config.data.augment
         self.online_augment = augment_config if is_active(augment_config) and augment_config.copies == 0 else None
+        # Per-image parity bits of alternating flips, from their own stream: resume recomputes them.
+        self.flip_parity = (
+            np.random.default_rng([config.training.seed, ALTERNATE_FLIP_STREAM]).random(len(dataset.train)) < 0.5
+            if self.online_augment is not None and augment_config.flip == "alternate"
+            else None
+        )
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -276,7 +284,8 @@ class Trainer:
             labels = train.labels[index]
             images = train.images[index]
             if self.online_augment is not None:
-                images = augment(images, self.online_augment, self.rng)
+                flip = alternate_flips(self.flip_parity, index, s.epoch) if self.flip_parity is not None else None
+                images = augment(images, self.online_augment, self.rng, flip)
             logits = self.model.forward(self.normalizer(images))
             loss, dlogits = softmax_cross_entropy(logits, labels, cfg.label_smoothing)
             self.model.backward(dlogits, input_grad=False)

@@ -67,10 +67,11 @@ class InterruptAt(Callback):
 
 
 AUGMENT = ["data.augment={flip: true, translate: 2, cutout: 3}"]
+ALTERNATE = ["data.augment={flip: alternate, translate: 1}"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", [[], AUGMENT], ids=["plain", "augmented"])
+@pytest.mark.parametrize("overrides", [[], AUGMENT, ALTERNATE], ids=["plain", "augmented", "alternating-flips"])
 def test_mid_epoch_interrupt_saves_and_resumes_exactly(tmp_path, overrides):
     straight = start(tmp_path, overrides, epochs=3).run_dir
     config = build_config(digits_tree(epochs=3), overrides)
@@ -369,3 +370,21 @@ def test_resume_is_bit_identical_for_a_residual_net_with_parameter_groups(tmp_pa
     assert "param/block.shortcut.weight" in a and "optim/velocity/block.batchnorm1.bias" in a
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert meta_a["rng"] == meta_b["rng"]
+
+
+def test_alternating_flips_mirror_each_image_in_every_other_epoch(tmp_path, monkeypatch):
+    from cifar_scratch.training import trainer as trainer_module
+
+    seen = {}  # epoch -> {image index: flipped}
+    real = trainer_module.alternate_flips
+
+    def record(parity, indices, epoch):
+        flips = real(parity, indices, epoch)
+        seen.setdefault(epoch, {}).update(zip(indices.tolist(), flips.tolist()))
+        return flips
+
+    monkeypatch.setattr(trainer_module, "alternate_flips", record)
+    start(tmp_path, ["data.augment={flip: alternate}"], epochs=3)
+    assert seen[0].keys() == seen[1].keys() == seen[2].keys()
+    assert all(seen[0][i] != seen[1][i] and seen[0][i] == seen[2][i] for i in seen[0])
+    assert 0.4 < np.mean(list(seen[0].values())) < 0.6, "a random half in the first epoch"
