@@ -51,6 +51,12 @@ class Split(str, Enum):
     val = "val"
 
 
+class TTA(str, Enum):
+    none = "none"
+    flip = "flip"
+    flip_translate = "flip+translate"
+
+
 class Reference(str, Enum):
     torch = "torch"
 
@@ -255,7 +261,11 @@ def train(
             result = start_run(resolved, resolve_data_dir(data_dir), callbacks, progress=not quiet, runs_dir=runs_dir)
     if not quiet:
         m = result.metrics
-        summary = "  ".join(f"{k} {m[k]:.4f}" for k in ("train_accuracy", "val_accuracy", "test_accuracy") if k in m)
+        keys = ("train_accuracy", "val_accuracy", "test_accuracy", "test_accuracy_tta")
+        summary = "  ".join(f"{k} {m[k]:.4f}" for k in keys if m.get(k) is not None)
+        summary += (
+            f"  (TTA: {m['tta']}; training took {m['train_time_s']:.0f} s)" if m.get("test_accuracy_tta") is not None else ""
+        )
         typer.echo(f"best weights (epoch {m['best_epoch']}): {summary}")
     typer.echo(str(result.run_dir))
 
@@ -265,6 +275,9 @@ def train(
 def evaluate(
     target: Path = typer.Argument(..., help="A run folder (uses checkpoints/best.npz) or a checkpoint file."),
     split: Split = typer.Option(Split.test, "--split", help="Which split to measure."),
+    tta: Optional[TTA] = typer.Option(
+        None, "--tta", show_default=False, help="Test-time augmentation. [default: the run's training.tta]"
+    ),
     data_dir: Optional[Path] = DATA_DIR_OPTION,
     quiet: bool = QUIET_OPTION,
     threads: Optional[int] = THREADS_OPTION,
@@ -274,7 +287,9 @@ def evaluate(
 
     notes: list[str] = []
     with threadpool_limits(limits=threads, user_api="blas"):
-        out_dir, metrics = evaluate_checkpoint(target, split.value, data_dir, progress=not quiet, notes=notes)
+        out_dir, metrics = evaluate_checkpoint(
+            target, split.value, data_dir, progress=not quiet, notes=notes, tta=tta and tta.value
+        )
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     if not quiet:
@@ -282,6 +297,11 @@ def evaluate(
             f"{split.value}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
             f"loss {metrics['loss']:.4f}  ({metrics['samples']} images, {metrics['checkpoint']})"
         )
+        if metrics["tta"] != "none":
+            typer.echo(
+                f"with test-time augmentation ({metrics['tta']}): accuracy {metrics['accuracy_tta']:.4f}  "
+                f"loss {metrics['loss_tta']:.4f}; the report below is of these predictions"
+            )
         typer.echo(metrics["report"].rstrip())
     typer.echo(str(out_dir))
 

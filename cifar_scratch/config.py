@@ -460,6 +460,12 @@ class TrainingConfig(_Section):
     monitor: Monitor = Field("val_loss", description="Metric that picks the best checkpoint and drives early stopping.")
     early_stopping: EarlyStoppingConfig | None = None
     checkpoint_every: Int = Field(1, gt=0, description="Write checkpoints/last.npz every N epochs (and always at the end).")
+    tta: Literal["none", "flip", "flip+translate"] = Field(
+        "none",
+        description="Test-time augmentation of the final metrics (and evaluate's default): the mean of the logits of "
+        "the image and its mirror (flip), and of both shifted by one pixel each way (flip+translate). "
+        "Plain accuracy is reported beside it.",
+    )
 
 
 class OutputConfig(_Section):

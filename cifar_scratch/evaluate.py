@@ -34,7 +34,12 @@ def locate(target: Path) -> tuple[Path, Path]:
 
 
 def evaluate_checkpoint(
-    target: Path, split: str = "test", data_dir: Path | None = None, progress: bool = True, notes: list[str] | None = None
+    target: Path,
+    split: str = "test",
+    data_dir: Path | None = None,
+    progress: bool = True,
+    notes: list[str] | None = None,
+    tta: str | None = None,
 ) -> tuple[Path, dict]:
     """Write metrics.json, confusion_matrix.json/.png, samples.png and misclassified.png; return (folder, metrics).
 
@@ -68,7 +73,11 @@ def evaluate_checkpoint(
             f"(step {meta.step})" + (", i.e. untrained" if meta.step == 0 else "")
         )
 
+    tta = tta or config.training.tta
     loss, accuracy, logits = evaluate_split(model, normalizer, data)
+    loss_tta = accuracy_tta = None
+    if tta != "none":  # the report, confusion matrix and grids then show the TTA predictions
+        loss_tta, accuracy_tta, logits = evaluate_split(model, normalizer, data, tta=tta)
     probabilities = softmax(logits)
     predictions = probabilities.argmax(1)
     report = reports.classification_summary(data.labels, predictions, dataset.class_names)
@@ -83,6 +92,9 @@ def evaluate_checkpoint(
         "samples": len(data),
         "loss": loss,
         "accuracy": accuracy,
+        "tta": tta,
+        "loss_tta": loss_tta,
+        "accuracy_tta": accuracy_tta,
         "macro_precision": report["macro avg"]["precision"],
         "macro_recall": report["macro avg"]["recall"],
         "macro_f1": report["macro avg"]["f1-score"],

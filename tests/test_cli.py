@@ -303,3 +303,12 @@ def test_model_too_big_for_memory_is_refused_with_the_figure(tmp_path, digits_co
     result = invoke("train", digits_config, "model.layers.1.units=1000000000", "--runs-dir", tmp_path / "runs", env=env)
     assert result.exit_code == 2 and "model.layers: a training step would need about" in result.stderr
     assert "TB" in result.stderr and not (tmp_path / "runs").exists(), "a refused run leaves nothing behind"
+
+
+def test_evaluate_with_tta_reports_both_accuracies(tmp_path, digits_config, env):
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    result = invoke("evaluate", run_dir, "--tta", "flip+translate", env=env)
+    assert result.exit_code == 0, result.output
+    assert "with test-time augmentation (flip+translate): accuracy" in result.stdout
+    metrics = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["tta"] == "flip+translate" and 0 <= metrics["accuracy_tta"] <= 1 and 0 <= metrics["accuracy"] <= 1

@@ -101,6 +101,26 @@ def augment(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator,
     return apply(images, choice, config)
 
 
+#: Test-time augmentation: the views whose logits are averaged (airbench's mirror and 1-pixel shifts).
+TTA_MODES = ("none", "flip", "flip+translate")
+
+
+def tta_views(images: np.ndarray, mode: str) -> list[np.ndarray]:
+    """(N, H, W, C) -> the views of ``mode``: the images; their mirror; and for flip+translate both shifted
+    by one pixel up-left and down-right (edges reflected)."""
+    if mode == "none":
+        return [images]
+    n = len(images)
+    mirror = np.ones(n, bool)
+    views = [images, apply(images, AugmentDraw(mirror, None, None), AugmentConfig(flip=True))]
+    if mode == "flip+translate":
+        shifted = AugmentConfig(flip=True, translate=1, padding="reflect")
+        for offset in (-1, 1):
+            shift = np.full((n, 2), offset)
+            views += [apply(images, AugmentDraw(flips, shift, None), shifted) for flips in (None, mirror)]
+    return views
+
+
 def alternate_flips(parity: np.ndarray, indices: np.ndarray, epoch: int) -> np.ndarray:
     """Which of the images ``indices`` to mirror in ``epoch`` (0-based): image i is mirrored when its
     parity bit differs from the epoch's, so every image is mirrored in every other epoch. The bits

@@ -367,15 +367,21 @@ def finish(trainer: Trainer) -> dict:
         "dataset": dataset.description,
         "class_names": list(dataset.class_names),
         "train_time_s": float(sum(r["epoch_time"] for r in state.history)),
+        "tta": trainer.config.training.tta,
     }
     test_logits = None
+    tta = trainer.config.training.tta
     for name in ("train", "val", "test"):
         split = dataset.split(name)
         if len(split):
             loss, accuracy, logits = evaluate_split(trainer.model, trainer.normalizer, split)
             metrics[f"{name}_loss"], metrics[f"{name}_accuracy"] = loss, accuracy
+            if tta != "none" and name != "train":
+                metrics[f"{name}_loss_tta"], metrics[f"{name}_accuracy_tta"], logits = evaluate_split(
+                    trainer.model, trainer.normalizer, split, tta=tta
+                )
             if name == "test":
-                test_logits = logits
+                test_logits = logits  # with TTA, the report and confusion matrix are of the TTA predictions
     if test_logits is not None:
         report = reports.classification_summary(dataset.test.labels, test_logits.argmax(1), dataset.class_names)
         metrics["test_macro_f1"] = report["macro avg"]["f1-score"]

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 from cifar_scratch import signals
 from cifar_scratch.config import RunConfig
 from cifar_scratch.data import Dataset, Normalizer, Split
-from cifar_scratch.data.augment import alternate_flips, augment, is_active
+from cifar_scratch.data.augment import alternate_flips, augment, is_active, tta_views
 from cifar_scratch.errors import CheckpointError
 from cifar_scratch.nn.functional import cross_entropy, softmax_cross_entropy
 from cifar_scratch.nn.model import Sequential
@@ -109,12 +109,21 @@ class CheckpointMetadata(BaseModel):
 
 
 def evaluate_split(
-    model: Sequential, normalizer: Normalizer, split: Split, batch_size: int = EVAL_BATCH
+    model: Sequential, normalizer: Normalizer, split: Split, batch_size: int = EVAL_BATCH, tta: str = "none"
 ) -> tuple[float, float, np.ndarray]:
-    """Eval-mode pass over a split -> (mean loss, accuracy, logits (N, K) float32)."""
+    """Eval-mode pass over a split -> (mean loss, accuracy, logits (N, K) float32).
+
+    With test-time augmentation (``tta``: flip, flip+translate) the logits are the mean over the views.
+    """
     was_training = model.training
     model.eval()
-    chunks = [model.forward(normalizer(split.images[i : i + batch_size])) for i in range(0, len(split), batch_size)]
+    chunks = []
+    for i in range(0, len(split), batch_size):
+        views = tta_views(split.images[i : i + batch_size], tta)
+        logits = model.forward(normalizer(views[0]))
+        for view in views[1:]:
+            logits += model.forward(normalizer(view))
+        chunks.append(logits / logits.dtype.type(len(views)) if len(views) > 1 else logits)
     if was_training:
         model.train()
     if not chunks:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace as dataclass_replace
 
 import numpy as np
 import pytest
@@ -388,3 +389,20 @@ def test_alternating_flips_mirror_each_image_in_every_other_epoch(tmp_path, monk
     assert seen[0].keys() == seen[1].keys() == seen[2].keys()
     assert all(seen[0][i] != seen[1][i] and seen[0][i] == seen[2][i] for i in seen[0])
     assert 0.4 < np.mean(list(seen[0].values())) < 0.6, "a random half in the first epoch"
+
+
+def test_tta_metrics_are_reported_beside_the_plain_ones(tmp_path):
+    from cifar_scratch.training.trainer import evaluate_split
+
+    result = start(tmp_path, ["training.tta=flip"], epochs=1)
+    m = result.metrics
+    assert m["tta"] == "flip" and {"test_accuracy", "test_accuracy_tta", "val_accuracy_tta"} <= m.keys()
+    config = build_config(digits_tree(epochs=1))
+    data = load_dataset(config.data, tmp_path, progress=False)
+    trainer = build_trainer(config, data, tmp_path, [])
+    _, _, plain = evaluate_split(trainer.model, trainer.normalizer, data.test)
+    _, _, mirrored = evaluate_split(
+        trainer.model, trainer.normalizer, dataclass_replace(data.test, images=data.test.images[:, :, ::-1])
+    )
+    _, _, averaged = evaluate_split(trainer.model, trainer.normalizer, data.test, tta="flip")
+    assert np.allclose(averaged, (plain + mirrored) / 2, atol=1e-6)
