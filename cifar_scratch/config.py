@@ -452,6 +452,16 @@ class EarlyStoppingConfig(_Section):
     min_delta: Float = Field(0.0, ge=0.0)
 
 
+class EMAConfig(_Section):
+    """An exponential moving average of the weights (parameters and batch-norm statistics), used for
+    validation, the best checkpoint and the final metrics."""
+
+    decay: Float = Field(0.99, gt=0.0, lt=1.0, description="Weight of the old average at each update.")
+    every: Int = Field(1, ge=1, description="Update every N optimizer steps.")
+    warmup_epochs: Float = Field(0.0, ge=0.0, le=1e6, description="The decay ramps up as (step / warmup)^3 over these epochs.")
+    lookahead: bool = Field(False, description="After each update set the weights to the average (airbench's lookahead).")
+
+
 class TrainingConfig(_Section):
     epochs: Int = Field(10, gt=0, le=1_000_000)
     batch_size: Int = Field(128, gt=0, le=1_000_000)
@@ -460,6 +470,9 @@ class TrainingConfig(_Section):
     monitor: Monitor = Field("val_loss", description="Metric that picks the best checkpoint and drives early stopping.")
     early_stopping: EarlyStoppingConfig | None = None
     checkpoint_every: Int = Field(1, gt=0, description="Write checkpoints/last.npz every N epochs (and always at the end).")
+    ema: Optional[EMAConfig] = Field(
+        None, description="Average the weights: {decay: 0.99, every: 1, warmup_epochs: 0, lookahead: false}."
+    )
     tta: Literal["none", "flip", "flip+translate"] = Field(
         "none",
         description="Test-time augmentation of the final metrics (and evaluate's default): the mean of the logits of "

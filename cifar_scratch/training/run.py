@@ -36,6 +36,7 @@ from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
 from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError, UserError
 from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe, remove_stale_temporaries
+from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.training.run_dir import create_run_dir
 from cifar_scratch.training.trainer import (
     HISTORY_FIELDS,
@@ -89,6 +90,10 @@ def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, cal
     schedule = build_schedule(config, steps_per_epoch(len(dataset.train), config.training.batch_size))
     trainer = Trainer(config, dataset, model, normalizer, optimizer, schedule, rng, run_dir, [HistoryWriter(), *callbacks])
     trainer.data_fingerprint = fingerprint
+    ema = config.training.ema
+    if ema is not None:
+        warmup = round(ema.warmup_epochs * trainer.steps_per_epoch)
+        trainer.average = WeightAverage(model.state_dict(), ema.decay, ema.every, warmup, ema.lookahead)
     return trainer
 
 

@@ -8,6 +8,7 @@ bit for bit as if it had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from cifar_scratch.data.augment import alternate_flips, augment, is_active, tta_
 from cifar_scratch.errors import CheckpointError
 from cifar_scratch.nn.functional import cross_entropy, softmax_cross_entropy
 from cifar_scratch.nn.model import Sequential
+from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.optim.schedules import Schedule
 from cifar_scratch.training.checkpoint import group, load_checkpoint, save_checkpoint
@@ -150,6 +152,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.state = TrainState()
         self.data_fingerprint: dict[str, str] = {}  # set by the run layer; saved to detect a changed dataset
+        self.average: WeightAverage | None = None  # training.ema, set by the run layer
         self.steps_per_epoch = steps_per_epoch(len(dataset.train), config.training.batch_size)
         augment_config = config.data.augment
         self.online_augment = augment_config if is_active(augment_config) and augment_config.copies == 0 else None
@@ -176,6 +179,8 @@ class Trainer:
         arrays |= {f"optim/{k}": v for k, v in self.optimizer.state_arrays().items()}
         arrays |= {"data/mean": self.normalizer.mean, "data/scale": self.normalizer.scale}
         arrays["history/lr"] = np.asarray(s.lrs, dtype=np.float64)
+        if self.average is not None:
+            arrays |= {f"ema/{k}": v for k, v in self.average.average.items()}
         if s.permutation is not None:
             arrays["train/permutation"] = s.permutation
         metadata = {
@@ -226,6 +231,11 @@ class Trainer:
         lrs = arrays.get("history/lr")
         if lrs is None or lrs.ndim != 1 or lrs.dtype != np.float64 or len(lrs) != meta.step:
             raise CheckpointError(f"{damaged}: history/lr must hold one float64 learning rate per step ({meta.step})")
+        if self.average is not None:
+            stored = group(arrays, "ema")
+            for name, value in self.average.average.items():
+                _check_array(stored.get(name), value.shape, np.float32, f"{damaged}: ema/{name}")
+                value[...] = stored[name]
         try:
             self.optimizer.load_state_arrays(stored_slots, meta.optimizer_steps)
             self.schedule.load_state_dict(meta.schedule)
@@ -302,6 +312,8 @@ class Trainer:
             self.optimizer.step(self.model.grads, lr)
             s.lrs.append(lr)
             s.step += 1
+            if self.average is not None:
+                self.average.update(s.step)
             s.batch_in_epoch += 1
             correct = int((logits.argmax(1) == labels).sum())
             # History reports plain cross-entropy for every split; label smoothing only shapes the gradient.
@@ -321,7 +333,8 @@ class Trainer:
             "train_accuracy": s.running["correct"] / seen,
         }
         if len(self.dataset.val):
-            row["val_loss"], row["val_accuracy"], _ = evaluate_split(self.model, self.normalizer, self.dataset.val)
+            with self.evaluated_weights():
+                row["val_loss"], row["val_accuracy"], _ = evaluate_split(self.model, self.normalizer, self.dataset.val)
         else:
             row["val_loss"] = row["val_accuracy"] = float("nan")
         row["lr"] = lr
@@ -347,11 +360,16 @@ class Trainer:
         min_delta = cfg.early_stopping.min_delta if cfg.early_stopping else 0.0
         if np.isfinite(value) and (s.best_value is None or sign * value < sign * s.best_value - min_delta):
             s.best_value, s.best_epoch, s.bad_epochs = value, row["epoch"], 0
-            self.save(self.best_path)
+            with self.evaluated_weights():  # best.npz holds the weights that were measured
+                self.save(self.best_path)
         else:
             s.bad_epochs += 1
             if cfg.early_stopping and s.bad_epochs >= cfg.early_stopping.patience:
                 s.stop_reason = f"early stopping: no {cfg.monitor} improvement for {s.bad_epochs} epochs"
+
+    def evaluated_weights(self):
+        """The weights evaluation uses: the average with ``training.ema``, else the model's own."""
+        return self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
 
     def _emit(self, hook: str, *args) -> None:
         for callback in self.callbacks:

@@ -69,10 +69,11 @@ class InterruptAt(Callback):
 
 AUGMENT = ["data.augment={flip: true, translate: 2, cutout: 3}"]
 ALTERNATE = ["data.augment={flip: alternate, translate: 1}"]
+EMA = ["training.ema={decay: 0.9, every: 2, warmup_epochs: 1, lookahead: true}", "training.tta=flip"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", [[], AUGMENT, ALTERNATE], ids=["plain", "augmented", "alternating-flips"])
+@pytest.mark.parametrize("overrides", [[], AUGMENT, ALTERNATE, EMA], ids=["plain", "augmented", "alternating-flips", "ema"])
 def test_mid_epoch_interrupt_saves_and_resumes_exactly(tmp_path, overrides):
     straight = start(tmp_path, overrides, epochs=3).run_dir
     config = build_config(digits_tree(epochs=3), overrides)
@@ -406,3 +407,12 @@ def test_tta_metrics_are_reported_beside_the_plain_ones(tmp_path):
     )
     _, _, averaged = evaluate_split(trainer.model, trainer.normalizer, data.test, tta="flip")
     assert np.allclose(averaged, (plain + mirrored) / 2, atol=1e-6)
+
+
+def test_ema_weights_are_what_is_evaluated_and_kept_as_best(tmp_path):
+    run = start(tmp_path, ["training.ema={decay: 0.95}"], epochs=2)
+    arrays, _ = params_of(run.run_dir, "best")
+    averaged = {k.removeprefix("ema/"): v for k, v in arrays.items() if k.startswith("ema/")}
+    assert averaged and all(np.array_equal(arrays[f"param/{k}"], v) for k, v in averaged.items() if f"param/{k}" in arrays)
+    last, _ = params_of(run.run_dir, "last")
+    assert not np.array_equal(last["param/dense1.weight"], last["ema/dense1.weight"]), "training weights are saved as they are"
