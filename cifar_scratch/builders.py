@@ -127,7 +127,7 @@ def _size(n: float) -> str:
 
 
 # --------------------------------------------------------------------------- optimizer
-def parameter_hyper(spec, model: Module) -> dict[str, Hyper]:
+def parameter_hyper(spec, model: Module, steps_per_epoch: int = 1) -> dict[str, Hyper]:
     """Each trainable parameter's hyperparameters: by default weight matrices and kernels take the
     optimizer's ``weight_decay``/``l2`` and biases and batch-norm parameters none; the first
     ``optimizer.groups`` entry whose pattern matches a name overrides that."""
@@ -150,6 +150,7 @@ def parameter_hyper(spec, model: Module) -> dict[str, Hyper]:
             lr_scale=group.lr_scale if group else 1.0,
             weight_decay=group.weight_decay if group and group.weight_decay is not None else default_decay,
             l2=group.l2 if group and group.l2 is not None else default_l2,
+            until_step=round(group.epochs * steps_per_epoch) if group and group.epochs is not None else None,
         )
         if spec.lr * hyper[name].lr_scale * hyper[name].weight_decay >= 1.0:
             raise ConfigError(f"optimizer.groups: lr * lr_scale * weight_decay must be below 1 for {name}")
@@ -161,9 +162,10 @@ def _matches(group: ParamGroup, name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
-def build_optimizer(spec, model: Module) -> Optimizer:
-    """The configured optimizer over the model's trainable parameters (frozen ones are never given to it)."""
-    hyper = parameter_hyper(spec, model)
+def build_optimizer(spec, model: Module, steps_per_epoch: int = 1) -> Optimizer:
+    """The configured optimizer over the model's trainable parameters (frozen ones are never given to it);
+    ``steps_per_epoch`` turns a group's ``epochs`` into steps."""
+    hyper = parameter_hyper(spec, model, steps_per_epoch)
     params = {name: value for name, value in model.named_parameters().items() if name in hyper}
     if spec.name == "sgd":
         return SGD(params, hyper, momentum=spec.momentum, nesterov=spec.nesterov)

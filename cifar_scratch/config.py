@@ -199,8 +199,11 @@ class Conv2DSpec(_LayerSpec):
         "same", description="same: output = ceil(input / stride), as Keras; valid: no padding; N: N pixels on every side."
     )
     bias: bool = True
-    init: Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "dirac"] = Field(
-        "he_normal", description="dirac: identity (centre tap passes channel c to filter c), as torch.nn.init.dirac_."
+    init: Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "dirac", "whiten"] = Field(
+        "he_normal",
+        description="dirac: identity (centre tap passes channel c to filter c), as torch.nn.init.dirac_; whiten: the "
+        "eigenvectors of the training images' patches over the square roots of their eigenvalues (airbench's first "
+        "layer; filters = 2 x kernel area x channels, the negated filters included), from a seeded sample.",
     )
 
 
@@ -309,6 +312,9 @@ class ParamGroup(_Section):
         None, ge=0.0, le=1.0, description="Decoupled weight decay for these parameters (sgd, adamw)."
     )
     l2: Optional[Float] = Field(None, ge=0.0, le=1.0, description="L2 penalty for these parameters (sgd, adam).")
+    epochs: Optional[Float] = Field(
+        None, gt=0.0, description="Train these parameters only for the first N epochs, then keep them fixed."
+    )
 
     @field_validator("params")
     @classmethod

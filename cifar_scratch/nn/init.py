@@ -11,7 +11,7 @@ def initialize(
     """He (Kaiming) init keeps ReLU activations' variance: Var = 2 / fan_in.
     Xavier (Glorot) init balances forward and backward variance: Var = 2 / (fan_in + fan_out).
     """
-    if kind == "he_normal":
+    if kind in ("he_normal", "whiten"):  # whiten: a placeholder until the run fills in the data's whitening
         values = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
     elif kind == "he_uniform":
         limit = np.sqrt(6.0 / fan_in)
@@ -38,3 +38,26 @@ def dirac(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     channels = np.arange(min(c, f))
     weight[kh // 2, kw // 2, channels, channels] = 1
     return weight
+
+
+def whitening(patches: np.ndarray, filters: int, eps: float = 5e-4, dtype=np.float32) -> np.ndarray:
+    """Convolution weights (kh, kw, C, filters) that whiten image patches (airbench's first layer).
+
+    patches: (P, kh, kw, C) samples. The patch covariance's eigenvectors, each divided by the square
+    root of its eigenvalue (+ eps), are the filters; with ``filters`` = 2 x kh*kw*C the negated
+    filters follow, so a ReLU/GELU after the layer keeps both signs. Computed in float64.
+    """
+    p, kh, kw, c = patches.shape
+    dims = kh * kw * c
+    if filters not in (dims, 2 * dims):
+        raise ValueError(
+            f"whitening a {kh}x{kw}x{c} patch gives {dims} filters, or {2 * dims} with their negatives (got {filters})"
+        )
+    flat = patches.reshape(p, dims).astype(np.float64)
+    flat -= flat.mean(axis=0)
+    covariance = flat.T @ flat / max(1, p - 1)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending; largest first below, as airbench
+    order = np.argsort(eigenvalues)[::-1]
+    basis = eigenvectors[:, order] / np.sqrt(eigenvalues[order] + eps)  # (dims, dims), a filter per column
+    weight = basis if filters == dims else np.concatenate([basis, -basis], axis=1)
+    return weight.reshape(kh, kw, c, filters).astype(dtype)

@@ -21,6 +21,7 @@ class Hyper:
     lr_scale: float = 1.0
     weight_decay: float = 0.0
     l2: float = 0.0
+    until_step: int | None = None  # updated only in steps 1..until_step (None: always)
 
 
 class Optimizer:
@@ -41,6 +42,8 @@ class Optimizer:
         self._begin_step()
         for name, param in self.params.items():
             grad, hyper = grads[name], self.hyper[name]
+            if hyper.until_step is not None and self.steps > hyper.until_step:
+                continue  # its training time is over: no update, no decay, slots kept as they are
             rate = lr * hyper.lr_scale if hyper.lr_scale != 1.0 else lr
             if hyper.l2:
                 grad = grad + hyper.l2 * param  # a new array: the caller's gradient stays untouched

@@ -36,6 +36,9 @@ from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
 from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError, UserError
 from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe, remove_stale_temporaries
+from cifar_scratch.nn.init import whitening
+from cifar_scratch.nn.layers import Conv2D
+from cifar_scratch.nn.model import Sequential
 from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.training.run_dir import create_run_dir
 from cifar_scratch.training.trainer import (
@@ -86,7 +89,8 @@ def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, cal
         images, labels = augmented_copies(dataset.train.images, dataset.train.labels, config.data.augment, copies_rng)
         dataset = dataclasses.replace(dataset, train=Split(images, labels))
     model = build_model(config.model, dataset.image_shape, len(dataset.class_names), rng, config.training.batch_size)
-    optimizer = build_optimizer(config.optimizer, model)
+    whiten_first_layer(model, normalizer(_whitening_sample(dataset.train.images, config.training.seed)), config.training.seed)
+    optimizer = build_optimizer(config.optimizer, model, steps_per_epoch(len(dataset.train), config.training.batch_size))
     schedule = build_schedule(config, steps_per_epoch(len(dataset.train), config.training.batch_size))
     trainer = Trainer(config, dataset, model, normalizer, optimizer, schedule, rng, run_dir, [HistoryWriter(), *callbacks])
     trainer.data_fingerprint = fingerprint
@@ -95,6 +99,43 @@ def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, cal
         warmup = round(ema.warmup_epochs * trainer.steps_per_epoch)
         trainer.average = WeightAverage(model.state_dict(), ema.decay, ema.every, warmup, ema.lookahead)
     return trainer
+
+
+#: Images sampled for the whitening of a first convolution (init: whiten), and patches taken per image.
+WHITENING_IMAGES, WHITENING_PATCHES_PER_IMAGE = 5000, 64
+WHITENING_STREAM = 3  # second seed word of the generator that samples them
+
+
+def _whitening_sample(images: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, WHITENING_STREAM])
+    return images[np.sort(rng.choice(len(images), min(len(images), WHITENING_IMAGES), replace=False))]
+
+
+def whiten_first_layer(model: Sequential, images: np.ndarray, seed: int) -> None:
+    """Give a convolution with ``init: whiten`` the whitening of ``images``' patches (normalised, (N, H, W, C)).
+
+    Only the model's first layer sees image patches, so ``whiten`` anywhere else is a config error.
+    Random patch positions come from a stream derived from the seed: the weights are reproducible.
+    """
+    whitened = [(path, m) for path, m in model.named_modules() if isinstance(m, Conv2D) and m.init == "whiten"]
+    if not whitened:
+        return
+    first = model.layers[0]
+    for path, conv in whitened:
+        if conv is not first:
+            raise ConfigError(f"model.layers: {path}: init: whiten is for the model's first layer (it whitens image patches)")
+    kh, kw = first.kernel
+    rng = np.random.default_rng([seed, WHITENING_STREAM, 1])
+    n, h, w, _ = images.shape
+    count = WHITENING_PATCHES_PER_IMAGE
+    rows = rng.integers(0, h - kh + 1, (n, count))
+    cols = rng.integers(0, w - kw + 1, (n, count))
+    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(1, 2))  # (N, H', W', C, kh, kw)
+    patches = windows[np.arange(n)[:, None], rows, cols].reshape(-1, images.shape[3], kh, kw).transpose(0, 2, 3, 1)
+    try:
+        first.params["weight"][...] = whitening(patches, first.filters)
+    except ValueError as exc:
+        raise ConfigError(f"model.layers.0.filters: {exc}") from None
 
 
 def read_run_info(run_dir: Path) -> dict:

@@ -166,3 +166,20 @@ def test_training_backward_stops_at_the_first_trained_layer():
     assert full.shape == x.shape
     assert model.backward(dlogits, input_grad=False) is None
     assert all(np.array_equal(grads[k], v) for k, v in model.grads.items()), "parameter gradients are the same"
+
+
+def test_whitening_filters_decorrelate_patches():
+    from cifar_scratch.nn.init import whitening
+
+    rng = np.random.default_rng(0)
+    mixing = rng.standard_normal((12, 12))
+    patches = (rng.standard_normal((20000, 12)) @ mixing).reshape(-1, 2, 2, 3)  # strongly correlated values
+    weight = whitening(patches, 24, eps=0.0)
+    assert weight.shape == (2, 2, 3, 24) and weight.dtype == np.float32
+    flat = patches.reshape(-1, 12) - patches.reshape(-1, 12).mean(axis=0)
+    responses = flat @ weight.reshape(12, 24).astype(np.float64)
+    covariance = np.cov(responses[:, :12].T)
+    assert np.allclose(covariance, np.eye(12), atol=1e-6)
+    assert np.array_equal(weight[..., 12:], -weight[..., :12])
+    with pytest.raises(ValueError, match="gives 12 filters, or 24"):
+        whitening(patches, 16)

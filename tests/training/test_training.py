@@ -70,10 +70,23 @@ class InterruptAt(Callback):
 AUGMENT = ["data.augment={flip: true, translate: 2, cutout: 3}"]
 ALTERNATE = ["data.augment={flip: alternate, translate: 1}"]
 EMA = ["training.ema={decay: 0.9, every: 2, warmup_epochs: 1, lookahead: true}", "training.tta=flip"]
+EVERYTHING = [  # every recipe feature at once: whitened stem, frozen batch-norm scales, groups, scale, EMA, TTA
+    "model.layers=[{type: conv2d, filters: 8, kernel: 2, padding: valid, init: whiten, trainable: [bias]}, gelu,"
+    " {type: conv2d, filters: 6, init: dirac}, {type: batchnorm, trainable: [bias]}, gelu, global_maxpool,"
+    " {type: dense, bias: false}, {type: scale, factor: 0.5}]",
+    "optimizer={name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.001,"
+    " groups: [{params: conv2d1.bias, epochs: 1}, {params: '*batchnorm*.bias', lr_scale: 8}]}",
+    "schedule={name: piecewise, points: [[0, 0.2], [1, 1], [3, 0]]}",
+    "data.augment={flip: alternate, translate: 1}",
+    "training.label_smoothing=0.2",
+    *EMA,
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", [[], AUGMENT, ALTERNATE, EMA], ids=["plain", "augmented", "alternating-flips", "ema"])
+@pytest.mark.parametrize(
+    "overrides", [[], AUGMENT, ALTERNATE, EMA, EVERYTHING], ids=["plain", "augmented", "alternating-flips", "ema", "recipe"]
+)
 def test_mid_epoch_interrupt_saves_and_resumes_exactly(tmp_path, overrides):
     straight = start(tmp_path, overrides, epochs=3).run_dir
     config = build_config(digits_tree(epochs=3), overrides)
@@ -416,3 +429,29 @@ def test_ema_weights_are_what_is_evaluated_and_kept_as_best(tmp_path):
     assert averaged and all(np.array_equal(arrays[f"param/{k}"], v) for k, v in averaged.items() if f"param/{k}" in arrays)
     last, _ = params_of(run.run_dir, "last")
     assert not np.array_equal(last["param/dense1.weight"], last["ema/dense1.weight"]), "training weights are saved as they are"
+
+
+WHITEN = [
+    "model.layers=[{type: conv2d, filters: 8, kernel: 2, padding: valid, init: whiten, trainable: [bias]}, gelu,"
+    " {type: conv2d, filters: 6}, relu, global_maxpool, {type: dense}]",
+    "optimizer={name: sgd, lr: 0.05, momentum: 0.9, groups: [{params: conv2d1.bias, epochs: 1, lr_scale: 4}]}",
+    "schedule={name: constant}",
+]
+
+
+def test_whitened_first_layer_stays_fixed_and_its_bias_trains_only_for_its_epochs(tmp_path):
+    one = start(tmp_path, WHITEN, epochs=1).run_dir
+    three = start(tmp_path, WHITEN, epochs=3).run_dir
+    a, _ = params_of(one)
+    b, _ = params_of(three)
+    assert np.array_equal(a["param/conv2d1.weight"], b["param/conv2d1.weight"]), "frozen and reproducible"
+    assert np.array_equal(a["param/conv2d1.bias"], b["param/conv2d1.bias"]) and a["param/conv2d1.bias"].any()
+    assert not np.array_equal(a["param/conv2d2.weight"], b["param/conv2d2.weight"])
+    assert np.abs(a["param/conv2d1.weight"]).max() > 1.0, "not the he_normal placeholder"
+    with pytest.raises(ConfigError, match="conv2d2: init: whiten is for the model's first layer"):
+        start(
+            tmp_path,
+            [
+                "model.layers=[{type: conv2d, filters: 4}, {type: conv2d, filters: 8, kernel: 2, init: whiten}, flatten, {type: dense}]"
+            ],
+        )
