@@ -105,20 +105,22 @@ def augment(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator,
 TTA_MODES = ("none", "flip", "flip+translate")
 
 
-def tta_views(images: np.ndarray, mode: str) -> list[np.ndarray]:
-    """(N, H, W, C) -> the views of ``mode``: the images; their mirror; and for flip+translate both shifted
-    by one pixel up-left and down-right (edges reflected)."""
+def tta_views(images: np.ndarray, mode: str) -> list[tuple[np.ndarray, float]]:
+    """(N, H, W, C) -> (view, weight) pairs of ``mode``: the images and their mirror (1/2 each); for
+    flip+translate also both shifted by one pixel up-left and down-right (edges reflected), weighted as
+    airbench does: 1/4 for the image and its mirror, 1/8 for each shifted view."""
     if mode == "none":
-        return [images]
+        return [(images, 1.0)]
     n = len(images)
     mirror = np.ones(n, bool)
     views = [images, apply(images, AugmentDraw(mirror, None, None), AugmentConfig(flip=True))]
-    if mode == "flip+translate":
-        shifted = AugmentConfig(flip=True, translate=1, padding="reflect")
-        for offset in (-1, 1):
-            shift = np.full((n, 2), offset)
-            views += [apply(images, AugmentDraw(flips, shift, None), shifted) for flips in (None, mirror)]
-    return views
+    if mode == "flip":
+        return [(view, 0.5) for view in views]
+    shifted = AugmentConfig(flip=True, translate=1, padding="reflect")
+    for offset in (-1, 1):
+        shift = np.full((n, 2), offset)
+        views += [apply(images, AugmentDraw(flips, shift, None), shifted) for flips in (None, mirror)]
+    return [(view, 0.25 if i < 2 else 0.125) for i, view in enumerate(views)]
 
 
 def alternate_flips(parity: np.ndarray, indices: np.ndarray, epoch: int) -> np.ndarray:

@@ -115,17 +115,19 @@ def evaluate_split(
 ) -> tuple[float, float, np.ndarray]:
     """Eval-mode pass over a split -> (mean loss, accuracy, logits (N, K) float32).
 
-    With test-time augmentation (``tta``: flip, flip+translate) the logits are the mean over the views.
+    With test-time augmentation (``tta``: flip, flip+translate) the logits are the weighted mean over the views.
     """
     was_training = model.training
     model.eval()
     chunks = []
     for i in range(0, len(split), batch_size):
-        views = tta_views(split.images[i : i + batch_size], tta)
-        logits = model.forward(normalizer(views[0]))
-        for view in views[1:]:
-            logits += model.forward(normalizer(view))
-        chunks.append(logits / logits.dtype.type(len(views)) if len(views) > 1 else logits)
+        (first, weight), *others = tta_views(split.images[i : i + batch_size], tta)
+        logits = model.forward(normalizer(first))
+        if others:
+            logits = logits * logits.dtype.type(weight)
+            for view, weight in others:
+                logits += logits.dtype.type(weight) * model.forward(normalizer(view))
+        chunks.append(logits)
     if was_training:
         model.train()
     if not chunks:

@@ -123,11 +123,12 @@ def test_tta_views_are_the_image_its_mirror_and_one_pixel_shifts():
     from cifar_scratch.data.augment import tta_views
 
     images = np.random.default_rng(0).integers(0, 255, (3, 5, 6, 2), dtype=np.uint8)
-    assert len(tta_views(images, "none")) == 1 and tta_views(images, "none")[0] is images
-    base, mirror = tta_views(images, "flip")
-    assert base is images and np.array_equal(mirror, images[:, :, ::-1])
-    views = tta_views(images, "flip+translate")
-    assert len(views) == 6
+    assert tta_views(images, "none") == [(images, 1.0)]
+    (base, w1), (mirror, w2) = tta_views(images, "flip")
+    assert base is images and np.array_equal(mirror, images[:, :, ::-1]) and w1 == w2 == 0.5
+    pairs = tta_views(images, "flip+translate")
+    views = [view for view, _ in pairs]
+    assert [w for _, w in pairs] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
     down_right = views[4]  # shifted by (+1, +1): content moves down and right, the edge reflected
     assert np.array_equal(down_right[:, 1:, 1:], images[:, :-1, :-1])
     assert np.array_equal(views[5][:, 1:, 1:], images[:, :-1, ::-1][:, :, :-1])  # the mirror, shifted the same way
