@@ -15,6 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
@@ -95,6 +96,8 @@ def _user_errors(command):
             where = f"{exc.filename}: " if exc.filename else ""
             typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
             raise typer.Exit(1) from None
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise  # the command's own exit code, or a usage error that click reports itself
         except MemoryError:
             typer.echo("error: out of memory; use a smaller batch_size or model", err=True)
             raise typer.Exit(1) from None

@@ -199,9 +199,11 @@ class Conv2DSpec(_LayerSpec):
         "same", description="same: output = ceil(input / stride), as Keras; valid: no padding; N: N pixels on every side."
     )
     bias: bool = True
-    init: Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "dirac", "whiten"] = Field(
+    init: Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "dirac", "dirac_partial", "whiten"] = Field(
         "he_normal",
-        description="dirac: identity (centre tap passes channel c to filter c), as torch.nn.init.dirac_; whiten: the "
+        description="dirac: identity (centre tap passes channel c to filter c), all other weights 0, as "
+        "torch.nn.init.dirac_; dirac_partial: the identity on the first min(C, F) filters and PyTorch's default "
+        "uniform init on the others, as airbench; whiten: the "
         "eigenvectors of the training images' patches over the square roots of their eigenvalues (airbench's first "
         "layer; filters = 2 x kernel area x channels, the negated filters included), from a seeded sample.",
     )

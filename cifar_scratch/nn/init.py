@@ -23,6 +23,14 @@ def initialize(
         values = rng.uniform(-limit, limit, shape)
     elif kind == "dirac":
         return dirac(shape, dtype)
+    elif kind == "dirac_partial":
+        # airbench's convolutions: PyTorch's default init (uniform, bound 1/sqrt(fan_in)), then the identity
+        # on the first min(C, F) filters. No filter is all zero: a zero filter feeds batch norm a constant
+        # channel, whose gradient explodes with a small eps.
+        values = rng.uniform(-1.0 / np.sqrt(fan_in), 1.0 / np.sqrt(fan_in), shape).astype(dtype)
+        keep = min(shape[2], shape[3])
+        values[..., :keep] = dirac((*shape[:3], keep), dtype)
+        return values
     else:
         raise ValueError(f"unknown initializer {kind!r}")
     return values.astype(dtype)

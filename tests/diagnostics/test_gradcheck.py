@@ -37,6 +37,7 @@ def test_a_broken_backward_is_caught(monkeypatch):
     result = runner.invoke(app, ["gradcheck", "--layer", "relu"])
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output and "FAILED: 1 of 1" in result.output
+    assert "error:" not in result.output, "a failed check is a result, not an internal error"
 
 
 def test_a_broken_convolution_weight_gradient_is_caught(monkeypatch):
