@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from cifar_scratch import __version__, signals
-from cifar_scratch.config import dump_config, load_config
+from cifar_scratch.config import TTA_MODES, dump_config, load_config
 from cifar_scratch.data import DATA_DIR_ENV, resolve_data_dir
 from cifar_scratch.errors import UsageError, UserError
 from cifar_scratch.training.checkpoint import load_checkpoint
@@ -52,10 +52,7 @@ class Split(str, Enum):
     val = "val"
 
 
-class TTA(str, Enum):
-    none = "none"
-    flip = "flip"
-    flip_translate = "flip+translate"
+TTA = Enum("TTA", {mode: mode for mode in TTA_MODES}, type=str)
 
 
 class Reference(str, Enum):
@@ -483,7 +480,8 @@ def main() -> None:
             try:
                 app()
             except signals.Interrupted as exc:
-                typer.echo(f"\ninterrupted by {exc.name}", err=True)
+                for line in _interruption_report(exc):
+                    typer.echo(line, err=True)
                 sys.exit(exc.exit_code)
     finally:
         # The work is done or reported; while the interpreter winds down, a late signal changes nothing.

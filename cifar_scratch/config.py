@@ -460,6 +460,10 @@ class EarlyStoppingConfig(_Section):
     min_delta: Float = Field(0.0, ge=0.0)
 
 
+#: Test-time augmentation: the views whose logits are averaged (airbench's mirror and 1-pixel shifts).
+TTA_MODES = ("none", "flip", "flip+translate")
+
+
 class EMAConfig(_Section):
     """An exponential moving average of the weights (parameters and batch-norm statistics), used for
     validation, the best checkpoint and the final metrics."""
@@ -481,7 +485,7 @@ class TrainingConfig(_Section):
     ema: Optional[EMAConfig] = Field(
         None, description="Average the weights: {decay: 0.99, every: 1, warmup_epochs: 0, lookahead: false}."
     )
-    tta: Literal["none", "flip", "flip+translate"] = Field(
+    tta: Literal[TTA_MODES] = Field(
         "none",
         description="Test-time augmentation of the final metrics (and evaluate's default): the mean of the logits of "
         "the image and its mirror (flip), and of both shifted by one pixel each way (flip+translate). "

@@ -101,10 +101,6 @@ def augment(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator,
     return apply(images, choice, config)
 
 
-#: Test-time augmentation: the views whose logits are averaged (airbench's mirror and 1-pixel shifts).
-TTA_MODES = ("none", "flip", "flip+translate")
-
-
 def tta_views(images: np.ndarray, mode: str) -> list[tuple[np.ndarray, float]]:
     """(N, H, W, C) -> (view, weight) pairs of ``mode``: the images and their mirror (1/2 each); for
     flip+translate also both shifted by one pixel up-left and down-right (edges reflected), weighted as

@@ -44,7 +44,7 @@ class Optimizer:
             grad, hyper = grads[name], self.hyper[name]
             if hyper.until_step is not None and self.steps > hyper.until_step:
                 continue  # its training time is over: no update, no decay, slots kept as they are
-            rate = lr * hyper.lr_scale if hyper.lr_scale != 1.0 else lr
+            rate = lr * hyper.lr_scale
             if hyper.l2:
                 grad = grad + hyper.l2 * param  # a new array: the caller's gradient stays untouched
             if hyper.weight_decay:

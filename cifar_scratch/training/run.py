@@ -89,9 +89,10 @@ def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, cal
         images, labels = augmented_copies(dataset.train.images, dataset.train.labels, config.data.augment, copies_rng)
         dataset = dataclasses.replace(dataset, train=Split(images, labels))
     model = build_model(config.model, dataset.image_shape, len(dataset.class_names), rng, config.training.batch_size)
-    whiten_first_layer(model, normalizer(_whitening_sample(dataset.train.images, config.training.seed)), config.training.seed)
-    optimizer = build_optimizer(config.optimizer, model, steps_per_epoch(len(dataset.train), config.training.batch_size))
-    schedule = build_schedule(config, steps_per_epoch(len(dataset.train), config.training.batch_size))
+    whiten_first_layer(model, dataset.train.images, normalizer, config.training.seed)
+    batches = steps_per_epoch(len(dataset.train), config.training.batch_size)
+    optimizer = build_optimizer(config.optimizer, model, batches)
+    schedule = build_schedule(config, batches)
     trainer = Trainer(config, dataset, model, normalizer, optimizer, schedule, rng, run_dir, [HistoryWriter(), *callbacks])
     trainer.data_fingerprint = fingerprint
     ema = config.training.ema
@@ -106,16 +107,12 @@ WHITENING_IMAGES, WHITENING_PATCHES_PER_IMAGE = 5000, 64
 WHITENING_STREAM = 3  # second seed word of the generator that samples them
 
 
-def _whitening_sample(images: np.ndarray, seed: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, WHITENING_STREAM])
-    return images[np.sort(rng.choice(len(images), min(len(images), WHITENING_IMAGES), replace=False))]
-
-
-def whiten_first_layer(model: Sequential, images: np.ndarray, seed: int) -> None:
-    """Give a convolution with ``init: whiten`` the whitening of ``images``' patches (normalised, (N, H, W, C)).
+def whiten_first_layer(model: Sequential, train_images: np.ndarray, normalizer: Normalizer, seed: int) -> None:
+    """Give a convolution with ``init: whiten`` the whitening of the patches of a seeded sample of
+    ``train_images`` ((N, H, W, C) uint8), normalised as the model sees them.
 
     Only the model's first layer sees image patches, so ``whiten`` anywhere else is a config error.
-    Random patch positions come from a stream derived from the seed: the weights are reproducible.
+    The sample and the patch positions come from streams derived from the seed: the weights are reproducible.
     """
     whitened = [(path, m) for path, m in model.named_modules() if isinstance(m, Conv2D) and m.init == "whiten"]
     if not whitened:
@@ -124,6 +121,10 @@ def whiten_first_layer(model: Sequential, images: np.ndarray, seed: int) -> None
     for path, conv in whitened:
         if conv is not first:
             raise ConfigError(f"model.layers: {path}: init: whiten is for the model's first layer (it whitens image patches)")
+    chosen = np.random.default_rng([seed, WHITENING_STREAM]).choice(
+        len(train_images), min(len(train_images), WHITENING_IMAGES), replace=False
+    )
+    images = normalizer(train_images[np.sort(chosen)])
     kh, kw = first.kernel
     rng = np.random.default_rng([seed, WHITENING_STREAM, 1])
     n, h, w, _ = images.shape
@@ -313,15 +314,12 @@ def check_checkpoint_matches(meta, config: RunConfig, fingerprint: dict, class_n
     # Where the run folder and the data live may change (a moved folder, a copied dataset): the data
     # fingerprint, not the path, says whether the images are the same.
     movable = ("output.runs_dir", "data.source")
-    differences = [
-        k
-        for k in changed_keys(meta.config, config.model_dump(mode="json"))
-        if not k.startswith(RESUMABLE_KEYS) and k not in movable
-    ]
+    current = config.model_dump(mode="json")
+    differences = [k for k in changed_keys(meta.config, current) if not k.startswith(RESUMABLE_KEYS) and k not in movable]
     if differences:
         raise ConfigError(
             [
-                f"{k}: config.yaml says {_lookup(config.model_dump(mode='json'), k)!r}, but {checkpoint.name} was trained with "
+                f"{k}: config.yaml says {_lookup(current, k)!r}, but {checkpoint.name} was trained with "
                 f"{_lookup(meta.config, k)!r} (config.yaml was edited after the run started; restore it or start a new run)"
                 for k in differences[:10]
             ]

@@ -403,16 +403,17 @@ def _check_array(array: np.ndarray | None, shape: tuple, dtype, what: str) -> No
 def apply_weights(arrays: dict[str, np.ndarray], checkpoint: Path, model: Sequential, normalizer: Normalizer) -> None:
     """Copy a checkpoint's parameters, buffers and normalisation statistics into ``model`` and ``normalizer``."""
     params, buffers = group(arrays, "param"), group(arrays, "buffer")
-    try:
-        model.load_state_dict({**params, **buffers})
-    except ValueError as exc:
-        raise CheckpointError(f"{checkpoint}: does not fit the model in config.yaml ({exc})") from None
     damaged = f"{checkpoint}: checkpoint is damaged"
+    # Type and finiteness are checked before anything is copied, so a refused checkpoint changes nothing.
     for kind, named in (("param", params), ("buffer", buffers)):
         for name, array in named.items():
             _check_array(array, array.shape, np.float32, f"{damaged}: {kind}/{name}")
     for name in ("mean", "scale"):
         _check_array(arrays.get(f"data/{name}"), normalizer.mean.shape, np.float32, f"{damaged}: data/{name}")
+    try:
+        model.load_state_dict({**params, **buffers})
+    except ValueError as exc:
+        raise CheckpointError(f"{checkpoint}: does not fit the model in config.yaml ({exc})") from None
     normalizer.mean[...] = arrays["data/mean"]
     normalizer.scale[...] = arrays["data/scale"]
 
