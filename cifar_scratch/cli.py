@@ -17,10 +17,9 @@ from typing import Optional
 
 import click
 import typer
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from cifar_scratch import __version__, signals
+from cifar_scratch import __version__, runtime, signals
 from cifar_scratch.config import TTA_MODES, dump_config, load_config
 from cifar_scratch.data import DATA_DIR_ENV, resolve_data_dir
 from cifar_scratch.errors import UsageError, UserError
@@ -245,7 +244,7 @@ def train(
     if resume is not None and runs_dir is not None:
         raise UsageError("--runs-dir: not used with --resume (the run folder is given)")
     callbacks = [] if quiet else [ConsoleReport()]
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with runtime.compute(threads):
         if resume is not None:
             if print_config:
                 typer.echo(dump_config(resume_config(resume, overrides)), nl=False)
@@ -286,7 +285,7 @@ def evaluate(
     from cifar_scratch.evaluate import evaluate_checkpoint
 
     notes: list[str] = []
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with runtime.compute(threads):
         out_dir, metrics = evaluate_checkpoint(
             target, split.value, data_dir, progress=not quiet, notes=notes, tta=tta and tta.value
         )
@@ -327,7 +326,7 @@ def gradcheck(
 
     resolved = load_config(config, list(overrides or [])) if config is not None else None
     results: dict = {"threshold": threshold}
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with runtime.compute(threads):
         if resolved is None:
             if against is not None:
                 raise UsageError("--against torch compares a config's model: give a config")
@@ -408,7 +407,7 @@ def benchmark(
 
     resolved = load_config(config, list(overrides or []))
     batch = batch_size or resolved.training.batch_size
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with runtime.compute(threads):
         r = run_benchmark(
             resolved, batch, steps, repeats, threads, against is Reference.torch, progress=lambda text: typer.echo(text, err=True)
         )

@@ -73,6 +73,7 @@ class Module:
         self.trainable = True
         self.frozen: set[str] = set()  # own parameters frozen while the others train (batch norm's scale, say)
         self.input_grad = True  # False: backward may skip the input gradient (nothing upstream needs it)
+        self.settled: set[str] = set()  # own trainable parameters whose training is over: no gradient needed
         self.input_shape: tuple[int, ...] | None = None
         self.output_shape: tuple[int, ...] | None = None
 
@@ -112,8 +113,17 @@ class Module:
         return out
 
     @property
-    def has_trainable(self) -> bool:
-        return any(trainable for trainable, _ in self.parameter_flags().values())
+    def needs_grads(self) -> bool:
+        """Whether a training backward pass must reach this module: a trainable parameter here or
+        below has not settled."""
+        settled = {f"{path}.{key}" if path else key for path, module in self.named_modules() for key in module.settled}
+        return any(trainable and name not in settled for name, (trainable, _) in self.parameter_flags().items())
+
+    def settle(self, names: set[str]) -> None:
+        """Mark the parameters ``names`` (dotted, relative to this module) as done training (a parameter
+        group's ``epochs`` are over): backward passes stop before modules with nothing else to train."""
+        for path, module in self.named_modules():
+            module.settled = {key for key in module.local("params") if (f"{path}.{key}" if path else key) in names}
 
     def train(self, mode: bool = True) -> Module:
         for _, module in self.named_modules():

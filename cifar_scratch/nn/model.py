@@ -62,8 +62,8 @@ class Sequential(Module):
 
     @property
     def first_trained(self) -> int:
-        """Index of the first child with a trainable parameter: a training backward pass stops there (0 if none)."""
-        return next((i for i, child in enumerate(self.layers) if child.has_trainable), 0)
+        """Index of the first child with a parameter still training: a training backward pass stops there (0 if none)."""
+        return next((i for i, child in enumerate(self.layers) if child.needs_grads), 0)
 
     # ------------------------------------------------------------------ shapes
     def plan(self, input_shape: tuple[int, ...]) -> LayerPlan:

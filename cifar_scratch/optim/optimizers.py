@@ -41,15 +41,20 @@ class Optimizer:
         self.steps += 1
         self._begin_step()
         for name, param in self.params.items():
-            grad, hyper = grads[name], self.hyper[name]
+            hyper = self.hyper[name]
             if hyper.until_step is not None and self.steps > hyper.until_step:
-                continue  # its training time is over: no update, no decay, slots kept as they are
+                continue  # its training time is over: no update, no decay, slots kept (and no gradient needed)
+            grad = grads[name]
             rate = lr * hyper.lr_scale
             if hyper.l2:
                 grad = grad + hyper.l2 * param  # a new array: the caller's gradient stays untouched
             if hyper.weight_decay:
                 param *= 1.0 - rate * hyper.weight_decay
             self._update(name, param, grad, rate)
+
+    def finished(self) -> set[str]:
+        """Parameters the next step will not update (their ``until_step`` has passed)."""
+        return {n for n, h in self.hyper.items() if h.until_step is not None and self.steps >= h.until_step}
 
     def _begin_step(self) -> None:
         """Per-step work shared by all parameters."""

@@ -309,6 +309,7 @@ class Trainer:
                 images = augment(images, self.online_augment, self.rng, flip)
             logits = self.model.forward(self.normalizer(images))
             loss, dlogits = softmax_cross_entropy(logits, labels, cfg.label_smoothing)
+            self.model.settle(self.optimizer.finished())  # backward stops short of parameters done training
             self.model.backward(dlogits, input_grad=False)
             lr = self.schedule.lr_at(s.step)
             self.optimizer.step(self.model.grads, lr)

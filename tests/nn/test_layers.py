@@ -183,3 +183,25 @@ def test_whitening_filters_decorrelate_patches():
     assert np.array_equal(weight[..., 12:], -weight[..., :12])
     with pytest.raises(ValueError, match="gives 12 filters, or 24"):
         whitening(patches, 16)
+
+
+def test_backward_stops_short_of_parameters_that_finished_training():
+    model = build_model(
+        model_config({"type": "conv2d", "filters": 3, "kernel": 2, "trainable": ["bias"]}, "relu", "flatten", {"type": "dense"}),
+        (4, 4, 2),
+        3,
+        np.random.default_rng(0),
+    )
+    x = np.random.default_rng(1).standard_normal((5, 4, 4, 2)).astype(np.float32)
+    _, dlogits = softmax_cross_entropy(model.forward(x), np.array([0, 1, 2, 0, 1]))
+    model.backward(dlogits, input_grad=False)
+    assert model.first_trained == 0
+    before = {k: v.copy() for k, v in model.grads.items()}
+    model.settle({"conv2d1.bias"})
+    assert model.first_trained == 3 and model.layers[0].settled == {"bias"}
+    model.layers[0].grads["bias"][...] = np.nan  # stays untouched: backward no longer reaches the stem
+    model.backward(dlogits, input_grad=False)
+    assert np.array_equal(model.grads["dense1.weight"], before["dense1.weight"])
+    assert np.isnan(model.grads["conv2d1.bias"]).all()
+    model.settle(set())
+    assert model.first_trained == 0
