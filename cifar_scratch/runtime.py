@@ -1,8 +1,9 @@
 """Process settings for the commands that compute (train, evaluate, gradcheck, benchmark).
 
-Two settings, both measured (docs/measurements.md, "Allocator"):
+Three settings, each measured (docs/measurements.md, "Allocator" and "Thread pool"):
 
 - BLAS threads, through threadpoolctl (``--threads``; default: every core).
+- As many workers in the engine's pool for memory-bound work (:mod:`cifar_scratch.nn.parallel`).
 - glibc's allocator keeps freed memory instead of giving it back to the kernel. By default every
   array over 128 KB-32 MB is its own ``mmap``, returned with ``munmap`` when freed, so each step's
   activations (up to 250 MB apiece at batch 1024) arrive as fresh pages that the kernel must fault in
@@ -17,11 +18,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from threadpoolctl import threadpool_limits
+
+from cifar_scratch.nn import parallel
 
 # mallopt parameters from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
@@ -44,9 +48,18 @@ def keep_freed_memory() -> bool:
     )
 
 
+def cores() -> int:
+    """Cores this process may run on (its CPU affinity, as a container or ``taskset`` sets it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @contextmanager
 def compute(threads: int | None) -> Iterator[None]:
     """The settings above for the duration of a command; ``threads`` None means every core."""
     keep_freed_memory()
-    with threadpool_limits(limits=threads, user_api="blas"):
-        yield
+    previous = parallel.set_workers(threads or cores())
+    try:
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield
+    finally:
+        parallel.set_workers(previous)

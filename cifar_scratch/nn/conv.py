@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from cifar_scratch.nn import parallel
 from cifar_scratch.nn.functional import column_sums
 
 
@@ -113,22 +114,33 @@ def im2col(x: np.ndarray, kernel, stride, pads, out_hw, workspace: Workspace | N
     else:
         shape = (n, max(need_h, top + h), max(need_w, left + w), c)
         source = workspace.zeros_once(f"{name}.padded", shape, x.dtype) if workspace else np.zeros(shape, x.dtype)
-        source[:, top : top + h, left : left + w, :] = x
+        parallel.for_blocks(
+            lambda images: np.copyto(source[images, top : top + h, left : left + w, :], x[images]),
+            n,
+            parallel.rows_per_block(h * w * c),
+        )
     s = source.strides
     windows = np.lib.stride_tricks.as_strided(
         source, (n, *out_hw, *kernel, c), (s[0], s[1] * sy, s[2] * sx, s[1], s[2], s[3]), writeable=False
     )
     shape = (n, *out_hw, *kernel, c)
     cols = workspace.empty(name, shape, x.dtype) if workspace else np.empty(shape, x.dtype)
-    np.copyto(cols, windows)
+    parallel.for_blocks(lambda images: np.copyto(cols[images], windows[images]), n, parallel.rows_per_block(math.prod(shape[1:])))
     return cols
 
 
 def col2im(dcols: np.ndarray, x_shape, kernel, stride, pads) -> np.ndarray:
     """Adjoint of :func:`im2col`: dcols (N, Ho, Wo, kh, kw, C) -> dx (N, H, W, C), summing overlapping windows."""
-    dx = np.zeros(x_shape, dcols.dtype)
-    for i, j, out_rows, out_cols, in_rows, in_cols in _offsets(kernel, stride, pads, x_shape[1:3], dcols.shape[1:3]):
-        dx[:, in_rows, in_cols, :] += dcols[:, out_rows, out_cols, i, j, :]
+    dx = np.empty(x_shape, dcols.dtype)
+    offsets = list(_offsets(kernel, stride, pads, x_shape[1:3], dcols.shape[1:3]))
+
+    def work(images: slice) -> None:  # all offsets of a few images at a time: they stay in cache
+        dxs = dx[images]
+        dxs[...] = 0
+        for i, j, out_rows, out_cols, in_rows, in_cols in offsets:
+            dxs[:, in_rows, in_cols, :] += dcols[images, out_rows, out_cols, i, j, :]
+
+    parallel.for_blocks(work, x_shape[0], parallel.rows_per_block(math.prod(dcols.shape[1:])))
     return dx
 
 
@@ -210,9 +222,15 @@ def _pool_windows(in_hw, size, stride) -> tuple[tuple[int, int], tuple[int, int]
 def maxpool_forward(x: np.ndarray, size=2, stride=None) -> tuple[np.ndarray, tuple]:
     """x (N, H, W, C) -> (N, Ho, Wo, C), max over each window."""
     size, stride, windows = _pool_windows(x.shape[1:3], size, stride)
-    out = x[windows[0]].copy()
-    for window in windows[1:]:
-        np.maximum(out, x[window], out=out)
+    out = np.empty((x.shape[0], *x[windows[0]].shape[1:]), x.dtype)
+
+    def work(images: slice) -> None:
+        o, xs = out[images], x[images]
+        np.copyto(o, xs[windows[0]])
+        for window in windows[1:]:
+            np.maximum(o, xs[window], out=o)
+
+    parallel.for_blocks(work, x.shape[0], parallel.rows_per_block(math.prod(x.shape[1:])))
     return out, (x, out, windows, size, stride)
 
 
@@ -224,17 +242,24 @@ def maxpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     # Only windows that tile the input exactly (stride == size, no rows or columns left over) write
     # every input; with gaps between windows (stride > size) or a remainder, the rest must be zero.
     tiled = stride == size and out.shape[1] * size[0] == x.shape[1] and out.shape[2] * size[1] == x.shape[2]
-    dx = np.empty(x.shape, dout.dtype) if tiled else np.zeros(x.shape, dout.dtype)
-    unclaimed = np.ones(out.shape, bool)
-    hit = np.empty(out.shape, bool)
-    for window in windows:
-        np.equal(x[window], out, out=hit)
-        hit &= unclaimed
-        unclaimed ^= hit
-        if disjoint:  # every input is in one window: write, do not accumulate
-            np.multiply(dout, hit, out=dx[window])
-        else:
-            dx[window] += dout * hit
+    dx = np.empty(x.shape, dout.dtype)
+
+    def work(images: slice) -> None:
+        xs, outs, douts, dxs = x[images], out[images], dout[images], dx[images]
+        if not tiled:
+            dxs[...] = 0
+        unclaimed = np.ones(outs.shape, bool)
+        hit = np.empty(outs.shape, bool)
+        for window in windows:
+            np.equal(xs[window], outs, out=hit)
+            hit &= unclaimed
+            unclaimed ^= hit
+            if disjoint:  # every input is in one window: write, do not accumulate
+                np.multiply(douts, hit, out=dxs[window])
+            else:
+                dxs[window] += douts * hit
+
+    parallel.for_blocks(work, x.shape[0], parallel.rows_per_block(math.prod(x.shape[1:])))
     return dx
 
 

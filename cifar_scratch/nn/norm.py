@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cifar_scratch.nn import parallel
 from cifar_scratch.nn.functional import column_sums
 
 
@@ -21,26 +22,48 @@ def batchnorm_forward(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> tuple[np.ndarray, tuple | None]:
-    """x (..., C) -> same shape. In training mode, updates ``running_mean``/``running_var`` (C,) in place."""
+    """x (..., C) -> same shape. In training mode, updates ``running_mean``/``running_var`` (C,) in place.
+
+    Per-channel sums are BLAS matrix-vector products; the elementwise passes run block by block in
+    the thread pool (:mod:`cifar_scratch.nn.parallel`).
+    """
     channels = x.shape[-1]
     flat = x.reshape(-1, channels)
     dtype = x.dtype.type
+    rows = parallel.rows_per_block(channels)
+    out = np.empty_like(flat)
     if not training:
         inv = 1.0 / np.sqrt(running_var + dtype(eps))
         scale = inv if gamma is None else gamma * inv
         shift = -running_mean * scale if beta is None else beta - running_mean * scale
-        out = flat * scale
-        out += shift
+
+        def apply(block: slice) -> None:
+            np.multiply(flat[block], scale, out=out[block])
+            out[block] += shift
+
+        parallel.for_blocks(apply, len(flat), rows)
         return out.reshape(x.shape), None
     count = flat.shape[0]
     mean = column_sums(flat) / dtype(count)
-    xhat = flat - mean
-    var = column_sums(np.square(xhat)) / dtype(count)
+    xhat = np.empty_like(flat)
+    squares = out  # scratch until the output is written
+
+    def center(block: slice) -> None:
+        np.subtract(flat[block], mean, out=xhat[block])
+        np.square(xhat[block], out=squares[block])
+
+    parallel.for_blocks(center, count, rows)
+    var = column_sums(squares) / dtype(count)
     inv = 1.0 / np.sqrt(var + dtype(eps))
-    xhat *= inv
-    out = xhat * gamma if gamma is not None else xhat.copy()
-    if beta is not None:
-        out += beta
+    scale = inv if gamma is None else gamma * inv
+
+    def normalize(block: slice) -> None:
+        np.multiply(xhat[block], scale, out=out[block])
+        xhat[block] *= inv
+        if beta is not None:
+            out[block] += beta
+
+    parallel.for_blocks(normalize, count, rows)
     running_mean *= dtype(1.0 - momentum)
     running_mean += dtype(momentum) * mean
     running_var *= dtype(1.0 - momentum)
@@ -52,12 +75,21 @@ def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.n
     """dout (..., C) -> dx (same shape), dgamma (C,), dbeta (C,) (None for an absent scale/shift)."""
     xhat, inv, gamma = cache
     flat = dout.reshape(-1, xhat.shape[1])
+    rows = parallel.rows_per_block(xhat.shape[1])
+    dx = np.empty_like(flat)
+    parallel.for_blocks(lambda block: np.multiply(flat[block], xhat[block], out=dx[block]), len(flat), rows)
     dbeta = column_sums(flat)
-    dgamma = column_sums(flat * xhat)
+    dgamma = column_sums(dx)  # dx holds dout * xhat until it is overwritten below
     # dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), with dxhat = dout * gamma.
     scale = inv if gamma is None else gamma * inv
     count = flat.shape[0]
-    dx = xhat * (-(dgamma * scale) / count)
-    dx += flat * scale
-    dx -= (dbeta * scale) / count
+    along_xhat, shift = -(dgamma * scale) / count, (dbeta * scale) / count
+
+    def work(block: slice) -> None:
+        d = dx[block]
+        np.multiply(xhat[block], along_xhat, out=d)
+        d += flat[block] * scale
+        d -= shift
+
+    parallel.for_blocks(work, count, rows)
     return dx.reshape(dout.shape), (dgamma if gamma is not None else None), dbeta

@@ -1,0 +1,70 @@
+"""Memory-bound kernel work split over a small thread pool, in cache-sized blocks.
+
+BLAS spreads the GEMMs over every core, but the rest of a step (im2col copies, activations, batch
+norm, pooling) is NumPy ufuncs and copies that run on one core. NumPy releases the GIL inside them,
+so a few threads working on disjoint parts of the same arrays run in parallel. Each thread walks its
+part in blocks of about half a megabyte, so a fused sequence of ufuncs (GELU is eight) reads its
+input from memory once and keeps its temporaries in cache, instead of streaming the whole array
+through memory once per ufunc. Every element is computed by the same operations whatever the split,
+so results are bit-identical for any number of workers.
+
+Measured in ``docs/measurements.md`` ("Thread pool"). One pool per process, sized by
+:func:`cifar_scratch.runtime.compute` (``--threads``); with one worker everything runs in the
+calling thread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+
+#: Elements per block: half of a 1 MB L2 cache in float32, leaving room for temporaries.
+BLOCK_ELEMENTS = 1 << 17
+
+_pool: ThreadPoolExecutor | None = None
+_workers = 1
+
+
+def set_workers(count: int) -> int:
+    """Use ``count`` threads (1: no pool) from now on; -> the previous count."""
+    global _pool, _workers
+    previous, count = _workers, max(1, int(count))
+    if count != _workers:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool = ThreadPoolExecutor(count, thread_name_prefix="cifar-scratch") if count > 1 else None
+        _workers = count
+    return previous
+
+
+def workers() -> int:
+    return _workers
+
+
+def for_blocks(work: Callable[[slice], None], length: int, block: int) -> None:
+    """Call ``work(slice)`` over ``range(length)`` in blocks of about ``block`` (at least 1), spread
+    over the workers in contiguous runs. ``work`` must write only its own slice of shared outputs."""
+    block = max(1, block)
+    blocks = math.ceil(length / block)
+    if _pool is None or blocks < 2:
+        for start in range(0, length, block):
+            work(slice(start, min(start + block, length)))
+        return
+    runs = min(_workers, blocks)
+    bounds = [round(i * blocks / runs) * block for i in range(runs + 1)]
+
+    def run(first: int, end: int) -> None:
+        for start in range(first, min(end, length), block):
+            work(slice(start, min(start + block, end, length)))
+
+    # Raise the first worker's exception here, after every run has finished with the shared arrays.
+    futures = [_pool.submit(run, bounds[i], bounds[i + 1]) for i in range(runs)]
+    wait(futures)
+    for future in futures:
+        future.result()
+
+
+def rows_per_block(row_elements: int) -> int:
+    """How many rows of ``row_elements`` make one block."""
+    return max(1, BLOCK_ELEMENTS // max(1, row_elements))

@@ -1,0 +1,72 @@
+"""The thread pool splits memory-bound kernels into blocks: results must not depend on the split."""
+
+import numpy as np
+import pytest
+
+from cifar_scratch.nn import conv, parallel
+from cifar_scratch.nn import functional as F
+from cifar_scratch.nn.norm import batchnorm_backward, batchnorm_forward
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of a few hundred elements, so that test-sized arrays split into many of them."""
+    monkeypatch.setattr(parallel, "BLOCK_ELEMENTS", 300)
+    yield
+    parallel.set_workers(1)
+
+
+def _kernels(rng):
+    x = rng.standard_normal((7, 9, 9, 5)).astype(np.float32)
+    d = rng.standard_normal(x.shape).astype(np.float32)
+    w = rng.standard_normal((3, 3, 5, 4)).astype(np.float32)
+    out = {}
+    y, cache = F.gelu_forward(x)
+    out["gelu"], out["gelu.dx"] = y, F.gelu_backward(d, cache)
+    mean, var = np.zeros(5, np.float32), np.ones(5, np.float32)
+    y, cache = batchnorm_forward(x, np.full(5, 1.5, np.float32), np.full(5, 0.1, np.float32), mean, var, True)
+    out["bn"], (out["bn.dx"], out["bn.dgamma"], out["bn.dbeta"]) = y, batchnorm_backward(d, cache)
+    out["bn.eval"] = batchnorm_forward(x, None, None, mean, var, False)[0]
+    y, cache = conv.maxpool_forward(x, 2)
+    out["pool"], out["pool.dx"] = y, conv.maxpool_backward(rng.standard_normal(y.shape).astype(np.float32), cache)
+    y, cache = conv.maxpool_forward(x, 3, 2)  # overlapping windows: accumulated, not written
+    out["pool3"], out["pool3.dx"] = y, conv.maxpool_backward(np.ones(y.shape, np.float32), cache)
+    for stride in (1, 2):
+        y, cache = conv.conv2d_forward(x, w, None, stride, "same")
+        out[f"conv{stride}"] = y
+        out[f"conv{stride}.dx"] = conv.conv2d_backward(np.ones(y.shape, np.float32), cache)[0]
+    return out
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_kernels_give_the_same_bits_for_any_number_of_workers(small_blocks, workers):
+    parallel.set_workers(1)
+    serial = _kernels(np.random.default_rng(0))
+    parallel.set_workers(workers)
+    threaded = _kernels(np.random.default_rng(0))
+    for name, value in serial.items():
+        assert np.array_equal(value, threaded[name]), name
+
+
+def test_for_blocks_covers_every_index_once_and_reports_worker_errors(small_blocks):
+    parallel.set_workers(2)
+    seen = np.zeros(1001, int)
+
+    def mark(block):
+        seen[block] += 1
+
+    parallel.for_blocks(mark, 1001, 7)
+    assert (seen == 1).all()
+
+    def fail(block):
+        if block.start >= 500:
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        parallel.for_blocks(fail, 1001, 7)
+
+
+def test_set_workers_returns_the_previous_count():
+    assert parallel.set_workers(3) == 1
+    assert parallel.workers() == 3
+    assert parallel.set_workers(1) == 3
