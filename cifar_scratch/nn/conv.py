@@ -15,8 +15,10 @@ flipped kernel), so it reuses im2col; for other strides col2im, the transpose of
 one strided ``+=`` per kernel offset (kh*kw in total). Never ``np.add.at``, never a loop over
 images or pixels.
 
-A :class:`Workspace` lets a layer keep its column buffer between steps (a 150 MB array re-faulted
-into memory every step costs more than the copy into it). Without one the kernels are pure.
+The convolutions never hold a whole batch's columns: blocks of images gather theirs and multiply at
+once, in the thread pool (:mod:`cifar_scratch.nn.parallel`), so columns stay in the caches.
+A :class:`Workspace` lets a layer keep its zero-bordered input copy between steps (a large array
+re-faulted into memory every step costs more than the copy into it). Without one the kernels are pure.
 """
 
 from __future__ import annotations
@@ -97,51 +99,78 @@ def conv_geometry(in_hw, kernel, stride, padding):
     return (top, left), out
 
 
-def im2col(x: np.ndarray, kernel, stride, pads, out_hw, workspace: Workspace | None = None, name: str = "cols") -> np.ndarray:
-    """x (N, H, W, C) -> columns (N, Ho, Wo, kh, kw, C): entry [n, oy, ox, i, j, c] = padded x[n, oy*sy+i, ox*sx+j, c].
+#: im2col values per block: 1 MB of float32. The forward and backward passes gather the columns of a
+#: few images at a time and multiply them at once, so the columns never leave the caches; a whole
+#: batch's columns (850 MB for airbench's first 3x3 layer at batch 1024) would go through memory twice.
+COLUMN_BLOCK = 1 << 18
+#: Blocks per unit of pool work; each unit adds its blocks' weight gradients into one partial sum.
+BLOCKS_PER_UNIT = 8
 
-    ``pads`` = (top, left); the bottom/right padding follows from ``out_hw``. The input is copied
-    once into a zero-bordered buffer, then all windows are copied in one call through a strided view:
-    NumPy's inner loop then runs over kw*C contiguous values instead of C, which makes it 3-4x faster
-    than one copy per kernel offset. With a workspace both buffers are reused; the border of the
-    padded one is written only when it is made, so it stays zero.
-    """
+
+def _source(x: np.ndarray, kernel, stride, pads, out_hw, workspace: Workspace | None, name: str) -> np.ndarray:
+    """x itself, or x copied into a zero-bordered buffer big enough for every window. With a workspace
+    the buffer is reused and its border, written only when the buffer is made, stays zero."""
     n, h, w, c = x.shape
     (top, left), (sy, sx) = pads, stride
     need_h, need_w = (out_hw[0] - 1) * sy + kernel[0], (out_hw[1] - 1) * sx + kernel[1]
     if top == 0 and left == 0 and need_h <= h and need_w <= w:
-        source = x
-    else:
-        shape = (n, max(need_h, top + h), max(need_w, left + w), c)
-        source = workspace.zeros_once(f"{name}.padded", shape, x.dtype) if workspace else np.zeros(shape, x.dtype)
-        parallel.for_blocks(
-            lambda images: np.copyto(source[images, top : top + h, left : left + w, :], x[images]),
-            n,
-            parallel.rows_per_block(h * w * c),
-        )
-    s = source.strides
-    windows = np.lib.stride_tricks.as_strided(
-        source, (n, *out_hw, *kernel, c), (s[0], s[1] * sy, s[2] * sx, s[1], s[2], s[3]), writeable=False
+        return x
+    shape = (n, max(need_h, top + h), max(need_w, left + w), c)
+    source = workspace.zeros_once(f"{name}.padded", shape, x.dtype) if workspace else np.zeros(shape, x.dtype)
+    parallel.for_blocks(
+        lambda images: np.copyto(source[images, top : top + h, left : left + w, :], x[images]),
+        n,
+        parallel.rows_per_block(h * w * c),
     )
-    shape = (n, *out_hw, *kernel, c)
-    cols = workspace.empty(name, shape, x.dtype) if workspace else np.empty(shape, x.dtype)
-    parallel.for_blocks(lambda images: np.copyto(cols[images], windows[images]), n, parallel.rows_per_block(math.prod(shape[1:])))
-    return cols
+    return source
+
+
+def _windows(source: np.ndarray, kernel, stride, out_hw) -> np.ndarray:
+    """Read-only view (N, Ho, Wo, kh, kw, C) of every window: [n, oy, ox, i, j, c] = source[n, oy*sy+i, ox*sx+j, c]."""
+    s = source.strides
+    return np.lib.stride_tricks.as_strided(
+        source,
+        (source.shape[0], *out_hw, *kernel, source.shape[3]),
+        (s[0], s[1] * stride[0], s[2] * stride[1], s[1], s[2], s[3]),
+        writeable=False,
+    )
+
+
+def _gather(windows: np.ndarray, images: slice) -> np.ndarray:
+    """The im2col rows of some images: (images * Ho * Wo, kh * kw * C), one strided copy (NumPy's inner
+    loop then runs over kw*C contiguous values, 3-4x faster than one copy per kernel offset)."""
+    cols = np.empty(windows[images].shape, windows.dtype)
+    np.copyto(cols, windows[images])
+    return cols.reshape(-1, math.prod(windows.shape[3:]))
+
+
+def im2col(x: np.ndarray, kernel, stride, pads, out_hw) -> np.ndarray:
+    """x (N, H, W, C) -> columns (N, Ho, Wo, kh, kw, C): entry [n, oy, ox, i, j, c] = padded x[n, oy*sy+i, ox*sx+j, c].
+
+    ``pads`` = (top, left); the bottom/right padding follows from ``out_hw``. The convolution kernels
+    gather these columns block by block instead; the whole array serves tests and benchmarks.
+    """
+    return _gather(_windows(_source(x, kernel, stride, pads, out_hw, None, ""), kernel, stride, out_hw), slice(None)).reshape(
+        x.shape[0], *out_hw, *kernel, x.shape[3]
+    )
+
+
+def _add_windows(dx: np.ndarray, dcols: np.ndarray, offsets) -> None:
+    """dx (n, H, W, C) = the sum of the column gradients dcols (n, Ho, Wo, kh, kw, C) of every window."""
+    dx[...] = 0
+    for i, j, out_rows, out_cols, in_rows, in_cols in offsets:
+        dx[:, in_rows, in_cols, :] += dcols[:, out_rows, out_cols, i, j, :]
 
 
 def col2im(dcols: np.ndarray, x_shape, kernel, stride, pads) -> np.ndarray:
     """Adjoint of :func:`im2col`: dcols (N, Ho, Wo, kh, kw, C) -> dx (N, H, W, C), summing overlapping windows."""
     dx = np.empty(x_shape, dcols.dtype)
-    offsets = list(_offsets(kernel, stride, pads, x_shape[1:3], dcols.shape[1:3]))
-
-    def work(images: slice) -> None:  # all offsets of a few images at a time: they stay in cache
-        dxs = dx[images]
-        dxs[...] = 0
-        for i, j, out_rows, out_cols, in_rows, in_cols in offsets:
-            dxs[:, in_rows, in_cols, :] += dcols[images, out_rows, out_cols, i, j, :]
-
-    parallel.for_blocks(work, x_shape[0], parallel.rows_per_block(math.prod(dcols.shape[1:])))
+    _add_windows(dx, dcols, list(_offsets(kernel, stride, pads, x_shape[1:3], dcols.shape[1:3])))
     return dx
+
+
+def _images_per_block(windows_shape) -> int:
+    return max(1, COLUMN_BLOCK // math.prod(windows_shape[1:]))
 
 
 def conv2d_forward(
@@ -152,47 +181,83 @@ def conv2d_forward(
     padding: str | int = "same",
     workspace: Workspace | None = None,
 ) -> tuple[np.ndarray, tuple]:
-    """x (N, H, W, C), weight (kh, kw, C, F), bias (F,) or None -> out (N, Ho, Wo, F)."""
+    """x (N, H, W, C), weight (kh, kw, C, F), bias (F,) or None -> out (N, Ho, Wo, F).
+
+    Blocks of images go to the thread pool, each gathering its im2col rows and multiplying them by
+    the (kh*kw*C, F) weight matrix with single-threaded BLAS.
+    """
     kernel, stride = weight.shape[:2], pair(stride)
     pads, out_hw = conv_geometry(x.shape[1:3], kernel, stride, padding)
     n, f = x.shape[0], weight.shape[3]
-    pointwise = kernel == (1, 1) and stride == (1, 1) and pads == (0, 0)
-    if pointwise:
-        cols2d = x.reshape(-1, x.shape[3])  # a 1x1 convolution is a dense layer over pixels
-    else:
-        cols2d = im2col(x, kernel, stride, pads, out_hw, workspace).reshape(n * out_hw[0] * out_hw[1], -1)
-    out = cols2d @ weight.reshape(-1, f)
-    if bias is not None:
-        out += bias
-    return out.reshape(n, *out_hw, f), (cols2d, x.shape, weight, stride, pads, pointwise, workspace)
+    weight2d = weight.reshape(-1, f)
+    if kernel == (1, 1) and stride == (1, 1) and pads == (0, 0):  # a dense layer over pixels
+        out = x.reshape(-1, x.shape[3]) @ weight2d
+        if bias is not None:
+            out += bias
+        return out.reshape(n, *out_hw, f), (x, None, x.shape, weight, stride, pads, workspace)
+    windows = _windows(_source(x, kernel, stride, pads, out_hw, workspace, "x"), kernel, stride, out_hw)
+    out = np.empty((n, *out_hw, f), x.dtype)
+
+    def work(images: slice) -> None:
+        block = out[images].reshape(-1, f)
+        np.matmul(_gather(windows, images), weight2d, out=block)
+        if bias is not None:
+            block += bias
+
+    parallel.for_blocks(work, n, _images_per_block(windows.shape), single_threaded_blas=True)
+    return out, (x, windows, x.shape, weight, stride, pads, workspace)
 
 
 def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
-    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) (None unless ``input_grad``), dweight (kh, kw, C, F), dbias (F,)."""
-    cols2d, x_shape, weight, stride, pads, pointwise, workspace = cache
+    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) (None unless ``input_grad``), dweight (kh, kw, C, F), dbias (F,).
+
+    The weight gradient sums per-unit partials in a fixed order, so its bits depend on the shapes
+    only, never on the number of workers.
+    """
+    x, windows, x_shape, weight, stride, pads, workspace = cache
     kernel, f = weight.shape[:2], weight.shape[3]
+    weight2d = weight.reshape(-1, f)
     dout2d = dout.reshape(-1, f)
-    dweight = (cols2d.T @ dout2d).reshape(weight.shape)
     dbias = column_sums(dout2d)
-    if not input_grad:
-        return None, dweight, dbias
-    if pointwise:
-        return (dout2d @ weight.reshape(-1, f).T).reshape(x_shape), dweight, dbias
+    if windows is None:  # pointwise
+        dx = (dout2d @ weight2d.T).reshape(x_shape) if input_grad else None
+        return dx, (x.reshape(-1, x_shape[3]).T @ dout2d).reshape(weight.shape), dbias
+    n = dout.shape[0]
     back_pads = (kernel[0] - 1 - pads[0], kernel[1] - 1 - pads[1])
-    if stride == (1, 1) and all(0 <= back <= pad for back, pad in zip(back_pads, pads)):
-        # dx is the correlation of dout with the flipped, transposed kernel ("full" padding): one more
-        # im2col + a GEMM with K = kh*kw*F, which beats a thin K = F GEMM followed by col2im (2x on
-        # cifar_cnn's 32x32 layer). Not for valid convolutions: there the full correlation would run
-        # over a border of zeros wider than the forward pass's, and col2im is 2x faster.
+    # For stride 1, dx is the correlation of dout with the flipped, transposed kernel ("full" padding):
+    # gathering dout's windows and one GEMM with K = kh*kw*F beat a GEMM to (kh*kw*C) column
+    # gradients followed by their scatter-add (col2im) on every airbench layer. Not for valid
+    # convolutions: there the full correlation would run over a wider border of zeros than the forward.
+    full = input_grad and stride == (1, 1) and all(0 <= back <= pad for back, pad in zip(back_pads, pads))
+    if full:
         flipped = weight[::-1, ::-1].transpose(0, 1, 3, 2).reshape(-1, x_shape[3])
-        dcols = im2col(dout, kernel, (1, 1), back_pads, x_shape[1:3], workspace, "dcols")
-        dx = dcols.reshape(-1, dcols.shape[3] * dcols.shape[4] * f) @ flipped
-        return dx.reshape(x_shape), dweight, dbias
-    shape = (dout2d.shape[0], kernel[0] * kernel[1] * x_shape[3])
-    dcols = workspace.empty("dcols", shape, dout.dtype) if workspace else np.empty(shape, dout.dtype)
-    np.matmul(dout2d, weight.reshape(-1, f).T, out=dcols)
-    dcols = dcols.reshape(dout.shape[0], *dout.shape[1:3], *kernel, x_shape[3])
-    return col2im(dcols, x_shape, kernel, stride, pads), dweight, dbias
+        dout_windows = _windows(
+            _source(dout, kernel, (1, 1), back_pads, x_shape[1:3], workspace, "dout"), kernel, (1, 1), x_shape[1:3]
+        )
+    elif input_grad:
+        offsets = list(_offsets(kernel, stride, pads, x_shape[1:3], dout.shape[1:3]))
+    dx = np.empty(x_shape, dout.dtype) if input_grad else None
+    per_block = _images_per_block(windows.shape)
+    per_unit = per_block * BLOCKS_PER_UNIT
+    partials = np.empty((math.ceil(n / per_unit), weight2d.shape[0], f), dout.dtype)
+
+    def work(unit: slice) -> None:
+        partial = partials[unit.start // per_unit]
+        for start in range(unit.start, unit.stop, per_block):
+            images = slice(start, min(start + per_block, unit.stop))
+            block_dout = dout[images].reshape(-1, f)
+            if start == unit.start:
+                np.matmul(_gather(windows, images).T, block_dout, out=partial)
+            else:
+                partial += _gather(windows, images).T @ block_dout
+            if full:
+                np.matmul(_gather(dout_windows, images), flipped, out=dx[images].reshape(-1, x_shape[3]))
+            elif input_grad:
+                dcols = (block_dout @ weight2d.T).reshape(-1, *dout.shape[1:3], *kernel, x_shape[3])
+                _add_windows(dx[images], dcols, offsets)
+
+    parallel.for_blocks(work, n, per_unit, single_threaded_blas=True)
+    return dx, partials.sum(axis=0).reshape(weight.shape), dbias
 
 
 # --------------------------------------------------------------------------- pooling

@@ -362,9 +362,10 @@ class Conv2D(Layer):
         if out_h < 1 or out_w < 1:
             raise ValueError(f"{self.name}: a {self.kernel} kernel does not fit the {h}x{w} input")
         params = {"weight": (*self.kernel, c, self.filters)} | ({"bias": (self.filters,)} if self.use_bias else {})
-        columns = out_h * out_w * self.kernel[0] * self.kernel[1] * c
-        padded = (h + 2 * top + self.kernel[0]) * (w + 2 * left + self.kernel[1]) * c
-        return LayerPlan((out_h, out_w, self.filters), params, scratch=2 * columns + padded)  # columns and their gradient
+        # Zero-bordered copies of the input and of the output gradient; im2col columns are gathered a
+        # block at a time (conv.COLUMN_BLOCK), a constant that needs no per-sample share.
+        padded = (h + 2 * top + self.kernel[0]) * (w + 2 * left + self.kernel[1]) * (c + self.filters)
+        return LayerPlan((out_h, out_w, self.filters), params, scratch=padded)
 
     def build(self, input_shape, rng, dtype=np.float32):
         super().build(input_shape, rng, dtype)

@@ -15,9 +15,12 @@ calling thread.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+
+from threadpoolctl import ThreadpoolController
 
 #: Elements per block: half of a 1 MB L2 cache in float32, leaving room for temporaries.
 BLOCK_ELEMENTS = 1 << 17
@@ -38,19 +41,35 @@ def set_workers(count: int) -> int:
     return previous
 
 
+@functools.cache
+def _blas():
+    """The BLAS libraries loaded in this process (found once: the search reads every loaded library)."""
+    return ThreadpoolController().select(user_api="blas")
+
+
 def workers() -> int:
     return _workers
 
 
-def for_blocks(work: Callable[[slice], None], length: int, block: int) -> None:
-    """Call ``work(slice)`` over ``range(length)`` in blocks of about ``block`` (at least 1), spread
-    over the workers in contiguous runs. ``work`` must write only its own slice of shared outputs."""
+def for_blocks(work: Callable[[slice], None], length: int, block: int, single_threaded_blas: bool = False) -> None:
+    """Call ``work(slice)`` over ``range(length)`` in blocks of ``block`` (at least 1; block k starts
+    at k * block), spread over the workers in contiguous runs. ``work`` must write only its own slice
+    of shared outputs. With ``single_threaded_blas`` the workers' GEMMs run on their own thread each
+    (the pool, not BLAS, spreads them over the cores)."""
     block = max(1, block)
     blocks = math.ceil(length / block)
     if _pool is None or blocks < 2:
         for start in range(0, length, block):
             work(slice(start, min(start + block, length)))
         return
+    if single_threaded_blas:
+        with _blas().limit(limits=1):
+            _spread(work, length, block, blocks)
+    else:
+        _spread(work, length, block, blocks)
+
+
+def _spread(work: Callable[[slice], None], length: int, block: int, blocks: int) -> None:
     runs = min(_workers, blocks)
     bounds = [round(i * blocks / runs) * block for i in range(runs + 1)]
 

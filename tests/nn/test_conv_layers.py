@@ -127,8 +127,8 @@ def test_workspace_keeps_one_buffer_per_name():
     weight = np.ones((3, 3, 2, 4), np.float32)
     for batch in (8, 8, 5, 8):
         conv2d_forward(np.ones((batch, 6, 6, 2), np.float32), weight, None, workspace=workspace)
-        assert sorted(workspace._arrays) == ["cols", "cols.padded"]
-        assert workspace._arrays["cols"].shape[0] == batch
+        assert sorted(workspace._arrays) == ["x.padded"]
+        assert workspace._arrays["x.padded"].shape == (batch, 8, 8, 2)
     # The buffer's padding border stays zero across reuse: results do not depend on earlier batches.
     x = np.random.default_rng(0).standard_normal((5, 6, 6, 2)).astype(np.float32)
     fresh, _ = conv2d_forward(x, weight, None)

@@ -12,6 +12,8 @@ from cifar_scratch.nn.norm import batchnorm_backward, batchnorm_forward
 def small_blocks(monkeypatch):
     """Blocks of a few hundred elements, so that test-sized arrays split into many of them."""
     monkeypatch.setattr(parallel, "BLOCK_ELEMENTS", 300)
+    monkeypatch.setattr(conv, "COLUMN_BLOCK", 2000)  # one image per block: units of two images
+    monkeypatch.setattr(conv, "BLOCKS_PER_UNIT", 2)
     yield
     parallel.set_workers(1)
 
@@ -32,9 +34,10 @@ def _kernels(rng):
     y, cache = conv.maxpool_forward(x, 3, 2)  # overlapping windows: accumulated, not written
     out["pool3"], out["pool3.dx"] = y, conv.maxpool_backward(np.ones(y.shape, np.float32), cache)
     for stride in (1, 2):
-        y, cache = conv.conv2d_forward(x, w, None, stride, "same")
+        y, cache = conv.conv2d_forward(x, w, np.full(4, 0.5, np.float32), stride, "same")
         out[f"conv{stride}"] = y
-        out[f"conv{stride}.dx"] = conv.conv2d_backward(np.ones(y.shape, np.float32), cache)[0]
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        out[f"conv{stride}.dx"], out[f"conv{stride}.dw"], out[f"conv{stride}.db"] = conv.conv2d_backward(dy, cache)
     return out
 
 
@@ -46,6 +49,18 @@ def test_kernels_give_the_same_bits_for_any_number_of_workers(small_blocks, work
     threaded = _kernels(np.random.default_rng(0))
     for name, value in serial.items():
         assert np.array_equal(value, threaded[name]), name
+
+
+def test_blocked_convolution_matches_whole_batch_im2col(small_blocks):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 6, 7, 3))
+    w = rng.standard_normal((3, 3, 3, 4))
+    dy = rng.standard_normal((5, 6, 7, 4))
+    y, cache = conv.conv2d_forward(x, w, None, 1, "same")
+    cols = conv.im2col(x, (3, 3), (1, 1), (1, 1), (6, 7)).reshape(-1, 27)
+    assert np.allclose(y.reshape(-1, 4), cols @ w.reshape(27, 4), rtol=1e-12, atol=1e-12)
+    _, dw, _ = conv.conv2d_backward(dy, cache)
+    assert np.allclose(dw.reshape(27, 4), cols.T @ dy.reshape(-1, 4), rtol=1e-12, atol=1e-12)
 
 
 def test_for_blocks_covers_every_index_once_and_reports_worker_errors(small_blocks):
