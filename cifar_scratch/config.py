@@ -491,6 +491,11 @@ class TrainingConfig(_Section):
         "the image and its mirror (flip), and of both shifted by one pixel each way (flip+translate). "
         "Plain accuracy is reported beside it.",
     )
+    evaluate_train: bool = Field(
+        True,
+        description="Measure the training split with the final weights too (train_accuracy in metrics.json); "
+        "false saves a pass over it, as speed runs do.",
+    )
 
 
 class OutputConfig(_Section):

@@ -415,7 +415,8 @@ def finish(trainer: Trainer) -> dict:
     }
     test_logits = None
     tta = trainer.config.training.tta
-    for name in ("train", "val", "test"):
+    names = ("train", "val", "test") if trainer.config.training.evaluate_train else ("val", "test")
+    for name in names:
         split = dataset.split(name)
         if len(split):
             loss, accuracy, logits = evaluate_split(trainer.model, trainer.normalizer, split)

@@ -422,6 +422,13 @@ def test_tta_metrics_are_reported_beside_the_plain_ones(tmp_path):
     assert np.allclose(averaged, (plain + mirrored) / 2, atol=1e-6)
 
 
+def test_finishing_can_skip_the_training_split(tmp_path):
+    measured = start(tmp_path / "a", epochs=1).metrics
+    skipped = start(tmp_path / "b", ["training.evaluate_train=false"], epochs=1).metrics
+    assert "train_accuracy" in measured and "train_accuracy" not in skipped
+    assert skipped["test_accuracy"] == measured["test_accuracy"]
+
+
 def test_ema_weights_are_what_is_evaluated_and_kept_as_best(tmp_path):
     run = start(tmp_path, ["training.ema={decay: 0.95}"], epochs=2)
     arrays, _ = params_of(run.run_dir, "best")
