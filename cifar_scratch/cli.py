@@ -41,7 +41,9 @@ DATA_DIR_OPTION = typer.Option(
     show_default=False,
     help=f"Dataset cache folder. [default: ${DATA_DIR_ENV}, else ./data]",
 )
-THREADS_OPTION = typer.Option(None, "--threads", min=1, show_default=False, help="BLAS threads. [default: all cores]")
+THREADS_OPTION = typer.Option(
+    None, "--threads", min=1, show_default=False, help="Threads for BLAS and the engine's pool. [default: all cores]"
+)
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but the result path.")
 DEBUG_ENV = "CIFAR_SCRATCH_DEBUG"
 

@@ -39,7 +39,7 @@ class LayerPlan:
     """A module's shapes for a given input, worked out without allocating anything.
 
     ``params``/``buffers``: dotted name -> shape (nested names for containers). ``activations`` and
-    ``scratch``: values per sample that a training step holds (outputs; im2col columns, dropout masks).
+    ``scratch``: values per sample that a training step holds (outputs; zero-bordered copies of convolution inputs, dropout masks).
     """
 
     output_shape: tuple[int, ...]
