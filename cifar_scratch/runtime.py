@@ -1,6 +1,6 @@
 """Process settings for the commands that compute (train, evaluate, gradcheck, benchmark).
 
-Three settings, each measured (docs/measurements.md, "Allocator" and "Thread pool"):
+Three settings, each measured (docs/measurements.md, "Using every core"):
 
 - BLAS threads, through threadpoolctl (``--threads``; default: every core).
 - As many workers in the engine's pool for memory-bound work (:mod:`cifar_scratch.nn.parallel`).

@@ -28,3 +28,13 @@ def test_compute_limits_blas_threads_for_its_duration():
     with runtime.compute(1):
         assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+def test_cores_counts_the_cores_this_process_may_use():
+    import os
+
+    assert 1 <= runtime.cores() <= (os.cpu_count() or 1)
+    with runtime.compute(None):
+        from cifar_scratch.nn import parallel
+
+        assert parallel.workers() == runtime.cores()

@@ -19,6 +19,7 @@ from cifar_scratch.config import RunConfig
 from cifar_scratch.diagnostics.gradcheck import model_input_shape, num_classes
 from cifar_scratch.nn import layers as L
 from cifar_scratch.nn.functional import softmax_cross_entropy
+from cifar_scratch.runtime import cores
 
 #: Keys of the JSON written by ``--json`` (documented in the README).
 JSON_FIELDS = (
@@ -82,11 +83,9 @@ def machine_info(threads: int | None) -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
-    import os
-
     return {
         "cpu": cpu,
-        "cores": os.cpu_count(),
+        "cores": cores(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -44,12 +44,6 @@ class Workspace:
             array = self._arrays[name] = np.zeros(shape, dtype)
         return array
 
-    def empty(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        array = self._arrays.get(name)
-        if array is None or array.shape != shape or array.dtype != dtype:
-            array = self._arrays[name] = np.empty(shape, dtype)
-        return array
-
 
 def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
@@ -162,13 +156,6 @@ def _add_windows(dx: np.ndarray, dcols: np.ndarray, offsets) -> None:
         dx[:, in_rows, in_cols, :] += dcols[:, out_rows, out_cols, i, j, :]
 
 
-def col2im(dcols: np.ndarray, x_shape, kernel, stride, pads) -> np.ndarray:
-    """Adjoint of :func:`im2col`: dcols (N, Ho, Wo, kh, kw, C) -> dx (N, H, W, C), summing overlapping windows."""
-    dx = np.empty(x_shape, dcols.dtype)
-    _add_windows(dx, dcols, list(_offsets(kernel, stride, pads, x_shape[1:3], dcols.shape[1:3])))
-    return dx
-
-
 def _images_per_block(windows_shape) -> int:
     return max(1, COLUMN_BLOCK // math.prod(windows_shape[1:]))
 
@@ -194,7 +181,7 @@ def conv2d_forward(
         out = x.reshape(-1, x.shape[3]) @ weight2d
         if bias is not None:
             out += bias
-        return out.reshape(n, *out_hw, f), (x, None, x.shape, weight, stride, pads, workspace)
+        return out.reshape(n, *out_hw, f), (x, None, weight, stride, pads, workspace)
     windows = _windows(_source(x, kernel, stride, pads, out_hw, workspace, "x"), kernel, stride, out_hw)
     out = np.empty((n, *out_hw, f), x.dtype)
 
@@ -205,7 +192,7 @@ def conv2d_forward(
             block += bias
 
     parallel.for_blocks(work, n, _images_per_block(windows.shape), single_threaded_blas=True)
-    return out, (x, windows, x.shape, weight, stride, pads, workspace)
+    return out, (x, windows, weight, stride, pads, workspace)
 
 
 def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
@@ -214,7 +201,8 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
     The weight gradient sums per-unit partials in a fixed order, so its bits depend on the shapes
     only, never on the number of workers.
     """
-    x, windows, x_shape, weight, stride, pads, workspace = cache
+    x, windows, weight, stride, pads, workspace = cache
+    x_shape = x.shape
     kernel, f = weight.shape[:2], weight.shape[3]
     weight2d = weight.reshape(-1, f)
     dout2d = dout.reshape(-1, f)

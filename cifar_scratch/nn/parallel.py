@@ -8,7 +8,7 @@ input from memory once and keeps its temporaries in cache, instead of streaming 
 through memory once per ufunc. Every element is computed by the same operations whatever the split,
 so results are bit-identical for any number of workers.
 
-Measured in ``docs/measurements.md`` ("Thread pool"). One pool per process, sized by
+Measured in ``docs/measurements.md`` ("Using every core"). One pool per process, sized by
 :func:`cifar_scratch.runtime.compute` (``--threads``); with one worker everything runs in the
 calling thread.
 """

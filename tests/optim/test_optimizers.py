@@ -88,3 +88,19 @@ def test_state_round_trip():
     other = build_optimizer(SGDSpec(name="sgd", momentum=0.9), tiny_model())
     other.load_state_arrays(opt.state_arrays(), opt.steps)
     assert other.steps == 1 and other.state_arrays()["velocity/dense1.weight"].flat[0] == 1.0
+
+
+def test_finished_names_the_parameters_the_next_step_will_not_update():
+    from cifar_scratch.optim.optimizers import SGD, Hyper
+
+    params = {"a": np.ones(2, np.float32), "b": np.ones(2, np.float32)}
+    opt = SGD(params, {"a": Hyper(until_step=2)})
+    grads = {"a": np.ones(2, np.float32), "b": np.ones(2, np.float32)}
+    assert opt.finished() == set()
+    opt.step(grads, 0.1)
+    assert opt.finished() == set()
+    opt.step(grads, 0.1)
+    assert opt.finished() == {"a"}
+    before = params["a"].copy()
+    opt.step({"b": grads["b"]}, 0.1)  # a finished parameter needs no gradient
+    assert np.array_equal(params["a"], before) and params["b"][0] < 1.0 - 0.25
