@@ -27,7 +27,8 @@ from pydantic import (
 
 from cifar_scratch.errors import ConfigError
 
-Init = Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform"]
+#: torch_default: PyTorch's default for nn.Linear and nn.Conv2d, uniform within ±1/sqrt(fan_in).
+Init = Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "torch_default"]
 Monitor = Literal["val_loss", "val_accuracy"]
 
 
@@ -199,7 +200,9 @@ class Conv2DSpec(_LayerSpec):
         "same", description="same: output = ceil(input / stride), as Keras; valid: no padding; N: N pixels on every side."
     )
     bias: bool = True
-    init: Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "dirac", "dirac_partial", "whiten"] = Field(
+    init: Literal[
+        "he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "torch_default", "dirac", "dirac_partial", "whiten"
+    ] = Field(
         "he_normal",
         description="dirac: identity (centre tap passes channel c to filter c), all other weights 0, as "
         "torch.nn.init.dirac_; dirac_partial: the identity on the first min(C, F) filters and PyTorch's default "
@@ -477,6 +480,11 @@ class EMAConfig(_Section):
 class TrainingConfig(_Section):
     epochs: Int = Field(10, gt=0, le=1_000_000)
     batch_size: Int = Field(128, gt=0, le=1_000_000)
+    drop_last: bool = Field(
+        False,
+        description="Skip the last, smaller batch of each epoch (PyTorch's DataLoader option): every step sees "
+        "batch_size images, as airbench trains.",
+    )
     seed: Int = Field(0, ge=0, le=MAX_SEED)
     label_smoothing: Float = Field(0.0, ge=0.0, lt=1.0)
     monitor: Monitor = Field("val_loss", description="Metric that picks the best checkpoint and drives early stopping.")

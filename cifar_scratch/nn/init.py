@@ -10,11 +10,15 @@ def initialize(
 ) -> np.ndarray:
     """He (Kaiming) init keeps ReLU activations' variance: Var = 2 / fan_in.
     Xavier (Glorot) init balances forward and backward variance: Var = 2 / (fan_in + fan_out).
+    torch_default is PyTorch's layer default, uniform within ±1/sqrt(fan_in): Var = 1 / (3 fan_in).
     """
     if kind in ("he_normal", "whiten"):  # whiten: a placeholder until the run fills in the data's whitening
         values = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
     elif kind == "he_uniform":
         limit = np.sqrt(6.0 / fan_in)
+        values = rng.uniform(-limit, limit, shape)
+    elif kind == "torch_default":  # kaiming_uniform_(a=sqrt(5)) in PyTorch's terms
+        limit = 1.0 / np.sqrt(fan_in)
         values = rng.uniform(-limit, limit, shape)
     elif kind == "xavier_normal":
         values = rng.standard_normal(shape) * np.sqrt(2.0 / (fan_in + fan_out))
@@ -27,7 +31,7 @@ def initialize(
         # airbench's convolutions: PyTorch's default init (uniform, bound 1/sqrt(fan_in)), then the identity
         # on the first min(C, F) filters. No filter is all zero: a zero filter feeds batch norm a constant
         # channel, whose gradient explodes with a small eps.
-        values = rng.uniform(-1.0 / np.sqrt(fan_in), 1.0 / np.sqrt(fan_in), shape).astype(dtype)
+        values = initialize("torch_default", shape, fan_in, fan_out, rng, dtype)
         keep = min(shape[2], shape[3])
         values[..., :keep] = dirac((*shape[:3], keep), dtype)
         return values

@@ -90,7 +90,10 @@ def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, cal
         dataset = dataclasses.replace(dataset, train=Split(images, labels))
     model = build_model(config.model, dataset.image_shape, len(dataset.class_names), rng, config.training.batch_size)
     whiten_first_layer(model, dataset.train.images, normalizer, config.training.seed)
-    batches = steps_per_epoch(len(dataset.train), config.training.batch_size)
+    try:
+        batches = steps_per_epoch(len(dataset.train), config.training.batch_size, config.training.drop_last)
+    except ValueError as exc:
+        raise ConfigError(f"training.drop_last: {exc}") from None
     optimizer = build_optimizer(config.optimizer, model, batches)
     schedule = build_schedule(config, batches)
     trainer = Trainer(config, dataset, model, normalizer, optimizer, schedule, rng, run_dir, [HistoryWriter(), *callbacks])

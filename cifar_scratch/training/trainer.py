@@ -155,7 +155,7 @@ class Trainer:
         self.state = TrainState()
         self.data_fingerprint: dict[str, str] = {}  # set by the run layer; saved to detect a changed dataset
         self.average: WeightAverage | None = None  # training.ema, set by the run layer
-        self.steps_per_epoch = steps_per_epoch(len(dataset.train), config.training.batch_size)
+        self.steps_per_epoch = steps_per_epoch(len(dataset.train), config.training.batch_size, config.training.drop_last)
         augment_config = config.data.augment
         self.online_augment = augment_config if is_active(augment_config) and augment_config.copies == 0 else None
         # Per-image parity bits of alternating flips, from their own stream: resume recomputes them.
@@ -427,6 +427,12 @@ def load_weights(model: Sequential, normalizer: Normalizer, checkpoint: Path) ->
     return meta
 
 
-def steps_per_epoch(samples: int, batch_size: int) -> int:
-    """Mini-batches per epoch; the last, smaller batch is kept (as in Keras and PyTorch)."""
+def steps_per_epoch(samples: int, batch_size: int, drop_last: bool = False) -> int:
+    """Mini-batches per epoch. The last, smaller batch is kept (as in Keras and PyTorch) unless
+    ``drop_last``: then every step sees ``batch_size`` images and the few left over by this epoch's
+    shuffle are skipped (airbench's loader); at least one full batch must fit."""
+    if drop_last:
+        if samples < batch_size:
+            raise ValueError(f"the training split has {samples} images, fewer than one batch of {batch_size}")
+        return samples // batch_size
     return max(1, -(-samples // batch_size))

@@ -31,6 +31,10 @@ def test_dense_layer_shapes_and_init():
     assert np.abs(xavier.params["weight"]).max() <= limit and xavier.params["weight"].std() == pytest.approx(
         limit / np.sqrt(3), rel=0.02
     )
+    torch_like = Dense(400, init="torch_default")  # nn.Linear's default: uniform within 1/sqrt(fan_in)
+    torch_like.build((1000,), np.random.default_rng(0))
+    weight = torch_like.params["weight"]
+    assert np.abs(weight).max() <= 1 / np.sqrt(1000) and weight.std() == pytest.approx(1 / np.sqrt(3000), rel=0.02)
 
 
 def test_dense_without_bias_and_flat_input_required():

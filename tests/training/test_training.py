@@ -462,3 +462,15 @@ def test_whitened_first_layer_stays_fixed_and_its_bias_trains_only_for_its_epoch
                 "model.layers=[{type: conv2d, filters: 4}, {type: conv2d, filters: 8, kernel: 2, init: whiten}, flatten, {type: dense}]"
             ],
         )
+
+
+def test_drop_last_skips_the_smaller_batch_and_needs_one_full_batch(tmp_path):
+    kept = start(tmp_path / "a", epochs=2)
+    dropped = start(tmp_path / "b", epochs=2, drop_last=True)
+    _, kept_meta = params_of(kept.run_dir)
+    _, dropped_meta = params_of(dropped.run_dir)
+    assert kept_meta["step"] == 2 * 18 and dropped_meta["step"] == 2 * 17, "1,000-odd training images: 17 full batches of 64"
+    with pytest.raises(
+        ConfigError, match=r"^training\.drop_last: the training split has \d+ images, fewer than one batch of 5000"
+    ):
+        start(tmp_path / "c", epochs=1, drop_last=True, batch_size=5000)
