@@ -272,47 +272,66 @@ def _pool_windows(in_hw, size, stride) -> tuple[tuple[int, int], tuple[int, int]
     return size, stride, list(_window_slices(size, stride, pool_geometry(in_hw, size, stride)))
 
 
-def maxpool_forward(x: np.ndarray, size=2, stride=None) -> tuple[np.ndarray, tuple]:
-    """x (N, H, W, C) -> (N, Ho, Wo, C), max over each window."""
+def maxpool_forward(x: np.ndarray, size=2, stride=None, keep_winners: bool = True) -> tuple[np.ndarray, tuple]:
+    """x (N, H, W, C) -> (N, Ho, Wo, C), max over each window.
+
+    The cache keeps which window offset won (uint8 for up to 256 offsets), not ``x``: a quarter of
+    the bytes of the output and a sixteenth of the input's for 2x2 windows, which is most of what a
+    network's forward pass keeps for backward after its first convolution. Without ``keep_winners``
+    (evaluation) there is nothing to keep and no backward.
+    """
     size, stride, windows = _pool_windows(x.shape[1:3], size, stride)
     out = np.empty((x.shape[0], *x[windows[0]].shape[1:]), x.dtype)
+    winner = np.empty(out.shape, np.uint8 if len(windows) <= 256 else np.int32) if keep_winners else None
 
     def work(images: slice) -> None:
         o, xs = out[images], x[images]
         np.copyto(o, xs[windows[0]])
-        for window in windows[1:]:
+        if not keep_winners:
+            for window in windows[1:]:
+                np.maximum(o, xs[window], out=o)
+            return
+        won = winner[images]
+        won[...] = 0
+        larger, step = np.empty(o.shape, bool), np.empty(o.shape, won.dtype)
+        for offset, window in enumerate(windows[1:], 1):
+            # Strictly larger: ties keep the first maximum in row-major order, as PyTorch routes them.
+            np.greater(xs[window], o, out=larger)
             np.maximum(o, xs[window], out=o)
+            # won = offset where larger: offsets only grow, so a maximum does it in integer ufuncs
+            # (a masked copy is several times slower)
+            np.multiply(larger, won.dtype.type(offset), out=step)
+            np.maximum(won, step, out=won)
 
     parallel.for_blocks(work, x.shape[0], parallel.rows_per_block(math.prod(x.shape[1:])))
-    return out, (x, out, windows, size, stride)
+    return out, (winner, x.shape, windows, size, stride)
 
 
 def maxpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """Each window's gradient goes to one input: its first maximum in row-major order, as in PyTorch
     (after a ReLU, windows of equal zeros are common; sharing the gradient among them would be wrong)."""
-    x, out, windows, size, stride = cache
+    winner, in_shape, windows, size, stride = cache
+    if winner is None:
+        raise ValueError("maxpool_backward: the forward pass kept no winners (keep_winners=False, as in evaluation)")
     disjoint = stride[0] >= size[0] and stride[1] >= size[1]
     # Only windows that tile the input exactly (stride == size, no rows or columns left over) write
     # every input; with gaps between windows (stride > size) or a remainder, the rest must be zero.
-    tiled = stride == size and out.shape[1] * size[0] == x.shape[1] and out.shape[2] * size[1] == x.shape[2]
-    dx = np.empty(x.shape, dout.dtype)
+    tiled = stride == size and winner.shape[1] * size[0] == in_shape[1] and winner.shape[2] * size[1] == in_shape[2]
+    dx = np.empty(in_shape, dout.dtype)
 
     def work(images: slice) -> None:
-        xs, outs, douts, dxs = x[images], out[images], dout[images], dx[images]
+        won, douts, dxs = winner[images], dout[images], dx[images]
         if not tiled:
             dxs[...] = 0
-        unclaimed = np.ones(outs.shape, bool)
-        hit = np.empty(outs.shape, bool)
-        for window in windows:
-            np.equal(xs[window], outs, out=hit)
-            hit &= unclaimed
-            unclaimed ^= hit
+        hit = np.empty(won.shape, bool)
+        for offset, window in enumerate(windows):
+            np.equal(won, offset, out=hit)
             if disjoint:  # every input is in one window: write, do not accumulate
                 np.multiply(douts, hit, out=dxs[window])
             else:
                 dxs[window] += douts * hit
 
-    parallel.for_blocks(work, x.shape[0], parallel.rows_per_block(math.prod(x.shape[1:])))
+    parallel.for_blocks(work, in_shape[0], parallel.rows_per_block(math.prod(in_shape[1:])))
     return dx
 
 

@@ -73,53 +73,62 @@ def sigmoid_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
 _GELU_C = float(np.sqrt(2.0 / np.pi))
 
 
-def gelu_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
+def gelu_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """GELU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (PyTorch ``approximate="tanh"``).
 
     NumPy has no erf; the tanh form differs from the erf form by < 1e-3 and has an exact derivative.
-    Computed block by block in the thread pool: eight ufuncs per element stay in cache.
+    The cache is the derivative at ``x`` (None without ``keep_slope``, as in evaluation), computed here
+    while ``x`` and the tanh are in cache: backward is one multiplication, and the pass keeps one array
+    instead of ``x`` and the tanh. Block by block in the thread pool.
     """
     dtype = x.dtype.type
     source = x.reshape(-1)
-    out, t = np.empty_like(x), np.empty_like(x)
-    out_flat, t_flat = out.reshape(-1), t.reshape(-1)
+    out = np.empty_like(x)
+    slope = np.empty_like(x) if keep_slope else None
+    out_flat = out.reshape(-1)
+    slope_flat = slope.reshape(-1) if keep_slope else None
 
     def work(block: slice) -> None:
-        xs, inner, o = source[block], t_flat[block], out_flat[block]
-        np.multiply(xs, xs, out=inner)
-        inner *= dtype(0.044715)
-        inner += dtype(1.0)
-        inner *= xs
-        inner *= dtype(_GELU_C)
-        np.tanh(inner, out=inner)
-        np.add(inner, dtype(1.0), out=o)
+        xs, o = source[block], out_flat[block]
+        t = np.multiply(xs, xs)
+        t *= dtype(0.044715)
+        t += dtype(1.0)
+        t *= xs
+        t *= dtype(_GELU_C)
+        np.tanh(t, out=t)
+        np.add(t, dtype(1.0), out=o)
         o *= xs
         o *= dtype(0.5)
+        if keep_slope:
+            # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+            d = slope_flat[block]
+            np.multiply(xs, xs, out=d)
+            d *= dtype(3 * 0.044715)
+            d += dtype(1.0)
+            d *= xs
+            d *= dtype(0.5 * _GELU_C)
+            o_plus = dtype(1.0) + t  # 1 + t
+            t *= t
+            np.subtract(dtype(1.0), t, out=t)  # 1 - t^2
+            d *= t
+            o_plus *= dtype(0.5)
+            d += o_plus
 
     parallel.for_blocks(work, source.size, parallel.BLOCK_ELEMENTS)
-    return out, (x, t)
+    return out, slope
 
 
-def gelu_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
-    x, t = cache
-    dtype = x.dtype.type
-    x_flat, t_flat, dout_flat = x.reshape(-1), t.reshape(-1), dout.reshape(-1)
-    dx = np.empty_like(x)
-    dx_flat = dx.reshape(-1)
+def gelu_backward(dout: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """dout * GELU'(x), ``slope`` being the cache of :func:`gelu_forward` with ``keep_slope``."""
+    if slope is None:
+        raise ValueError("gelu_backward: the forward pass kept no slope (keep_slope=False, as in evaluation)")
+    dx = np.empty_like(slope)
+    dout_flat, slope_flat, dx_flat = dout.reshape(-1), slope.reshape(-1), dx.reshape(-1)
 
     def work(block: slice) -> None:
-        # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-        xs, ts, slope = x_flat[block], t_flat[block], dx_flat[block]
-        np.multiply(xs, xs, out=slope)
-        slope *= dtype(3 * 0.044715)
-        slope += dtype(1.0)
-        slope *= xs
-        slope *= dtype(0.5 * _GELU_C)
-        slope *= dtype(1.0) - ts * ts
-        slope += dtype(0.5) * (dtype(1.0) + ts)
-        slope *= dout_flat[block]
+        np.multiply(dout_flat[block], slope_flat[block], out=dx_flat[block])
 
-    parallel.for_blocks(work, x_flat.size, parallel.BLOCK_ELEMENTS)
+    parallel.for_blocks(work, dx_flat.size, parallel.BLOCK_ELEMENTS)
     return dx
 
 

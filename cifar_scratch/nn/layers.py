@@ -325,6 +325,9 @@ class GELU(_KernelLayer):
     def _kernels(self):
         return F.gelu_forward, F.gelu_backward
 
+    def _options(self) -> tuple:
+        return (self.training,)  # evaluation keeps no derivative
+
 
 class Scale(Layer):
     """x -> factor * x, a constant (untrained) multiplier, as airbench's logit scaling; any shape."""
@@ -415,6 +418,9 @@ class MaxPool2D(_Pool):
 
     def _kernels(self):
         return maxpool_forward, maxpool_backward
+
+    def _options(self):
+        return (*super()._options(), self.training)  # evaluation keeps no winners
 
 
 class AvgPool2D(_Pool):
