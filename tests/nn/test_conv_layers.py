@@ -90,6 +90,25 @@ def test_maxpool_routes_ties_to_the_first_element_only():
     assert dx[0, :, :, 0].tolist() == [[1, 0], [0, 0]]
 
 
+def test_maxpool_and_gelu_keep_small_caches_for_backward_and_none_in_evaluation():
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 3)).astype(np.float32)
+    pool, gelu = MaxPool2D(2), GELU()
+    pool.build((8, 8, 3), np.random.default_rng(0))
+    gelu.build((8, 8, 3), np.random.default_rng(0))
+    pool.forward(x)
+    gelu.forward(x)
+    winners, slope = pool._cache[0], gelu._cache
+    assert winners.dtype == np.uint8 and winners.shape == (4, 4, 4, 3), "which offset won, not the input"
+    assert slope.shape == x.shape and not any(isinstance(part, np.ndarray) for part in pool._cache[1:])
+    pool.eval(), gelu.eval()
+    pool.forward(x)
+    gelu.forward(x)
+    with pytest.raises(ValueError, match="evaluation"):
+        pool.backward(np.ones((4, 4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="evaluation"):
+        gelu.backward(np.ones_like(x))
+
+
 def test_batchnorm_running_statistics_and_eval_mode():
     layer = BatchNorm(momentum=0.1)
     layer.build((4, 4, 2), np.random.default_rng(0))
