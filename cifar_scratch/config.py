@@ -200,9 +200,7 @@ class Conv2DSpec(_LayerSpec):
         "same", description="same: output = ceil(input / stride), as Keras; valid: no padding; N: N pixels on every side."
     )
     bias: bool = True
-    init: Literal[
-        "he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "torch_default", "dirac", "dirac_partial", "whiten"
-    ] = Field(
+    init: Literal[Init, "dirac", "dirac_partial", "whiten"] = Field(
         "he_normal",
         description="dirac: identity (centre tap passes channel c to filter c), all other weights 0, as "
         "torch.nn.init.dirac_; dirac_partial: the identity on the first min(C, F) filters and PyTorch's default "

@@ -90,8 +90,8 @@ def gelu_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray, np
 
     def work(block: slice) -> None:
         xs, o = source[block], out_flat[block]
-        t = np.multiply(xs, xs)
-        t *= dtype(0.044715)
+        squares = np.multiply(xs, xs, out=slope_flat[block] if keep_slope else None)
+        t = squares * dtype(0.044715)
         t += dtype(1.0)
         t *= xs
         t *= dtype(_GELU_C)
@@ -100,9 +100,8 @@ def gelu_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray, np
         o *= xs
         o *= dtype(0.5)
         if keep_slope:
-            # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-            d = slope_flat[block]
-            np.multiply(xs, xs, out=d)
+            # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2); d holds x^2 so far
+            d = squares
             d *= dtype(3 * 0.044715)
             d += dtype(1.0)
             d *= xs

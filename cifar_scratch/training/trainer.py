@@ -155,7 +155,7 @@ class Trainer:
         self.state = TrainState()
         self.data_fingerprint: dict[str, str] = {}  # set by the run layer; saved to detect a changed dataset
         self.average: WeightAverage | None = None  # training.ema, set by the run layer
-        self.steps_per_epoch = steps_per_epoch(len(dataset.train), config.training.batch_size, config.training.drop_last)
+        self.steps_per_epoch = schedule.steps_per_epoch  # the schedule was built for this split and batch
         augment_config = config.data.augment
         self.online_augment = augment_config if is_active(augment_config) and augment_config.copies == 0 else None
         # Per-image parity bits of alternating flips, from their own stream: resume recomputes them.
