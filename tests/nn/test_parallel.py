@@ -85,3 +85,30 @@ def test_set_workers_returns_the_previous_count():
     assert parallel.set_workers(3) == 1
     assert parallel.workers() == 3
     assert parallel.set_workers(1) == 3
+
+
+def test_a_slow_worker_does_not_hold_up_the_blocks_the_others_can_take():
+    """Workers claim blocks one at a time: while one sleeps on its first block, the other takes the rest
+    (a fixed half-split would leave half of the blocks to the sleeping worker)."""
+    import threading
+    import time
+
+    parallel.set_workers(2)
+    try:
+        done_by: dict[int, str] = {}
+        started = threading.Event()
+
+        def work(block: slice) -> None:
+            if block.start == 0:
+                started.set()
+                time.sleep(0.3)  # a core taken by another process
+            else:
+                started.wait(5)
+            done_by[block.start] = threading.current_thread().name
+
+        parallel.for_blocks(work, 20, 1)
+        assert sorted(done_by) == list(range(20))
+        slow = done_by[0]
+        assert [start for start, name in done_by.items() if name == slow] == [0]
+    finally:
+        parallel.set_workers(1)
