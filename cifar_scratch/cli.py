@@ -259,7 +259,9 @@ def train(
             if print_config:
                 typer.echo(dump_config(resolved), nl=False)
                 return
-            result = start_run(resolved, resolve_data_dir(data_dir), callbacks, progress=not quiet, runs_dir=runs_dir)
+            result = start_run(
+                resolved, resolve_data_dir(data_dir), callbacks, progress=not quiet, runs_dir=runs_dir, overrides=overrides
+            )
     if not quiet:
         m = result.metrics
         keys = ("train_accuracy", "val_accuracy", "test_accuracy", "test_accuracy_tta")
@@ -462,6 +464,113 @@ def benchmark(
     )
     if json_path is not None:
         atomic_write_json(json_path, r)
+
+
+class Executor(str, Enum):
+    local = "local"
+
+
+@app.command()
+@_user_errors
+def sweep(
+    spec_path: Path = typer.Argument(..., metavar="SWEEP.yaml", help="Sweep spec: base config, method, parameters."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Jobs at once on this machine."),
+    executor: Executor = typer.Option(Executor.local, "--executor", help="Where jobs run."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", show_default=False, help="Sweep folder. [default: <runs_dir>/sweeps/<spec name>]"
+    ),
+    runs_dir: Optional[Path] = typer.Option(
+        None, "--runs-dir", show_default=False, help="Where the default sweep folder goes. [default: ./runs]"
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, show_default=False, help="Threads per job. [default: cores / jobs, at least 1]"
+    ),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop starting jobs after the first failure."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed jobs of an earlier attempt again."),
+    data_dir: Optional[Path] = DATA_DIR_OPTION,
+) -> None:
+    """Run every job of a sweep as a train run; again, it skips finished jobs and resumes interrupted ones."""
+    from cifar_scratch import sweep as sweeps
+
+    spec = sweeps.load_spec(spec_path)
+    spec = spec.model_copy(update={"base": str(Path(spec.base).expanduser().resolve())})
+    all_jobs = sweeps.expand_jobs(spec)
+    sweeps.check_jobs(spec, all_jobs)
+    folder = sweeps.SweepFolder(out or sweeps.default_folder(spec_path, spec, runs_dir or Path("runs")))
+    folder.prepare(spec)
+    lock = sweeps.acquire(folder)
+    try:
+        todo, done = sweeps.plan(folder, all_jobs, retry_failed)
+        per_job = threads or max(1, runtime.cores() // jobs)
+        resuming = sum(resume is not None for _, resume in todo)
+        typer.echo(
+            f"sweep {folder.path}: {len(all_jobs)} jobs, {len(done)} done, {len(todo)} to run"
+            + (f" ({resuming} resumed)" if resuming else "")
+            + f"; {jobs} at a time, {per_job} thread{'s' * (per_job > 1)} each"
+        )
+
+        def report(outcome) -> None:
+            where = f"  {outcome.run_dir}" if outcome.run_dir else ""
+            why = f"  ({outcome.error})" if outcome.error and outcome.status != "completed" else ""
+            typer.echo(
+                f"job {outcome.job.index:>3} {outcome.status:<11} {outcome.seconds:7.1f}s  "
+                f"{' '.join(outcome.job.overrides)}{where}{why}"
+            )
+            folder.write_results(spec, all_jobs)
+
+        try:
+            outcomes = sweeps.run_local(
+                spec, folder, todo, jobs, per_job, data_dir=data_dir, fail_fast=fail_fast, on_outcome=report
+            )
+        finally:
+            rows = folder.write_results(spec, all_jobs)
+    finally:
+        lock.release()
+    failed = [o for o in outcomes if o.status == "failed"]
+    best = sweeps.best_row(spec, rows)
+    if best is not None:
+        params = " ".join(f"{key}={best[key]}" for key in spec.parameters)
+        typer.echo(f"best {spec.metric.name}: {best[spec.metric.name]:.4f} (job {best['job']}: {params})")
+    typer.echo(f"results: {folder.results_path}")
+    if failed:
+        typer.echo(f"error: {len(failed)} job(s) failed; see {folder.logs_dir}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def runs(
+    root: Path = typer.Argument(Path("runs"), help="A runs folder, a sweep folder or one run folder."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="Show at most this many runs."),
+) -> None:
+    """Past runs, newest first: status, best monitored metric, epochs, age."""
+    from cifar_scratch.run_index import age, find_runs, summarize
+
+    if not root.exists():
+        raise UsageError(f"{root}: no such folder")
+    summaries = sorted((summarize(path) for path in find_runs(root)), key=lambda s: (s.started or 0, s.path.name), reverse=True)
+    if not summaries:
+        typer.echo(f"no runs under {root}")
+        return
+    now = time.time()
+    rows = []
+    for s in summaries[:limit]:
+        best = f"{s.monitor} {s.best_value:.4f} @{s.best_epoch}" if s.best_value is not None and s.monitor else "-"
+        test = s.metrics.get("test_accuracy_tta", s.metrics.get("test_accuracy"))
+        rows.append(
+            [
+                s.path.name,
+                s.status,
+                f"{s.epochs_done}/{s.epochs if s.epochs is not None else '?'}",
+                best,
+                f"{test:.4f}" if isinstance(test, (int, float)) else "-",
+                age(now - s.started) if s.started else "-",
+                " ".join(s.overrides) or "-",
+            ]
+        )
+    typer.echo(_table(["run", "status", "epochs", "best", "test acc", "age", "overrides"], rows))
+    if len(summaries) > limit:
+        typer.echo(f"({len(summaries) - limit} older runs not shown; --limit N)")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -716,9 +716,10 @@ def _kind_first(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- error lines
-def format_error(err: dict, tree: dict) -> str:
-    """One pydantic error -> ``dotted.path: message (got X)`` with union tags removed."""
-    path, owner = _clean_location(err["loc"])
+def format_error(err: dict, tree: dict, root: type[BaseModel] | None = None) -> str:
+    """One pydantic error -> ``dotted.path: message (got X)`` with union tags removed; ``root``: the
+    schema validated (default :class:`RunConfig`)."""
+    path, owner = _clean_location(err["loc"], root or RunConfig)
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
@@ -796,15 +797,19 @@ def _is_model(obj: Any) -> bool:
     return isinstance(obj, type) and issubclass(obj, BaseModel)
 
 
-def _clean_location(loc: tuple) -> tuple[list[str], type[BaseModel] | None]:
+def _clean_location(loc: tuple, root: type[BaseModel]) -> tuple[list[str], type[BaseModel] | None]:
     """Walk the schema along ``loc``: keep field names and list indices, drop union tags.
 
     Returns the dotted parts and the model that owns the last part (for did-you-mean).
     """
     parts: list[str] = []
     owner: type[BaseModel] | None = None
-    current: Any = RunConfig
+    current: Any = root
     for item in loc:
+        if typing.get_origin(_unwrap(current)) is dict:  # a key the user chose (a mapping's key)
+            parts.append(str(item))
+            current = typing.get_args(_unwrap(current))[1]
+            continue
         if isinstance(item, int):
             parts.append(str(item))
             args = typing.get_args(_unwrap(current))

@@ -201,13 +201,19 @@ def git_commit() -> str | None:
 
 
 def start_run(
-    config: RunConfig, data_dir: Path, callbacks: list[Callback] = (), progress: bool = True, runs_dir: Path | None = None
+    config: RunConfig,
+    data_dir: Path,
+    callbacks: list[Callback] = (),
+    progress: bool = True,
+    runs_dir: Path | None = None,
+    overrides: list[str] = (),
 ) -> RunResult:
     """Create a run folder for ``config``, train, and finish. Returns the folder and final metrics.
 
     Everything that can refuse (data, model size) runs before the folder exists, so a refused
     run leaves nothing behind. ``runs_dir`` overrides ``output.runs_dir``; the folder actually used
-    is written into the run's ``config.yaml``, as an absolute path.
+    is written into the run's ``config.yaml``, as an absolute path. ``overrides`` (the command line's
+    dotted overrides, already applied to ``config``) are recorded in ``run.json`` for listings.
     """
     dataset = load_dataset(config.data, data_dir, progress)
     trainer = build_trainer(config, dataset, None, list(callbacks))
@@ -227,6 +233,7 @@ def start_run(
                 "numpy": np.__version__,
                 "machine": platform.platform(),
                 "command": sys.argv,
+                "overrides": list(overrides),
                 "cwd": os.getcwd(),
                 "started": _now(),
                 "data_dir": str(data_dir.resolve()),

@@ -1,0 +1,147 @@
+"""What a run folder says about itself: status, progress and results, for ``runs``, ``compare`` and ``sweep``.
+
+A run records its status in ``run.json`` (running, completed, interrupted, failed). A process killed
+outright (SIGKILL, out of memory, power loss) cannot write anything, so "running" is believed only
+while some process holds the run's lock (:func:`cifar_scratch.training.run.run_lock`); otherwise
+the run died and is reported as interrupted, resumable from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from filelock import FileLock, Timeout
+
+STATUSES = ("running", "interrupted", "completed", "failed")
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    name: str  # the config's name
+    status: str  # one of STATUSES, or "unknown" for a folder without run.json
+    started: float | None  # seconds since the epoch
+    epochs_done: int
+    epochs: int | None  # planned (training.epochs)
+    monitor: str | None
+    best_value: float | None
+    best_epoch: int | None
+    metrics: dict = field(default_factory=dict)  # metrics.json ({} until the run finishes)
+    overrides: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a process trains or finishes this run right now (holds its lock)."""
+    lock_path = run_dir / ".lock"
+    if not lock_path.exists():
+        return False
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        return True
+    except OSError:  # a read-only folder: nobody can be training in it
+        return False
+    lock.release()
+    return False
+
+
+def run_status(run_dir: Path, info: dict | None = None) -> str:
+    info = _read_json(run_dir / "run.json") if info is None else info
+    status = info.get("status")
+    if status not in STATUSES:
+        return "unknown"
+    if status == "running" and not is_locked(run_dir):
+        return "interrupted"  # killed without a chance to say so
+    return status
+
+
+def _history(run_dir: Path) -> list[dict]:
+    try:
+        with open(run_dir / "history.csv", newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def history_rows(run_dir: Path) -> list[dict]:
+    """``history.csv`` as dicts of floats (epoch first); [] when absent or unreadable."""
+    rows = []
+    for raw in _history(run_dir):
+        try:
+            rows.append({key: float(value) for key, value in raw.items() if value not in (None, "")})
+        except ValueError:
+            continue
+    return rows
+
+
+def summarize(run_dir: Path) -> RunSummary:
+    """Everything a listing needs, read without loading checkpoints; never raises for a damaged run."""
+    run_dir = Path(run_dir)
+    info = _read_json(run_dir / "run.json")
+    metrics = _read_json(run_dir / "metrics.json")
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    training = config.get("training") if isinstance(config.get("training"), dict) else {}
+    history = history_rows(run_dir)
+    started = None
+    if isinstance(info.get("started"), str):
+        try:
+            started = time.mktime(time.strptime(info["started"], "%Y-%m-%dT%H:%M:%S%z"))
+        except ValueError:
+            started = None
+    monitor = metrics.get("monitor") or training.get("monitor")
+    best_value, best_epoch = metrics.get("best_value"), metrics.get("best_epoch")
+    if not metrics and history and monitor:  # still training: the best epoch so far
+        values = [(row.get(monitor), int(row["epoch"])) for row in history if row.get(monitor) == row.get(monitor)]
+        values = [(v, e) for v, e in values if v is not None]
+        if values:
+            pick = min if monitor.endswith("loss") else max
+            best_value, best_epoch = pick(values)
+    return RunSummary(
+        path=run_dir,
+        name=str(config.get("name") or run_dir.name),
+        status=run_status(run_dir, info),
+        started=started,
+        epochs_done=int(metrics.get("epochs") or (history[-1]["epoch"] if history else 0)),
+        epochs=training.get("epochs"),
+        monitor=monitor,
+        best_value=best_value,
+        best_epoch=best_epoch,
+        metrics=metrics,
+        overrides=[str(o) for o in info.get("overrides", [])] if isinstance(info.get("overrides"), list) else [],
+        error=info.get("error"),
+    )
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run folders at ``root`` or below it (a run folder itself, a runs dir, a sweep folder), by name (newest first)."""
+    root = Path(root)
+    if (root / "run.json").exists() or (root / "config.yaml").exists() and (root / "checkpoints").is_dir():
+        return [root]
+    return sorted({path.parent for path in root.rglob("run.json")}, key=lambda path: path.name, reverse=True)
+
+
+def age(seconds: float) -> str:
+    """A short human age: 45s, 12m, 3h, 5d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"

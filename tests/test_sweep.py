@@ -1,0 +1,207 @@
+"""Sweeps: the spec, its jobs, the ledger, and the ``sweep`` and ``runs`` commands on digits runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cifar_scratch import sweep as sweeps
+from cifar_scratch.cli import app
+from cifar_scratch.errors import ConfigError
+
+from .conftest import digits_tree
+
+runner = CliRunner()
+
+
+def invoke(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def write_spec(tmp_path, parameters, base=None, **extra) -> Path:
+    if base is None:
+        base = tmp_path / "tiny.yaml"
+        base.write_text(yaml.safe_dump(digits_tree(epochs=2)))
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"base": str(base), "parameters": parameters, **extra}))
+    return path
+
+
+def ledger(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "jobs.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------- spec and jobs
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"parameters": {"optimizer.lr": {"distribution": "uniform", "min": 0.1, "max": 0.2}}}, "parameters: grid needs values"),
+        ({"method": "random", "parameters": {"optimizer.lr": {"values": [1]}}}, "run_cap: random search needs run_cap"),
+        ({"parameters": {"optimizer.lr": {"values": [1], "distribution": "uniform"}}}, "parameters.optimizer.lr: give either"),
+        ({"parameters": {"a": {"distribution": "log_uniform", "min": 0, "max": 1}}}, "parameters.a: log_uniform needs min > 0"),
+        ({"parameters": {"a": {"distribution": "uniform", "min": 2, "max": 1}}}, "parameters.a: min must be below max"),
+        ({"metric": {"name": "accuracy"}, "parameters": {"a": {"values": [1]}}}, "metric.name:"),
+        ({"method": "bayes", "parameters": {"a": {"values": [1]}}}, "method:"),
+        ({"paramters": {"a": {"values": [1]}}}, "paramters: unknown key"),
+    ],
+)
+def test_bad_specs_are_one_line_per_problem(tmp_path, spec, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"base": "x.yaml", **spec}))
+    with pytest.raises(ConfigError) as caught:
+        sweeps.load_spec(path)
+    assert any(line.startswith(message) for line in caught.value.lines), caught.value.lines
+
+
+def test_grid_varies_the_last_parameter_fastest_and_random_is_fixed_by_the_seed(tmp_path):
+    grid = sweeps.SweepSpec(base="b", parameters={"a": {"values": [1, 2]}, "b": {"values": ["x", "y"]}})
+    assert [job.params for job in sweeps.expand_jobs(grid)] == [
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 2, "b": "x"},
+        {"a": 2, "b": "y"},
+    ]
+    assert sweeps.expand_jobs(grid)[1].overrides == ["a=1", "b=y"]
+    spec = {
+        "base": "b",
+        "method": "random",
+        "run_cap": 50,
+        "parameters": {
+            "lr": {"distribution": "log_uniform", "min": 1e-4, "max": 1e-1},
+            "units": {"distribution": "int_uniform", "min": 8, "max": 12},
+            "act": {"values": ["relu", "gelu"]},
+        },
+    }
+    first = [job.params for job in sweeps.expand_jobs(sweeps.SweepSpec(**spec))]
+    assert first == [job.params for job in sweeps.expand_jobs(sweeps.SweepSpec(**spec))]
+    assert first != [job.params for job in sweeps.expand_jobs(sweeps.SweepSpec(**spec, seed=1))]
+    assert all(1e-4 <= p["lr"] <= 1e-1 and p["units"] in range(8, 13) and p["act"] in ("relu", "gelu") for p in first)
+    assert {p["units"] for p in first} == set(range(8, 13))  # both ends reachable
+
+
+def test_a_typo_in_a_swept_key_stops_the_sweep_before_any_job_runs(tmp_path):
+    spec = write_spec(tmp_path, {"optimizer.lrr": {"values": [0.1]}})
+    result = invoke("sweep", spec, "--out", tmp_path / "sweep")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: parameters.optimizer.lrr: unknown key (did you mean 'lr'?)")
+    assert not (tmp_path / "sweep").exists()
+
+
+# --------------------------------------------------------------------------- running
+@pytest.mark.slow
+def test_sweep_runs_every_job_records_it_and_skips_it_the_second_time(tmp_path):
+    spec = write_spec(tmp_path, {"optimizer.lr": {"values": [0.05, 0.1]}, "training.seed": {"values": [0, 1]}})
+    folder = tmp_path / "sweep"
+    result = invoke("sweep", spec, "-j", "2", "--out", folder)
+    assert result.exit_code == 0, result.output
+    assert "4 jobs, 0 done, 4 to run; 2 at a time, 1 thread each" in result.output
+    events = ledger(folder)
+    assert sorted(e["job"] for e in events if e["status"] == "completed") == [0, 1, 2, 3]
+    rows = (folder / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("job,status,optimizer.lr,training.seed,val_accuracy,")
+    assert len(rows) == 5 and all(",completed," in row for row in rows[1:])
+    assert sorted(d.name.split("_", 1)[1] for d in (folder / "runs").iterdir()) == [f"sweep-00{i}" for i in range(4)]
+    info = json.loads((folder / "runs" / [e for e in events if e["job"] == 3][-1]["run_dir"] / "run.json").read_text())
+    assert info["overrides"][:2] == ["optimizer.lr=0.1", "training.seed=1"]
+    assert "best val_accuracy:" in result.output
+
+    again = invoke("sweep", spec, "--out", folder)
+    assert again.exit_code == 0 and "4 jobs, 4 done, 0 to run" in again.output
+    assert len(ledger(folder)) == len(events)
+
+    listing = invoke("runs", folder)
+    assert listing.exit_code == 0
+    assert listing.output.count("completed") == 4 and "optimizer.lr=0.1 training.seed=1" in listing.output
+
+    other = write_spec(tmp_path, {"optimizer.lr": {"values": [0.2]}})
+    clash = invoke("sweep", other, "--out", folder)
+    assert clash.exit_code == 2 and "holds a different sweep" in clash.output
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on_unless_fail_fast(tmp_path):
+    # batch 2000 > the digits training split: the job fails when its data is known, after validation
+    spec = write_spec(tmp_path, {"training.batch_size": {"values": [2000, 32]}, "training.drop_last": {"values": [True]}})
+    folder = tmp_path / "sweep"
+    result = invoke("sweep", spec, "--out", folder)
+    assert result.exit_code == 1
+    status = {e["job"]: e for e in ledger(folder) if e["status"] != "started"}
+    assert status[0]["status"] == "failed" and status[0]["exit_code"] == 2
+    assert status[0]["error"].startswith("error: training.drop_last:")
+    assert status[1]["status"] == "completed"
+    assert "1 job(s) failed" in result.output
+
+    fast = invoke("sweep", spec, "--out", tmp_path / "fast", "--fail-fast")
+    assert fast.exit_code == 1
+    assert [e["job"] for e in ledger(tmp_path / "fast")] == [0, 0]  # job 1 never started
+
+    retried = invoke("sweep", spec, "--out", folder, "--retry-failed")
+    assert "2 jobs, 1 done, 1 to run" in retried.output
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_by_sigterm_and_started_again_runs_every_job_exactly_once(tmp_path):
+    base = tmp_path / "tiny.yaml"
+    base.write_text(yaml.safe_dump(digits_tree(epochs=30, batch_size=16)))
+    spec = write_spec(tmp_path, {"training.seed": {"values": [0, 1, 2]}}, base=base)
+    folder = tmp_path / "sweep"
+    command = [sys.executable, "-m", "cifar_scratch", "sweep", str(spec), "--out", str(folder), "--threads", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    # Wait until job 1 has trained an epoch or more: a job stopped mid-run
+    while time.time() < deadline:
+        runs = list((folder / "runs").glob("*_sweep-001/history.csv")) if (folder / "runs").exists() else []
+        if runs and len(runs[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail("job 1 never got going")
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    last = {e["job"]: e["status"] for e in ledger(folder)}
+    assert last == {0: "completed", 1: "interrupted"}
+    stopped = next((folder / "runs").glob("*_sweep-001"))
+    assert (stopped / "checkpoints" / "last.npz").exists()
+
+    result = invoke("sweep", spec, "--out", folder)
+    assert result.exit_code == 0, result.output
+    assert "3 jobs, 1 done, 2 to run (1 resumed)" in result.output
+    events = ledger(folder)
+    assert sorted(e["job"] for e in events if e["status"] == "completed") == [0, 1, 2]  # each exactly once
+    assert [len(list((folder / "runs").glob(f"*_sweep-00{i}"))) for i in range(3)] == [1, 1, 1]
+    info = json.loads((stopped / "run.json").read_text())
+    assert info["status"] == "completed" and len(info["resumes"]) == 1
+    assert json.loads((stopped / "metrics.json").read_text())["epochs"] == 30
+
+
+def test_runs_reports_a_killed_run_as_interrupted_not_running(tmp_path):
+    run = tmp_path / "runs" / "20260101-000000_tiny"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(digits_tree()))
+    (run / "run.json").write_text(json.dumps({"status": "running", "started": "2026-01-01T00:00:00+0000"}))
+    (run / ".lock").write_text("")
+    result = invoke("runs", tmp_path / "runs")
+    assert result.exit_code == 0
+    assert "interrupted" in result.output and "running" not in result.output
+
+    from filelock import FileLock
+
+    with FileLock(run / ".lock"):  # a live process holds the lock: believe "running"
+        probe = subprocess.run(
+            [sys.executable, "-m", "cifar_scratch", "runs", str(tmp_path / "runs")],
+            capture_output=True,
+            text=True,
+            env={**os.environ},
+        )
+    assert "running" in probe.stdout, probe.stdout + probe.stderr
+
+    assert invoke("runs", tmp_path / "nowhere").exit_code == 2
