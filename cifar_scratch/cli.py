@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 runtime problem (data, checkpoint), 2 bad config or usa
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import sys
@@ -571,6 +572,79 @@ def runs(
     typer.echo(_table(["run", "status", "epochs", "best", "test acc", "age", "overrides"], rows))
     if len(summaries) > limit:
         typer.echo(f"({len(summaries) - limit} older runs not shown; --limit N)")
+
+
+class TableFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    markdown = "markdown"
+    json = "json"
+
+
+@app.command()
+@_user_errors
+def compare(
+    paths: list[Path] = typer.Argument(..., help="Run folders, sweep folders or runs folders."),
+    sort: Optional[str] = typer.Option(
+        None, "--sort", help="Column to sort by, best first (accuracies descending, others ascending)."
+    ),
+    fmt: TableFormat = typer.Option(TableFormat.table, "--format", help="Output format."),
+    group_seeds: bool = typer.Option(True, "--group-seeds/--no-group-seeds", help="Mean ± std over training.seed."),
+    figure: Optional[Path] = typer.Option(
+        None, "--figure", show_default=False, help="Where the figure goes. [default: compare.png in the sweep folder, else here]"
+    ),
+) -> None:
+    """A table of the config keys that differ between runs against their results, and a figure of their curves."""
+    from cifar_scratch import compare as comparing
+    from cifar_scratch import reports
+    from cifar_scratch import sweep as sweeps
+    from cifar_scratch.run_index import history_rows
+
+    runs = comparing.collect(paths)
+    columns, rows = comparing.table(runs, group_seeds)
+    if sort is not None:
+        if sort not in columns:
+            raise UsageError(f"--sort: no column {sort!r}; columns: {', '.join(columns)}")
+        rows = comparing.sort_rows(rows, sort)
+    typer.echo(comparing.render(columns, rows, fmt.value))
+    sweep_dirs = [p for p in paths if (p / "spec.yaml").is_file() and (p / "jobs.jsonl").is_file()]
+    panels = []
+    if len(sweep_dirs) == 1:
+        folder = sweeps.SweepFolder(sweep_dirs[0])
+        spec = sweeps.load_spec(folder.spec_path)
+        results = folder.write_results(spec, sweeps.expand_jobs(spec))
+        scored = [row for row in results if row.get(spec.metric.name) is not None]
+        panels = [
+            (key, spec.metric.name, [row[key] for row in scored], [row[spec.metric.name] for row in scored])
+            for key in spec.parameters
+            if len({json.dumps(row[key], default=str) for row in scored}) > 1  # a fixed value says nothing
+        ]
+    target = figure or ((sweep_dirs[0] if len(sweep_dirs) == 1 else Path(".")) / "compare.png")
+    curves = list(zip(comparing.labels(runs), (history_rows(run.path) for run in runs)))
+    reports.plot_comparison(curves, target, panels)
+    typer.echo(f"figure: {target}", err=fmt is not TableFormat.table)
+
+
+@app.command()
+@_user_errors
+def predict(
+    target: Path = typer.Argument(..., help="A run folder (uses checkpoints/best.npz) or a checkpoint file."),
+    images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...; any size: resized and centre-cropped)."),
+    top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="Classes to show per image."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    threads: Optional[int] = THREADS_OPTION,
+) -> None:
+    """Top-k classes with their probabilities for image files, with a run's weights and normalisation."""
+    from cifar_scratch.predict import predict_images
+
+    with runtime.compute(threads):
+        checkpoint, results = predict_images(target, images, top_k)
+    if as_json:
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "results": results}, indent=2))
+        return
+    for result in results:
+        best = "  ".join(f"{p['class']} {p['probability']:.3f}" for p in result["predictions"])
+        typer.echo(f"{result['image']}: {best}")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -101,3 +101,36 @@ def plot_image_grid(images: np.ndarray, titles: list[str], correct: list[bool], 
         ax.set_title(("\u2713 " if ok else "\u2717 ") + caption, fontsize=7, color="tab:blue" if ok else "tab:orange")
     fig.suptitle(title)
     _save(fig, path)
+
+
+def plot_comparison(curves: list[tuple[str, list[dict]]], path: Path, panels: list[tuple[str, str, list, list]] = ()) -> None:
+    """One figure: the validation accuracy per epoch of every run (training accuracy for runs without
+    a validation split, dashed), then one panel per swept parameter: (parameter, metric, x values, y values)."""
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(6 + 4 * len(panels), 4), squeeze=False, layout="constrained")
+    ax = axes[0][0]
+    for label, history in curves:
+        epochs = [row["epoch"] for row in history]
+        val = [row.get("val_accuracy", np.nan) for row in history]
+        if history and all(np.isnan(v) for v in val):
+            ax.plot(epochs, [row.get("train_accuracy", np.nan) for row in history], "--", label=f"{label} (train)")
+        else:
+            ax.plot(epochs, val, "-", label=label)
+    ax.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy per epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if len(curves) <= 12:
+        ax.legend(fontsize="small")
+    for ax, (parameter, metric, xs, ys) in zip(axes[0][1:], panels):
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        if numeric:
+            ax.plot(xs, ys, "o", alpha=0.7)
+            positive = [x for x in xs if x > 0]
+            if len(positive) == len(xs) and max(xs) / min(xs) >= 20:
+                ax.set_xscale("log")
+        else:
+            names = sorted({str(x) for x in xs})
+            ax.plot([names.index(str(x)) for x in xs], ys, "o", alpha=0.7)
+            ax.set_xticks(range(len(names)), names)
+        ax.set(xlabel=parameter, ylabel=metric, title=f"{metric} by {parameter}")
+        ax.grid(alpha=0.3)
+    _save(fig, path)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -205,3 +206,61 @@ def test_runs_reports_a_killed_run_as_interrupted_not_running(tmp_path):
     assert "running" in probe.stdout, probe.stdout + probe.stderr
 
     assert invoke("runs", tmp_path / "nowhere").exit_code == 2
+
+
+# --------------------------------------------------------------------------- compare and predict
+@pytest.mark.slow
+def test_compare_groups_seeds_sorts_formats_and_draws_one_panel_per_swept_parameter(tmp_path):
+    spec = write_spec(tmp_path, {"optimizer.lr": {"values": [0.01, 0.1]}, "training.seed": {"values": [0, 1]}})
+    folder = tmp_path / "sweep"
+    assert invoke("sweep", spec, "-j", "2", "--out", folder).exit_code == 0
+
+    result = invoke("compare", folder, "--sort", "val_accuracy")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["run", "optimizer.lr", "status", "n"]  # seeds grouped, name/output ignored
+    rows = [line for line in lines[2:] if line.startswith("2 runs")]
+    assert len(rows) == 2 and all(" ± " in row for row in rows)
+    table = json.loads(invoke("compare", folder, "--format", "json", "--sort", "val_accuracy").stdout)
+    means = [row["val_accuracy"]["mean"] for row in table]
+    assert means == sorted(means, reverse=True) and table[0]["val_accuracy"]["n"] == 2
+    assert (folder / "compare.png").stat().st_size > 10_000
+
+    single = invoke("compare", folder, "--no-group-seeds", "--format", "csv", "--figure", tmp_path / "f.png").stdout
+    header = single.splitlines()[0].split(",")
+    assert header[:3] == ["run", "optimizer.lr", "training.seed"] and len(single.splitlines()) == 5
+    markdown = invoke("compare", folder, "--format", "markdown", "--figure", tmp_path / "f.png").stdout
+    assert markdown.startswith("| run | optimizer.lr |")
+
+    bad = invoke("compare", folder, "--sort", "accuracy")
+    assert bad.exit_code == 2 and bad.output.startswith("error: --sort: no column 'accuracy'")
+    assert invoke("compare", tmp_path / "nowhere").exit_code == 2
+
+
+@pytest.mark.slow
+def test_predict_prints_the_top_classes_of_png_files_of_any_size(tmp_path, digits_config):
+    from PIL import Image
+
+    result = invoke("train", digits_config, "training.epochs=2", "--runs-dir", tmp_path / "runs", "--quiet")
+    run_dir = Path(result.output.strip().splitlines()[-1])
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((40, 30, 3)) * 255).astype(np.uint8)).save(tmp_path / "colour.png")
+    Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(tmp_path / "small.png")
+
+    shown = invoke("predict", run_dir, tmp_path / "colour.png", tmp_path / "small.png")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{tmp_path / 'colour.png'}: ")
+    assert len(lines[0].split(": ", 1)[1].split("  ")) == 3  # top-3 by default
+
+    payload = json.loads(invoke("predict", run_dir, tmp_path / "small.png", "--json", "-k", "10").output)
+    probabilities = [p["probability"] for p in payload["results"][0]["predictions"]]
+    assert len(probabilities) == 10 and probabilities == sorted(probabilities, reverse=True)
+    assert abs(sum(probabilities) - 1) < 1e-5
+    assert payload["checkpoint"].endswith("best.npz")
+
+    not_image = invoke("predict", run_dir, digits_config)
+    assert not_image.exit_code == 1 and not_image.output.startswith(f"error: {digits_config}: not a readable image")
+    missing = invoke("predict", run_dir, tmp_path / "missing.png")
+    assert missing.exit_code == 2 and missing.output.strip() == f"error: {tmp_path / 'missing.png'}: no such file"
+    assert invoke("predict", tmp_path / "no-run", tmp_path / "small.png").exit_code == 2

@@ -239,6 +239,7 @@ def start_run(
                 "data_dir": str(data_dir.resolve()),
                 "dataset": dataset.description,
                 "class_names": list(dataset.class_names),
+                "image_shape": list(dataset.image_shape),
                 "sizes": {"train": len(trainer.dataset.train), "val": len(dataset.val), "test": len(dataset.test)},
                 "status": "running",
                 "resumes": [],

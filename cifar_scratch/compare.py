@@ -1,0 +1,208 @@
+"""Compare runs: the config keys that differ between them against their results.
+
+Rows are runs, or groups of runs that differ only by ``training.seed`` (mean ± std over the seeds,
+with n). Columns are the differing config keys (dotted, as overrides are written), then status,
+best epoch, train/val/test accuracy and loss, test accuracy with TTA, and training wall time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from pathlib import Path
+
+import yaml
+
+from cifar_scratch.errors import UsageError
+from cifar_scratch.run_index import RunSummary, find_runs, summarize
+
+#: Result columns, in the order shown; each is a key of metrics.json.
+RESULTS = (
+    "best_epoch",
+    "train_accuracy",
+    "val_accuracy",
+    "test_accuracy",
+    "test_accuracy_tta",
+    "train_loss",
+    "val_loss",
+    "test_loss",
+    "train_time_s",
+)
+#: Config keys that differ between any two runs without saying anything about them.
+IGNORED_KEYS = ("name", "output.")
+SEED = "training.seed"
+
+
+def flatten(tree, prefix: str = "") -> dict[str, object]:
+    """{"optimizer": {"lr": 0.1}, "model": {"layers": [...]}} -> {"optimizer.lr": 0.1, "model.layers.0.units": ...}."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    flat: dict[str, object] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    if not flat and prefix:  # an empty list or mapping is a value too
+        flat[prefix] = tree
+    return flat
+
+
+def _config(run_dir: Path) -> dict[str, object]:
+    try:
+        tree = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return flatten(tree) if isinstance(tree, dict) else {}
+
+
+def collect(paths: list[Path]) -> list[RunSummary]:
+    """Every run folder under ``paths`` (each a run, a sweep folder or a runs dir), each once."""
+    seen, runs = set(), []
+    for path in paths:
+        if not Path(path).exists():
+            raise UsageError(f"{path}: no such folder")
+        found = find_runs(Path(path))
+        if not found:
+            raise UsageError(f"{path}: no run folders (a run folder holds run.json)")
+        for run_dir in found:
+            if run_dir.resolve() not in seen:
+                seen.add(run_dir.resolve())
+                runs.append(summarize(run_dir))
+    return runs
+
+
+def differing_keys(configs: list[dict[str, object]]) -> list[str]:
+    keys = sorted({key for config in configs for key in config})
+    return [
+        key
+        for key in keys
+        if not any(key == ignored or key.startswith(ignored) for ignored in IGNORED_KEYS)
+        and len({json.dumps(config.get(key), sort_keys=True, default=str) for config in configs}) > 1
+    ]
+
+
+def table(runs: list[RunSummary], group_seeds: bool = True) -> tuple[list[str], list[dict]]:
+    """-> (columns, rows). Each row maps a column to a value: a number, a string, or for a group of
+    seeds (mean, std) per result with ``n`` runs."""
+    configs = [_config(run.path) for run in runs]
+    keys = differing_keys(configs)
+    grouped = group_seeds and SEED in keys
+    shown = [key for key in keys if not (grouped and key == SEED)]
+    groups: dict[str, list[int]] = {}
+    for index, config in enumerate(configs):
+        label = json.dumps([config.get(key) for key in shown], default=str) if grouped else str(index)
+        groups.setdefault(label, []).append(index)
+    rows = []
+    for members in groups.values():
+        first = configs[members[0]]
+        row: dict = {"run": runs[members[0]].path.name if len(members) == 1 else f"{len(members)} runs"}
+        row.update({key: first.get(key) for key in shown})
+        statuses = sorted({runs[i].status for i in members})
+        row["status"] = statuses[0] if len(statuses) == 1 else "/".join(statuses)
+        row["n"] = len(members)
+        for column in RESULTS:
+            values = [runs[i].metrics.get(column) for i in members]
+            values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+            if not values:
+                row[column] = None
+            elif len(members) == 1:
+                row[column] = values[0]
+            else:
+                row[column] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+        rows.append(row)
+    columns = ["run", *shown, "status", "n", *RESULTS]
+    if not grouped:
+        columns.remove("n")
+    return [c for c in columns if any(row.get(c) is not None for row in rows) or c in ("run", "status")], rows
+
+
+def sort_rows(rows: list[dict], column: str) -> list[dict]:
+    """Best first: descending for accuracies, ascending otherwise (losses, times, epochs); missing last."""
+    descending = "accuracy" in column or column.endswith("f1")
+
+    def key(row):
+        value = row.get(column)
+        value = value[0] if isinstance(value, tuple) else value
+        if value is None:
+            return (1, 0, "")
+        if isinstance(value, (int, float)):
+            return (0, -value if descending else value, "")
+        return (0, 0, str(value))
+
+    return sorted(rows, key=key)
+
+
+def cell(value, column: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, tuple):
+        mean, std, _ = value
+        return f"{_number(mean, column)} ± {_number(std, column)}"
+    return _number(value, column) if isinstance(value, float) else str(value)
+
+
+def _number(value: float, column: str) -> str:
+    if column == "train_time_s":
+        return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+    if column == "best_epoch":
+        return f"{value:.1f}"
+    if column in RESULTS:
+        return f"{value:.4f}"
+    return f"{value:g}"
+
+
+def render(columns: list[str], rows: list[dict], fmt: str) -> str:
+    """The table as ``table`` (aligned text), ``markdown``, ``csv`` (means and stds in their own
+    columns) or ``json`` (a list of objects)."""
+    if fmt == "json":
+        records = []
+        for row in rows:
+            record = {}
+            for column in columns:
+                value = row.get(column)
+                if isinstance(value, tuple):
+                    record[column] = {"mean": value[0], "std": value[1], "n": value[2]}
+                else:
+                    record[column] = value
+            records.append(record)
+        return json.dumps(records, indent=2, default=str)
+    if fmt == "csv":
+        header = []
+        for column in columns:
+            grouped = any(isinstance(row.get(column), tuple) for row in rows)
+            header += [column, f"{column}_std"] if grouped else [column]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            line = []
+            for column in columns:
+                value = row.get(column)
+                grouped = any(isinstance(r.get(column), tuple) for r in rows)
+                if isinstance(value, tuple):
+                    line += [value[0], value[1]]
+                else:
+                    line += [("" if value is None else value)] + ([""] if grouped else [])
+            writer.writerow(line)
+        return buffer.getvalue().rstrip("\n")
+    cells = [[cell(row.get(column), column) for column in columns] for row in rows]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+    widths = [max(len(text) for text in column) for column in zip(columns, *cells)]
+    lines = ["  ".join(text.ljust(w) for text, w in zip(columns, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    return "\n".join(lines + ["  ".join(text.ljust(w) for text, w in zip(row, widths)).rstrip() for row in cells])
+
+
+def labels(runs: list[RunSummary]) -> list[str]:
+    """A short legend entry per run: its differing config values, else its folder name."""
+    configs = [_config(run.path) for run in runs]
+    keys = differing_keys(configs)
+    return [
+        " ".join(f"{key.split('.')[-1]}={config.get(key)}" for key in keys) or run.path.name for run, config in zip(runs, configs)
+    ]

@@ -1,0 +1,82 @@
+"""Classify image files with a trained run: top-k classes and their probabilities.
+
+Images of any size and mode are read with Pillow and brought to the model's input the way
+torchvision's ``Resize(size) + CenterCrop(size)`` does: the shorter side is scaled to the model's
+size (bilinear, antialiased), then the centre is cropped, so the aspect ratio is kept. Colour images
+become grayscale for a one-channel model (MNIST, Fashion-MNIST, digits) and grayscale ones RGB for a
+three-channel one. The run's own normalisation (saved in its checkpoint) is applied, as in training.
+MNIST-style models expect a light object on a dark background, as their training images are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cifar_scratch.builders import build_model
+from cifar_scratch.config import load_config
+from cifar_scratch.data import Normalizer
+from cifar_scratch.diagnostics.gradcheck import model_input_shape
+from cifar_scratch.errors import CheckpointError, DataError, UsageError
+from cifar_scratch.evaluate import locate
+from cifar_scratch.nn.functional import softmax
+from cifar_scratch.training.run import read_run_info
+from cifar_scratch.training.trainer import EVAL_BATCH, load_weights
+
+#: Pillow refuses images above this many pixels (decompression bombs).
+MAX_PIXELS = 100_000_000
+
+
+def load_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """An image file -> uint8 (H, W, C) of the model's input ``shape``."""
+    height, width, channels = shape
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            scale = max(height / image.height, width / image.width)
+            size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
+            left, top = (size[0] - width) // 2, (size[1] - height) // 2
+            pixels = np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.uint8)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder, not an image") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    return pixels.reshape(height, width, channels)
+
+
+def predict_images(target: Path, images: list[Path], top_k: int = 3) -> tuple[Path, list[dict]]:
+    """-> (checkpoint used, one {"image", "predictions": [{"class", "probability"}...]} per image)."""
+    if not Path(target).exists():
+        raise UsageError(f"{target}: no such run folder or checkpoint")
+    run_dir, checkpoint = locate(target)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir}: config.yaml is missing, so the model cannot be rebuilt")
+    config = load_config(run_dir / "config.yaml")
+    info = read_run_info(run_dir)
+    class_names = info.get("class_names")
+    if not isinstance(class_names, list) or not class_names:
+        raise CheckpointError(f"{run_dir}: run.json lists no class_names")
+    recorded = info.get("image_shape")  # runs before it was recorded: known datasets' shapes, else the data's
+    shape = tuple(recorded) if isinstance(recorded, list) and len(recorded) == 3 else model_input_shape(config)
+    model = build_model(config.model, shape, len(class_names), np.random.default_rng(0), EVAL_BATCH)
+    channels = shape[-1]
+    normalizer = Normalizer(np.zeros(channels, np.float32), np.ones(channels, np.float32))  # from the checkpoint
+    load_weights(model, normalizer, checkpoint)
+    pixels = np.stack([load_image(Path(path), shape) for path in images])
+    model.eval()
+    logits = np.concatenate([model.forward(normalizer(pixels[i : i + EVAL_BATCH])) for i in range(0, len(pixels), EVAL_BATCH)])
+    probabilities = softmax(logits)
+    k = min(top_k, len(class_names))
+    results = []
+    for path, row in zip(images, probabilities):
+        order = np.argsort(-row, kind="stable")[:k]
+        results.append(
+            {"image": str(path), "predictions": [{"class": class_names[i], "probability": float(row[i])} for i in order]}
+        )
+    return checkpoint, results
