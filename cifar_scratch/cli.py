@@ -116,6 +116,8 @@ def _user_errors(command):
 def _interruption_report(exc: signals.Interrupted) -> list[str]:
     """What was stopped, what was saved, and how to go on."""
     lines = [f"\ninterrupted by {exc.name}" + (" (a second signal: stopped at once)" if exc.immediate else "")]
+    if exc.hint:  # a command that knows better what was kept (sweep)
+        return lines + [exc.hint]
     if exc.run_dir is None:
         return lines + ["nothing was written"]
     if exc.checkpoint is None:

@@ -24,6 +24,7 @@ class Interrupted(BaseException):
 
     ``immediate``: a second signal stopped the work without waiting for a checkpoint.
     ``run_dir``/``checkpoint``: filled in by the run layer; what the user can resume from.
+    ``hint``: filled in by commands that report it otherwise (a sweep: how many jobs it stopped).
     """
 
     def __init__(self, signum: int, immediate: bool = False):
@@ -31,6 +32,7 @@ class Interrupted(BaseException):
         self.exit_code = 128 + signum
         self.run_dir = None
         self.checkpoint = None
+        self.hint: str | None = None  # set by commands that say themselves what was kept and how to go on
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
     @property

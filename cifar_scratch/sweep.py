@@ -319,7 +319,12 @@ def plan(folder: SweepFolder, jobs: list[Job], retry_failed: bool) -> tuple[list
             continue
         resume = None
         if status in ("started", "interrupted"):
-            for run_dir in folder.job_runs(job):
+            runs = folder.job_runs(job)
+            if runs and run_status(runs[0]) == "completed":  # finished, but the sweep died before recording it
+                folder.record({"job": job.index, "status": "completed", "overrides": job.overrides, "run_dir": str(runs[0])})
+                done.append(job)
+                continue
+            for run_dir in runs:
                 if (run_dir / "checkpoints" / "last.npz").exists() and run_status(run_dir) != "failed":
                     resume = run_dir
                     break
@@ -379,10 +384,10 @@ def run_local(
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
+        running.append(_Running(job, process, log, resume is not None, time.perf_counter()))  # before a signal can strike
         folder.record(
             {"job": job.index, "status": "started", "overrides": job.overrides, "resumed": resume is not None, "pid": process.pid}
         )
-        running.append(_Running(job, process, log, resume is not None, time.perf_counter()))
 
     def finish(item: _Running, code: int) -> JobOutcome:
         runs = folder.job_runs(item.job)
@@ -428,8 +433,13 @@ def run_local(
                     queue.clear()
             if stop_starting and not running:
                 break
-    except signals.Interrupted:
+    except signals.Interrupted as exc:
+        stopped = len(running)
         _stop(running, finish)
+        exc.hint = (
+            f"{stopped} running job(s) stopped and recorded as interrupted in {folder.ledger_path}; "
+            "run the same sweep command again to resume them and run the rest"
+        )
         raise
     return outcomes
 

@@ -117,6 +117,13 @@ def test_sweep_runs_every_job_records_it_and_skips_it_the_second_time(tmp_path):
     assert again.exit_code == 0 and "4 jobs, 4 done, 0 to run" in again.output
     assert len(ledger(folder)) == len(events)
 
+    # The sweep died after job 3 finished but before recording it: its run says completed, nothing reruns
+    lines = (folder / "jobs.jsonl").read_text().splitlines()
+    last_done = max(i for i, line in enumerate(lines) if '"completed"' in line)
+    (folder / "jobs.jsonl").write_text("\n".join(lines[:last_done] + lines[last_done + 1 :]) + "\n")
+    recovered = invoke("sweep", spec, "--out", folder)
+    assert recovered.exit_code == 0 and "4 jobs, 4 done, 0 to run" in recovered.output
+
     listing = invoke("runs", folder)
     assert listing.exit_code == 0
     assert listing.output.count("completed") == 4 and "optimizer.lr=0.1 training.seed=1" in listing.output
@@ -168,6 +175,7 @@ def test_a_sweep_stopped_by_sigterm_and_started_again_runs_every_job_exactly_onc
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, output
+    assert "1 running job(s) stopped" in output and "run the same sweep command again" in output
     last = {e["job"]: e["status"] for e in ledger(folder)}
     assert last == {0: "completed", 1: "interrupted"}
     stopped = next((folder / "runs").glob("*_sweep-001"))
@@ -264,3 +272,13 @@ def test_predict_prints_the_top_classes_of_png_files_of_any_size(tmp_path, digit
     missing = invoke("predict", run_dir, tmp_path / "missing.png")
     assert missing.exit_code == 2 and missing.output.strip() == f"error: {tmp_path / 'missing.png'}: no such file"
     assert invoke("predict", tmp_path / "no-run", tmp_path / "small.png").exit_code == 2
+
+
+def test_shipped_sweep_specs_are_valid_and_their_jobs_validate():
+    repo = Path(__file__).resolve().parents[1]
+    specs = sorted((repo / "sweeps").glob("*.yaml"))
+    assert specs
+    for path in specs:
+        spec = sweeps.load_spec(path)
+        spec = spec.model_copy(update={"base": str(repo / spec.base)})
+        sweeps.check_jobs(spec, sweeps.expand_jobs(spec))
