@@ -24,6 +24,7 @@ from cifar_scratch import __version__, runtime, signals
 from cifar_scratch.config import TTA_MODES, dump_config, load_config
 from cifar_scratch.data import DATA_DIR_ENV, resolve_data_dir
 from cifar_scratch.errors import UsageError, UserError
+from cifar_scratch.tables import text_table
 from cifar_scratch.training.checkpoint import load_checkpoint
 from cifar_scratch.training.trainer import Callback, Trainer, read_metadata
 
@@ -349,7 +350,7 @@ def gradcheck(
         if key in results:
             typer.echo(f"\n{title}")
             typer.echo(
-                _table(
+                text_table(
                     ["layer", "tensor", "shape", "checked", "max rel. error", "worst element", "result"],
                     [
                         [
@@ -369,7 +370,7 @@ def gradcheck(
     if "torch" in results:
         typer.echo("\nagainst PyTorch (float32, same weights, dropout off, batch-norm batch statistics)")
         typer.echo(
-            _table(
+            text_table(
                 ["layer", "tensor", "shape", "max abs. diff", "rel. diff", "result"],
                 [
                     [
@@ -438,7 +439,7 @@ def benchmark(
                         f"{t['step_ms_median']:.1f}",
                     ]
                 )
-    typer.echo(_table(["phase", "engine", "images/s (median)", "range", "ms/step"], rows))
+    typer.echo(text_table(["phase", "engine", "images/s (median)", "range", "ms/step"], rows))
     if r["torch"]:
         typer.echo(
             f"ours / torch: train {r['train']['ratio']:.2f}x, inference {r['inference']['ratio']:.2f}x (same run, interleaved)"
@@ -450,7 +451,7 @@ def benchmark(
     )
     total = sum(row["forward_ms"] + row["backward_ms"] for row in r["layers"]) or 1.0
     typer.echo(
-        _table(
+        text_table(
             ["layer", "output", "forward ms", "backward ms", "share", "GFLOP"],
             [
                 [
@@ -496,7 +497,6 @@ def sweep(
     from cifar_scratch import sweep as sweeps
 
     spec = sweeps.load_spec(spec_path)
-    spec = spec.model_copy(update={"base": str(Path(spec.base).expanduser().resolve())})
     all_jobs = sweeps.expand_jobs(spec)
     sweeps.check_jobs(spec, all_jobs)
     folder = sweeps.SweepFolder(out or sweeps.default_folder(spec_path, spec, runs_dir or Path("runs")))
@@ -571,7 +571,7 @@ def runs(
                 " ".join(s.overrides) or "-",
             ]
         )
-    typer.echo(_table(["run", "status", "epochs", "best", "test acc", "age", "overrides"], rows))
+    typer.echo(text_table(["run", "status", "epochs", "best", "test acc", "age", "overrides"], rows))
     if len(summaries) > limit:
         typer.echo(f"({len(summaries) - limit} older runs not shown; --limit N)")
 
@@ -614,7 +614,7 @@ def compare(
     if len(sweep_dirs) == 1:
         folder = sweeps.SweepFolder(sweep_dirs[0])
         spec = sweeps.load_spec(folder.spec_path)
-        results = folder.write_results(spec, sweeps.expand_jobs(spec))
+        results = folder.results(spec, sweeps.expand_jobs(spec))
         scored = [row for row in results if row.get(spec.metric.name) is not None]
         panels = [
             (key, spec.metric.name, [row[key] for row in scored], [row[spec.metric.name] for row in scored])
@@ -647,14 +647,6 @@ def predict(
     for result in results:
         best = "  ".join(f"{p['class']} {p['probability']:.3f}" for p in result["predictions"])
         typer.echo(f"{result['image']}: {best}")
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
 
 
 def main() -> None:

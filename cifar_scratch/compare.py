@@ -14,10 +14,9 @@ import math
 import statistics
 from pathlib import Path
 
-import yaml
-
 from cifar_scratch.errors import UsageError
 from cifar_scratch.run_index import RunSummary, find_runs, summarize
+from cifar_scratch.tables import text_table
 
 #: Result columns, in the order shown; each is a key of metrics.json.
 RESULTS = (
@@ -52,14 +51,6 @@ def flatten(tree, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def _config(run_dir: Path) -> dict[str, object]:
-    try:
-        tree = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    return flatten(tree) if isinstance(tree, dict) else {}
-
-
 def collect(paths: list[Path]) -> list[RunSummary]:
     """Every run folder under ``paths`` (each a run, a sweep folder or a runs dir), each once."""
     seen, runs = set(), []
@@ -89,7 +80,7 @@ def differing_keys(configs: list[dict[str, object]]) -> list[str]:
 def table(runs: list[RunSummary], group_seeds: bool = True) -> tuple[list[str], list[dict]]:
     """-> (columns, rows). Each row maps a column to a value: a number, a string, or for a group of
     seeds (mean, std) per result with ``n`` runs."""
-    configs = [_config(run.path) for run in runs]
+    configs = [flatten(run.config) for run in runs]
     keys = differing_keys(configs)
     grouped = group_seeds and SEED in keys
     shown = [key for key in keys if not (grouped and key == SEED)]
@@ -172,10 +163,10 @@ def render(columns: list[str], rows: list[dict], fmt: str) -> str:
             records.append(record)
         return json.dumps(records, indent=2, default=str)
     if fmt == "csv":
+        grouped = {column for column in columns if any(isinstance(row.get(column), tuple) for row in rows)}
         header = []
         for column in columns:
-            grouped = any(isinstance(row.get(column), tuple) for row in rows)
-            header += [column, f"{column}_std"] if grouped else [column]
+            header += [column, f"{column}_std"] if column in grouped else [column]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(header)
@@ -183,25 +174,22 @@ def render(columns: list[str], rows: list[dict], fmt: str) -> str:
             line = []
             for column in columns:
                 value = row.get(column)
-                grouped = any(isinstance(r.get(column), tuple) for r in rows)
                 if isinstance(value, tuple):
                     line += [value[0], value[1]]
                 else:
-                    line += [("" if value is None else value)] + ([""] if grouped else [])
+                    line += [("" if value is None else value)] + ([""] if column in grouped else [])
             writer.writerow(line)
         return buffer.getvalue().rstrip("\n")
     cells = [[cell(row.get(column), column) for column in columns] for row in rows]
     if fmt == "markdown":
         lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
-    widths = [max(len(text) for text in column) for column in zip(columns, *cells)]
-    lines = ["  ".join(text.ljust(w) for text, w in zip(columns, widths)).rstrip(), "  ".join("-" * w for w in widths)]
-    return "\n".join(lines + ["  ".join(text.ljust(w) for text, w in zip(row, widths)).rstrip() for row in cells])
+    return text_table(columns, cells)
 
 
 def labels(runs: list[RunSummary]) -> list[str]:
     """A short legend entry per run: its differing config values, else its folder name."""
-    configs = [_config(run.path) for run in runs]
+    configs = [flatten(run.config) for run in runs]
     keys = differing_keys(configs)
     return [
         " ".join(f"{key.split('.')[-1]}={config.get(key)}" for key in keys) or run.path.name for run, config in zip(runs, configs)

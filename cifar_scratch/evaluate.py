@@ -8,13 +8,14 @@ import numpy as np
 
 from cifar_scratch import reports
 from cifar_scratch.builders import build_model
-from cifar_scratch.config import load_config
+from cifar_scratch.config import RunConfig, load_config
 from cifar_scratch.data import Normalizer, load_dataset
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
 from cifar_scratch.fileio import atomic_write_json
 from cifar_scratch.nn.functional import softmax
+from cifar_scratch.nn.model import Sequential
 from cifar_scratch.training.run import check_checkpoint_matches, read_run_info
-from cifar_scratch.training.trainer import EVAL_BATCH, evaluate_split, load_weights
+from cifar_scratch.training.trainer import EVAL_BATCH, CheckpointMetadata, evaluate_split, load_weights
 
 GRID_SIZE = 32
 
@@ -33,6 +34,24 @@ def locate(target: Path) -> tuple[Path, Path]:
     raise CheckpointError(f"{target}: no checkpoints/best.npz or checkpoints/last.npz (is it a run folder?)")
 
 
+def run_config(run_dir: Path) -> RunConfig:
+    """The config a run folder was trained with (its config.yaml)."""
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir}: config.yaml is missing, so the model cannot be rebuilt")
+    return load_config(run_dir / "config.yaml")
+
+
+def restore_model(
+    config: RunConfig, checkpoint: Path, image_shape: tuple[int, ...], classes: int
+) -> tuple[Sequential, Normalizer, CheckpointMetadata]:
+    """The config's model with the checkpoint's weights, and the normalisation it was trained with."""
+    model = build_model(config.model, image_shape, classes, np.random.default_rng(0), EVAL_BATCH)
+    channels = image_shape[-1]
+    normalizer = Normalizer(np.zeros(channels, np.float32), np.ones(channels, np.float32))  # filled from the checkpoint
+    meta = load_weights(model, normalizer, checkpoint)
+    return model, normalizer, meta
+
+
 def evaluate_checkpoint(
     target: Path,
     split: str = "test",
@@ -47,19 +66,14 @@ def evaluate_checkpoint(
     """
     notes = notes if notes is not None else []
     run_dir, checkpoint = locate(target)
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir}: config.yaml is missing, so the model cannot be rebuilt")
-    config = load_config(run_dir / "config.yaml")
+    config = run_config(run_dir)
     info = read_run_info(run_dir)
     data_dir = data_dir or Path(info.get("data_dir", "data"))
     dataset = load_dataset(config.data, data_dir, progress)
     data = dataset.split(split)
     if not len(data):
         raise DataError(f"the {split} split is empty (data.val_fraction is 0?)")
-    model = build_model(config.model, dataset.image_shape, len(dataset.class_names), np.random.default_rng(0), EVAL_BATCH)
-    channels = dataset.image_shape[-1]
-    normalizer = Normalizer(np.zeros(channels, np.float32), np.ones(channels, np.float32))  # filled from the checkpoint
-    meta = load_weights(model, normalizer, checkpoint)
+    model, normalizer, meta = restore_model(config, checkpoint, dataset.image_shape, len(dataset.class_names))
     check_checkpoint_matches(meta, config, dataset.fingerprint(), dataset.class_names, checkpoint)
     status = info.get("status")
     if status != "completed":

@@ -15,26 +15,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cifar_scratch.builders import build_model
-from cifar_scratch.config import load_config
-from cifar_scratch.data import Normalizer
 from cifar_scratch.diagnostics.gradcheck import model_input_shape
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
-from cifar_scratch.evaluate import locate
+from cifar_scratch.evaluate import locate, restore_model, run_config
 from cifar_scratch.nn.functional import softmax
 from cifar_scratch.training.run import read_run_info
-from cifar_scratch.training.trainer import EVAL_BATCH, load_weights
+from cifar_scratch.training.trainer import EVAL_BATCH
 
-#: Pillow refuses images above this many pixels (decompression bombs).
+#: Largest image accepted, in pixels, checked from the header before decoding (decompression bombs).
 MAX_PIXELS = 100_000_000
 
 
 def load_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     """An image file -> uint8 (H, W, C) of the model's input ``shape``."""
     height, width, channels = shape
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise DataError(f"{path}: not a readable image ({image.width}x{image.height} is over {MAX_PIXELS:,} pixels)")
             image = image.convert("L" if channels == 1 else "RGB")
             scale = max(height / image.height, width / image.width)
             size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
@@ -55,19 +53,14 @@ def predict_images(target: Path, images: list[Path], top_k: int = 3) -> tuple[Pa
     if not Path(target).exists():
         raise UsageError(f"{target}: no such run folder or checkpoint")
     run_dir, checkpoint = locate(target)
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir}: config.yaml is missing, so the model cannot be rebuilt")
-    config = load_config(run_dir / "config.yaml")
+    config = run_config(run_dir)
     info = read_run_info(run_dir)
     class_names = info.get("class_names")
     if not isinstance(class_names, list) or not class_names:
         raise CheckpointError(f"{run_dir}: run.json lists no class_names")
     recorded = info.get("image_shape")  # runs before it was recorded: known datasets' shapes, else the data's
     shape = tuple(recorded) if isinstance(recorded, list) and len(recorded) == 3 else model_input_shape(config)
-    model = build_model(config.model, shape, len(class_names), np.random.default_rng(0), EVAL_BATCH)
-    channels = shape[-1]
-    normalizer = Normalizer(np.zeros(channels, np.float32), np.ones(channels, np.float32))  # from the checkpoint
-    load_weights(model, normalizer, checkpoint)
+    model, normalizer, _ = restore_model(config, checkpoint, shape, len(class_names))
     pixels = np.stack([load_image(Path(path), shape) for path in images])
     model.eval()
     logits = np.concatenate([model.forward(normalizer(pixels[i : i + EVAL_BATCH])) for i in range(0, len(pixels), EVAL_BATCH)])

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
-import time
+import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -32,11 +33,13 @@ class RunSummary:
     best_value: float | None
     best_epoch: int | None
     metrics: dict = field(default_factory=dict)  # metrics.json ({} until the run finishes)
+    config: dict = field(default_factory=dict)  # config.yaml as written ({} when unreadable)
     overrides: list[str] = field(default_factory=list)
     error: str | None = None
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object file as a dict; {} when it is absent, damaged or not an object (listings never fail)."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
@@ -61,7 +64,7 @@ def is_locked(run_dir: Path) -> bool:
 
 
 def run_status(run_dir: Path, info: dict | None = None) -> str:
-    info = _read_json(run_dir / "run.json") if info is None else info
+    info = read_json(run_dir / "run.json") if info is None else info
     status = info.get("status")
     if status not in STATUSES:
         return "unknown"
@@ -70,18 +73,15 @@ def run_status(run_dir: Path, info: dict | None = None) -> str:
     return status
 
 
-def _history(run_dir: Path) -> list[dict]:
-    try:
-        with open(run_dir / "history.csv", newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return []
-
-
 def history_rows(run_dir: Path) -> list[dict]:
     """``history.csv`` as dicts of floats (epoch first); [] when absent or unreadable."""
+    try:
+        with open(run_dir / "history.csv", newline="", encoding="utf-8") as handle:
+            raw_rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
     rows = []
-    for raw in _history(run_dir):
+    for raw in raw_rows:
         try:
             rows.append({key: float(value) for key, value in raw.items() if value not in (None, "")})
         except ValueError:
@@ -92,8 +92,8 @@ def history_rows(run_dir: Path) -> list[dict]:
 def summarize(run_dir: Path) -> RunSummary:
     """Everything a listing needs, read without loading checkpoints; never raises for a damaged run."""
     run_dir = Path(run_dir)
-    info = _read_json(run_dir / "run.json")
-    metrics = _read_json(run_dir / "metrics.json")
+    info = read_json(run_dir / "run.json")
+    metrics = read_json(run_dir / "metrics.json")
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -104,14 +104,13 @@ def summarize(run_dir: Path) -> RunSummary:
     started = None
     if isinstance(info.get("started"), str):
         try:
-            started = time.mktime(time.strptime(info["started"], "%Y-%m-%dT%H:%M:%S%z"))
+            started = datetime.strptime(info["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
         except ValueError:
             started = None
     monitor = metrics.get("monitor") or training.get("monitor")
     best_value, best_epoch = metrics.get("best_value"), metrics.get("best_epoch")
     if not metrics and history and monitor:  # still training: the best epoch so far
-        values = [(row.get(monitor), int(row["epoch"])) for row in history if row.get(monitor) == row.get(monitor)]
-        values = [(v, e) for v, e in values if v is not None]
+        values = [(row[monitor], int(row["epoch"])) for row in history if math.isfinite(row.get(monitor, math.nan))]
         if values:
             pick = min if monitor.endswith("loss") else max
             best_value, best_epoch = pick(values)
@@ -126,6 +125,7 @@ def summarize(run_dir: Path) -> RunSummary:
         best_value=best_value,
         best_epoch=best_epoch,
         metrics=metrics,
+        config=config,
         overrides=[str(o) for o in info.get("overrides", [])] if isinstance(info.get("overrides"), list) else [],
         error=info.get("error"),
     )
@@ -134,8 +134,8 @@ def summarize(run_dir: Path) -> RunSummary:
 def find_runs(root: Path) -> list[Path]:
     """Run folders at ``root`` or below it (a run folder itself, a runs dir, a sweep folder), by name (newest first)."""
     root = Path(root)
-    if (root / "run.json").exists() or (root / "config.yaml").exists() and (root / "checkpoints").is_dir():
-        return [root]
+    if (root / "run.json").exists() or ((root / "config.yaml").exists() and (root / "checkpoints").is_dir()):
+        return [root]  # a run folder (one whose run.json was lost still has its config and checkpoints)
     return sorted({path.parent for path in root.rglob("run.json")}, key=lambda path: path.name, reverse=True)
 
 

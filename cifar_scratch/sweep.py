@@ -50,7 +50,7 @@ from cifar_scratch import signals
 from cifar_scratch.config import ConfigError, build_config, format_error, read_yaml_mapping
 from cifar_scratch.errors import UsageError, UserError
 from cifar_scratch.fileio import atomic_write_text
-from cifar_scratch.run_index import run_status
+from cifar_scratch.run_index import read_json, run_status
 
 #: Metrics a sweep can rank jobs by: keys of a run's metrics.json.
 METRICS = (
@@ -146,11 +146,14 @@ def _yaml_value(value: Any) -> str:
 
 
 def load_spec(path: Path) -> SweepSpec:
+    """The spec file, validated, with ``base`` made absolute (relative to the current folder, as a
+    config path on the command line is)."""
     tree = read_yaml_mapping(Path(path))
     try:
-        return SweepSpec.model_validate(tree)
+        spec = SweepSpec.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError([format_error(err, tree, SweepSpec) for err in exc.errors()[:20]]) from None
+    return spec.model_copy(update={"base": str(Path(spec.base).expanduser().resolve())})
 
 
 def expand_jobs(spec: SweepSpec) -> list[Job]:
@@ -233,34 +236,32 @@ class SweepFolder:
         found = [p for p in self.runs_dir.iterdir() if p.is_dir() and (p.name.endswith(suffix) or f"{suffix}-" in p.name)]
         return sorted(found, key=lambda p: p.name, reverse=True)
 
-    def write_results(self, spec: SweepSpec, jobs: list[Job]) -> list[dict]:
-        """Rewrite results.csv from the ledger and each job's metrics.json; -> the rows."""
+    def results(self, spec: SweepSpec, jobs: list[Job]) -> list[dict]:
+        """One row per job from the ledger and the job's metrics.json: job, status, swept values,
+        the sweep metric, RESULT_COLUMNS, run folder."""
         ledger = self.ledger()
         rows = []
         for job in jobs:
             entry = ledger.get(job.index, {})
             run_dir = entry.get("run_dir")
-            metrics = _metrics(Path(run_dir)) if run_dir else {}
+            metrics = read_json(Path(run_dir) / "metrics.json") if run_dir else {}
             row = {"job": job.index, "status": entry.get("status", "pending"), **job.params}
             row[spec.metric.name] = metric_value(metrics, spec.metric.name)
             for column in RESULT_COLUMNS:
                 row.setdefault(column, metrics.get(column))
             row["run_dir"] = run_dir or ""
             rows.append(row)
+        return rows
+
+    def write_results(self, spec: SweepSpec, jobs: list[Job]) -> list[dict]:
+        """Rewrite results.csv from :meth:`results`; -> the rows."""
+        rows = self.results(spec, jobs)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["job"], lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
         atomic_write_text(self.results_path, buffer.getvalue())
         return rows
-
-
-def _metrics(run_dir: Path) -> dict:
-    try:
-        value = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def metric_value(metrics: dict, name: str) -> float | None:
