@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 runtime problem (data, checkpoint), 2 bad config or usa
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import signal
@@ -472,6 +473,7 @@ def benchmark(
 
 class Executor(str, Enum):
     local = "local"
+    dask = "dask"
 
 
 @app.command()
@@ -479,7 +481,12 @@ class Executor(str, Enum):
 def sweep(
     spec_path: Path = typer.Argument(..., metavar="SWEEP.yaml", help="Sweep spec: base config, method, parameters."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Jobs at once on this machine."),
-    executor: Executor = typer.Option(Executor.local, "--executor", help="Where jobs run."),
+    executor: Executor = typer.Option(
+        Executor.local, "--executor", help="Where jobs run: this machine, or a Dask cluster (the dask extra)."
+    ),
+    address: Optional[str] = typer.Option(
+        None, "--address", show_default=False, help="The Dask scheduler, e.g. tcp://10.0.0.1:8786 (--executor dask)."
+    ),
     out: Optional[Path] = typer.Option(
         None, "--out", show_default=False, help="Sweep folder. [default: <runs_dir>/sweeps/<spec name>]"
     ),
@@ -496,20 +503,43 @@ def sweep(
     """Run every job of a sweep as a train run; again, it skips finished jobs and resumes interrupted ones."""
     from cifar_scratch import sweep as sweeps
 
+    on_dask = executor is Executor.dask
+    if on_dask and not address:
+        raise UsageError("--executor dask: give the scheduler with --address tcp://HOST:8786")
+    if address and not on_dask:
+        raise UsageError("--address: only used with --executor dask")
+    if on_dask and importlib.util.find_spec("distributed") is None:
+        raise UsageError('--executor dask: needs the dask extra (pip install -e ".[dask]")')
+    if on_dask and jobs != 1:
+        raise UsageError("--jobs: with --executor dask the workers decide how many jobs run at once (one per worker thread)")
     spec = sweeps.load_spec(spec_path)
-    all_jobs = sweeps.expand_jobs(spec)
-    sweeps.check_jobs(spec, all_jobs)
+    bayes = spec.method == "bayes"
+    if bayes:
+        from cifar_scratch.sweep_bayes import BayesSearch, require_optuna
+
+        require_optuna()
+    sweeps.check_jobs(spec, sweeps.probe_jobs(spec))
     folder = sweeps.SweepFolder(out or sweeps.default_folder(spec_path, spec, runs_dir or Path("runs")))
     folder.prepare(spec)
     lock = sweeps.acquire(folder)
     try:
+        search = BayesSearch(spec, folder) if bayes else None
+        all_jobs = folder.jobs(spec)
         todo, done = sweeps.plan(folder, all_jobs, retry_failed)
         per_job = threads or max(1, runtime.cores() // jobs)
         resuming = sum(resume is not None for _, resume in todo)
+        if on_dask:
+            where = f"on the Dask cluster at {address}, " + (
+                f"{threads} threads each" if threads else "cores / worker threads each"
+            )
+        else:
+            where = f"{jobs} at a time, {per_job} thread{'s' * (per_job > 1)} each"
         typer.echo(
-            f"sweep {folder.path}: {len(all_jobs)} jobs, {len(done)} done, {len(todo)} to run"
+            f"sweep {folder.path}: "
+            + (f"bayes search of {spec.run_cap} jobs, {len(all_jobs)} so far, " if bayes else f"{len(all_jobs)} jobs, ")
+            + f"{len(done)} done, {len(todo)} to run"
             + (f" ({resuming} resumed)" if resuming else "")
-            + f"; {jobs} at a time, {per_job} thread{'s' * (per_job > 1)} each"
+            + f"; {where}"
         )
 
         def report(outcome) -> None:
@@ -519,14 +549,21 @@ def sweep(
                 f"job {outcome.job.index:>3} {outcome.status:<11} {outcome.seconds:7.1f}s  "
                 f"{' '.join(outcome.job.overrides)}{where}{why}"
             )
-            folder.write_results(spec, all_jobs)
+            if search is not None:
+                search.tell(outcome)
+            folder.write_results(spec, folder.jobs(spec))
 
         try:
-            outcomes = sweeps.run_local(
-                spec, folder, todo, jobs, per_job, data_dir=data_dir, fail_fast=fail_fast, on_outcome=report
-            )
+            if on_dask:
+                from cifar_scratch.sweep_dask import run_dask
+
+                outcomes = run_dask(spec, folder, todo, address, threads, data_dir, fail_fast, report, more=search and search.ask)
+            else:
+                outcomes = sweeps.run_local(
+                    spec, folder, todo, jobs, per_job, data_dir, fail_fast, report, more=search and search.ask
+                )
         finally:
-            rows = folder.write_results(spec, all_jobs)
+            rows = folder.write_results(spec, folder.jobs(spec))
     finally:
         lock.release()
     failed = [o for o in outcomes if o.status == "failed"]
@@ -614,7 +651,7 @@ def compare(
     if len(sweep_dirs) == 1:
         folder = sweeps.SweepFolder(sweep_dirs[0])
         spec = sweeps.load_spec(folder.spec_path)
-        results = folder.results(spec, sweeps.expand_jobs(spec))
+        results = folder.results(spec, folder.jobs(spec))
         scored = [row for row in results if row.get(spec.metric.name) is not None]
         panels = [
             (key, spec.metric.name, [row[key] for row in scored], [row[spec.metric.name] for row in scored])

@@ -3,9 +3,9 @@
 The spec follows the W&B sweep format::
 
     base: configs/mlp10.yaml      # relative to the current folder, as on the command line
-    method: grid                  # grid | random
-    run_cap: 40                   # random: how many jobs
-    seed: 0                       # random: the sampling seed
+    method: grid                  # grid | random | bayes (the optuna extra)
+    run_cap: 40                   # random, bayes: how many jobs
+    seed: 0                       # random, bayes: the sampling seed
     metric: {name: val_accuracy, goal: maximize}
     parameters:
       optimizer.lr: {values: [0.1, 0.03, 0.01]}
@@ -19,8 +19,9 @@ interrupted), ``results.csv`` (one row per job), ``runs/`` (each job's ordinary 
 Every job is the same ``cifar-scratch train`` command a user would type, run as a child process, so
 a job is validated, checkpointed and resumed exactly as a hand-started run. Running a sweep again
 skips finished jobs, resumes interrupted ones from their last checkpoint, and (with
-``retry_failed``) starts failed ones afresh. Jobs of a sweep are fixed by its spec: the same spec
-always gives the same jobs, including random samples.
+``retry_failed``) starts failed ones afresh. Jobs of a grid or random sweep are fixed by its spec:
+the same spec always gives the same jobs, including random samples. A bayes sweep chooses each new
+job from the results so far (``sweep_bayes``), and the ledger records every job's parameters.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class Metric(_Spec):
 class SweepSpec(_Spec):
     base: str = Field(min_length=1)
     name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
-    method: Literal["grid", "random"] = "grid"
+    method: Literal["grid", "random", "bayes"] = "grid"
     run_cap: Optional[int] = Field(None, ge=1, le=100_000)
     seed: int = 0
     metric: Metric = Metric()
@@ -125,7 +126,7 @@ class SweepSpec(_Spec):
             if sampled:
                 raise ValueError(f"parameters: grid needs values for every parameter ({', '.join(sampled)} has a distribution)")
         elif self.run_cap is None:
-            raise ValueError("run_cap: random search needs run_cap (how many jobs)")
+            raise ValueError(f"run_cap: {self.method} search needs run_cap (how many jobs)")
         return self
 
 
@@ -158,7 +159,10 @@ def load_spec(path: Path) -> SweepSpec:
 
 def expand_jobs(spec: SweepSpec) -> list[Job]:
     """Grid: every combination, the last parameter varying fastest. Random: ``run_cap`` draws from
-    a generator seeded with ``spec.seed``, so the same spec always gives the same jobs."""
+    a generator seeded with ``spec.seed``, so the same spec always gives the same jobs. Bayes jobs
+    are not known in advance (see :meth:`SweepFolder.jobs`)."""
+    if spec.method == "bayes":
+        raise ValueError("a bayes sweep's jobs come from its ledger, not from its spec")
     keys = list(spec.parameters)
     if spec.method == "grid":
         combos = itertools.product(*(spec.parameters[key].values for key in keys))
@@ -195,7 +199,13 @@ class SweepFolder:
                 stored = SweepSpec.model_validate(yaml.safe_load(self.spec_path.read_text(encoding="utf-8")))
             except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError):
                 raise UsageError(f"{self.spec_path}: damaged; delete the sweep folder or pass --out NEW_FOLDER") from None
-            if [j.params for j in expand_jobs(stored)] != [j.params for j in expand_jobs(spec)] or stored.base != spec.base:
+            if spec.method == "bayes":  # the same search; a larger run_cap lets it go on
+                differs = stored.model_dump(exclude={"run_cap"}) != spec.model_dump(exclude={"run_cap"})
+            else:
+                differs = stored.method == "bayes" or [j.params for j in expand_jobs(stored)] != [
+                    j.params for j in expand_jobs(spec)
+                ]
+            if differs or stored.base != spec.base:
                 raise UsageError(
                     f"{self.path}: holds a different sweep (other base or jobs); pass --out NEW_FOLDER, or delete it"
                 )
@@ -214,19 +224,46 @@ class SweepFolder:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def record_outcome(self, outcome: JobOutcome, **extra: Any) -> None:
+        """The ledger line of a job that ended (``extra``: where it ran, for a Dask job)."""
+        self.record(
+            {
+                "job": outcome.job.index,
+                "status": outcome.status,
+                "overrides": outcome.job.overrides,
+                "run_dir": str(outcome.run_dir) if outcome.run_dir else None,
+                "exit_code": outcome.exit_code,
+                "time_s": round(outcome.seconds, 3),
+                "error": outcome.error,
+                **extra,
+            }
+        )
+
+    def jobs(self, spec: SweepSpec) -> list[Job]:
+        """The sweep's jobs: all of them for grid and random, those started so far for bayes (each
+        job's parameters are in its ledger lines)."""
+        if spec.method != "bayes":
+            return expand_jobs(spec)
+        params = {index: entry["params"] for index, entry in self._entries() if isinstance(entry.get("params"), dict)}
+        return [Job(index, params[index]) for index in sorted(params)]
+
     def ledger(self) -> dict[int, dict]:
         """The last event of every job that has one. A torn last line (the sweep killed mid-write) is skipped."""
-        last: dict[int, dict] = {}
+        return dict(self._entries())
+
+    def _entries(self) -> list[tuple[int, dict]]:
+        """(job, event) for every ledger line in order; a torn last line is skipped."""
         if not self.ledger_path.exists():
-            return last
+            return []
+        entries = []
         for line in self.ledger_path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
             if isinstance(entry, dict) and isinstance(entry.get("job"), int):
-                last[entry["job"]] = entry
-        return last
+                entries.append((entry["job"], entry))
+        return entries
 
     def job_runs(self, job: Job) -> list[Path]:
         """The job's run folders, newest first (a job started again after a failure has several)."""
@@ -277,6 +314,25 @@ def default_folder(spec_path: Path, spec: SweepSpec, runs_dir: Path) -> Path:
     return Path(runs_dir) / "sweeps" / (spec.name or Path(spec_path).stem)
 
 
+def probe_jobs(spec: SweepSpec) -> list[Job]:
+    """Jobs to validate before a sweep starts: for grid and random every job; for bayes one job per
+    value or bound of each parameter (the others at their first value or minimum)."""
+    if spec.method != "bayes":
+        return expand_jobs(spec)
+
+    def choices(p: Parameter) -> list[Any]:
+        if p.values is not None:
+            return list(p.values)
+        cast = int if p.distribution == "int_uniform" else float
+        return [cast(math.ceil(p.min) if cast is int else p.min), cast(math.floor(p.max) if cast is int else p.max)]
+
+    first = {key: choices(p)[0] for key, p in spec.parameters.items()}
+    probes = [dict(first)]
+    for key, p in spec.parameters.items():
+        probes += [{**first, key: value} for value in choices(p)[1:]]
+    return [Job(i, params) for i, params in enumerate(probes)]
+
+
 def check_jobs(spec: SweepSpec, jobs: list[Job]) -> None:
     """Validate every job's config before any starts: a typo in a key fails the sweep, not job 7.
     Errors name the swept key as ``parameters.<key>`` and problems of the base config as ``base``."""
@@ -319,7 +375,7 @@ def plan(folder: SweepFolder, jobs: list[Job], retry_failed: bool) -> tuple[list
             done.append(job)
             continue
         resume = None
-        if status in ("started", "interrupted"):
+        if status is not None:  # started, submitted (Dask), interrupted or cancelled: look for its folder
             runs = folder.job_runs(job)
             if runs and run_status(runs[0]) == "completed":  # finished, but the sweep died before recording it
                 folder.record({"job": job.index, "status": "completed", "overrides": job.overrides, "run_dir": str(runs[0])})
@@ -358,8 +414,10 @@ def run_local(
     fail_fast: bool = False,
     on_outcome: Callable[[JobOutcome], None] = lambda _: None,
     poll_s: float = 0.2,
+    more: Callable[[], Job | None] | None = None,
 ) -> list[JobOutcome]:
-    """Run ``todo`` on this machine, ``workers`` jobs at a time, each with ``threads`` threads.
+    """Run ``todo`` on this machine, ``workers`` jobs at a time, each with ``threads`` threads; then
+    the jobs ``more()`` gives when a place is free, until it gives None (a bayes search).
 
     Each job is a child process in its own session, so a Ctrl-C at the terminal reaches only the
     sweep, which passes one SIGTERM to every running job: each saves a checkpoint and stops, the
@@ -387,38 +445,34 @@ def run_local(
             )
         running.append(_Running(job, process, log, resume is not None, time.perf_counter()))  # before a signal can strike
         folder.record(
-            {"job": job.index, "status": "started", "overrides": job.overrides, "resumed": resume is not None, "pid": process.pid}
+            {
+                "job": job.index,
+                "status": "started",
+                "params": job.params,
+                "overrides": job.overrides,
+                "resumed": resume is not None,
+                "pid": process.pid,
+            }
         )
 
     def finish(item: _Running, code: int) -> JobOutcome:
         runs = folder.job_runs(item.job)
-        run_dir = runs[0] if runs else None
-        if code == 0:
-            status = "completed"
-        elif code in (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT):
-            status = "interrupted"
-        else:
-            status = "failed"
-        error = None if status == "completed" else _last_error(item.log)
-        outcome = JobOutcome(item.job, status, run_dir, code, time.perf_counter() - item.started, error)
-        folder.record(
-            {
-                "job": item.job.index,
-                "status": status,
-                "overrides": item.job.overrides,
-                "run_dir": str(run_dir) if run_dir else None,
-                "exit_code": code,
-                "time_s": round(outcome.seconds, 3),
-                "error": error,
-            }
-        )
+        status = exit_status(code)
+        error = None if status == "completed" else last_error(item.log.read_text(encoding="utf-8", errors="replace"))
+        outcome = JobOutcome(item.job, status, runs[0] if runs else None, code, time.perf_counter() - item.started, error)
+        folder.record_outcome(outcome)
         outcomes.append(outcome)
         return outcome
 
     try:
-        while queue or running:
-            while queue and len(running) < workers and not stop_starting:
-                start(*queue.pop(0))
+        while True:
+            while len(running) < workers and not stop_starting:
+                if queue:
+                    start(*queue.pop(0))
+                elif more is not None and (job := more()) is not None:
+                    start(job, None)
+                else:
+                    break
             if not running:
                 break
             time.sleep(poll_s)
@@ -432,8 +486,6 @@ def run_local(
                 if outcome.status == "failed" and fail_fast:
                     stop_starting = True
                     queue.clear()
-            if stop_starting and not running:
-                break
     except signals.Interrupted as exc:
         stopped = len(running)
         _stop(running, finish)
@@ -470,12 +522,18 @@ def _signal(process: subprocess.Popen, signum: int) -> None:
         pass
 
 
-def _last_error(log: Path) -> str | None:
-    """The job's last ``error:`` line (the CLI's one-line message), else its last line."""
-    try:
-        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return None
+def exit_status(code: int | None) -> str:
+    """A job's ledger status from its exit code: a signal (Ctrl-C, SIGTERM, a kill) means interrupted."""
+    if code == 0:
+        return "completed"
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT):
+        return "interrupted"
+    return "failed"
+
+
+def last_error(log_text: str) -> str | None:
+    """A job's last ``error:`` line (the CLI's one-line message), else its last line."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors[-1] if errors else lines[-1] if lines else "")[:500] or None
 

@@ -49,7 +49,8 @@ def ledger(folder: Path) -> list[dict]:
         ({"parameters": {"a": {"distribution": "log_uniform", "min": 0, "max": 1}}}, "parameters.a: log_uniform needs min > 0"),
         ({"parameters": {"a": {"distribution": "uniform", "min": 2, "max": 1}}}, "parameters.a: min must be below max"),
         ({"metric": {"name": "accuracy"}, "parameters": {"a": {"values": [1]}}}, "metric.name:"),
-        ({"method": "bayes", "parameters": {"a": {"values": [1]}}}, "method:"),
+        ({"method": "bayes", "parameters": {"a": {"values": [1]}}}, "run_cap: bayes search needs run_cap"),
+        ({"method": "hyperband", "parameters": {"a": {"values": [1]}}}, "method:"),
         ({"paramters": {"a": {"values": [1]}}}, "paramters: unknown key"),
     ],
 )
@@ -282,4 +283,4 @@ def test_shipped_sweep_specs_are_valid_and_their_jobs_validate(monkeypatch):
     for path in specs:
         spec = sweeps.load_spec(path)
         assert Path(spec.base).is_absolute()
-        sweeps.check_jobs(spec, sweeps.expand_jobs(spec))
+        sweeps.check_jobs(spec, sweeps.probe_jobs(spec))

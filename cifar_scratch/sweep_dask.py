@@ -1,0 +1,306 @@
+"""Sweep jobs on a Dask cluster: ``cifar-scratch sweep SPEC --executor dask --address tcp://HOST:8786``.
+
+Needs the optional extra (``pip install -e ".[dask]"``) on the submitting machine and on every
+worker; nothing else in the package imports this module.
+
+Every job is the same ``cifar-scratch train`` command a local sweep runs, started by a worker in a
+scratch folder of its own. The base config is resolved on the submitting machine and sent with the
+job, so a worker needs no copy of the config files, only the installed package and the data: a
+path in the config (``data.source``) must exist on every worker, and a downloadable dataset is
+downloaded into the worker's data folder (``--data-dir``, else ``$CIFAR_SCRATCH_DATA``, else
+``./data`` beside the worker). The worker sends back the run folder as a tar archive, complete or
+interrupted, and the sweep unpacks it into its ``runs/``: no shared filesystem is needed. A job that
+was interrupted is sent again with its run folder and resumes from the last checkpoint on whichever
+worker takes it.
+
+A worker lost mid-job (killed, out of memory, its machine gone) loses that job's progress since it
+started there: the scheduler gives the task to another worker, which starts it again (after
+``distributed.scheduler.allowed-failures`` lost workers the job is recorded as failed). The train
+process dies with its worker (Linux), so a lost job never keeps a core busy in the background.
+
+Start workers with ``--nthreads 1``: one job per worker process, each using the machine's cores
+(``--threads``, else cores / worker threads).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from cifar_scratch import __version__, signals
+from cifar_scratch.config import dump_config, load_config
+from cifar_scratch.data import resolve_data_dir
+from cifar_scratch.errors import CheckpointError, UsageError, UserError
+from cifar_scratch.sweep import Job, JobOutcome, SweepFolder, SweepSpec, exit_status, last_error
+
+#: How often a running job checks whether the sweep asked it to stop.
+STOP_POLL_S = 1.0
+
+
+def connect(address: str):
+    """A ``distributed.Client`` for the scheduler at ``address``; a missing extra or an unreachable
+    scheduler is a one-line error."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError('--executor dask: needs the dask extra (pip install -e ".[dask]")') from None
+    try:
+        return Client(address, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UserError(f"--address {address}: cannot reach a Dask scheduler ({exc})") from None
+
+
+# --------------------------------------------------------------------------- run folders as archives
+def pack_run(run_dir: Path) -> bytes:
+    """A run folder as an uncompressed tar archive (checkpoints do not compress) rooted at its name."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(run_dir, arcname=run_dir.name)
+    return buffer.getvalue()
+
+
+def unpack_run(archive: bytes, runs_dir: Path) -> Path:
+    """Unpack a :func:`pack_run` archive into ``runs_dir``, replacing a folder of the same name only
+    once the new one is complete (an interrupted unpack leaves the old folder in place)."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        members = tar.getmembers()
+        for member in members:  # a run folder holds plain files and folders, nothing outside itself
+            parts = Path(member.name).parts
+            if not (member.isfile() or member.isdir()) or Path(member.name).is_absolute() or ".." in parts:
+                raise CheckpointError(f"a job's run archive holds {member.name!r}, which is not part of a run folder")
+        roots = {Path(member.name).parts[0] for member in members}
+        if len(roots) != 1:
+            raise CheckpointError(f"a job's run archive holds {len(roots)} folders, not one")
+        name = roots.pop()
+        incoming = runs_dir / f".{name}.incoming"
+        shutil.rmtree(incoming, ignore_errors=True)
+        tar.extractall(incoming, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    target, replaced = runs_dir / name, runs_dir / f".{name}.replaced"
+    if target.exists():
+        shutil.rmtree(replaced, ignore_errors=True)
+        target.rename(replaced)
+    (incoming / name).rename(target)
+    shutil.rmtree(incoming, ignore_errors=True)
+    shutil.rmtree(replaced, ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------------------------- on the worker
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux kill the child when the worker process dies (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only makes the call
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+    return preexec
+
+
+def run_on_worker(payload: dict) -> dict:
+    """Run one job on this Dask worker and return its run folder: the task every job is.
+
+    ``payload``: ``version``, ``job``, ``overrides``, ``name``, ``base_yaml`` (the resolved base
+    config), ``resume_archive`` (an interrupted run folder, or None), ``threads`` (None: cores /
+    worker threads), ``data_dir``, and the names of the sweep's ``stop`` and ``drain`` events.
+    Returns ``exit_code`` (None: not started), ``log``, ``archive`` (None: no run folder), ``worker``, ``host``.
+    """
+    from distributed import Event, get_worker
+
+    worker = get_worker()
+    where = {"worker": worker.address, "host": socket.gethostname()}
+    if payload["version"] != __version__:
+        message = f"error: the worker runs cifar-scratch {__version__}, the sweep {payload['version']}; install the same on both"
+        return {"exit_code": 2, "log": message + "\n", "archive": None, **where}
+    stop, drain = Event(payload["stop"]), Event(payload["drain"])
+    if stop.is_set() or drain.is_set():
+        return {"exit_code": None, "log": "", "archive": None, **where}
+    scratch = Path(tempfile.mkdtemp(prefix="cifar-scratch-job-", dir=worker.local_directory))
+    try:
+        runs_dir = scratch / "runs"
+        command = [sys.executable, "-m", "cifar_scratch", "train"]
+        if payload["resume_archive"] is not None:
+            command += ["--resume", str(unpack_run(payload["resume_archive"], runs_dir))]
+        else:
+            base = scratch / "base.yaml"
+            base.write_text(payload["base_yaml"], encoding="utf-8")
+            command += [str(base), *payload["overrides"], f"name={payload['name']}", "--runs-dir", str(runs_dir)]
+        threads = payload["threads"] or max(1, (os.cpu_count() or 1) // max(1, worker.state.nthreads))
+        data_dir = resolve_data_dir(payload["data_dir"]).resolve()
+        command += ["--quiet", "--threads", str(threads), "--data-dir", str(data_dir)]
+        log = scratch / "job.log"
+        with open(log, "w", encoding="utf-8") as handle:
+            handle.write(f"=== {'resume' if payload['resume_archive'] else 'start'} on {where['host']} ({worker.address})\n")
+            handle.flush()
+            process = subprocess.Popen(
+                command,
+                cwd=scratch,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            try:
+                while process.poll() is None:
+                    if stop.wait(timeout=STOP_POLL_S):  # the sweep was stopped: checkpoint and come back
+                        os.killpg(process.pid, signal.SIGTERM)
+                        process.wait()
+            finally:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        folders = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")] if runs_dir.is_dir() else []
+        return {
+            "exit_code": process.returncode,
+            "log": log.read_text(encoding="utf-8", errors="replace"),
+            "archive": pack_run(folders[0]) if folders else None,
+            **where,
+        }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- on the submitting machine
+def run_dask(
+    spec: SweepSpec,
+    folder: SweepFolder,
+    todo: list[tuple[Job, Path | None]],
+    address: str,
+    threads: int | None = None,
+    data_dir: Path | None = None,
+    fail_fast: bool = False,
+    on_outcome: Callable[[JobOutcome], None] = lambda _: None,
+    poll_s: float = 0.2,
+    more: Callable[[], Job | None] | None = None,
+) -> list[JobOutcome]:
+    """Run ``todo`` on the Dask cluster at ``address``; the counterpart of :func:`sweep.run_local`.
+
+    Every job of ``todo`` is submitted at once and the scheduler spreads them over the workers; then
+    ``more()`` is asked for a job whenever fewer jobs are out than the cluster has worker threads. Each finished
+    job's run folder is unpacked into the sweep folder and its ledger line written, as for a local job.
+    A signal sets the sweep's stop event: every running job checkpoints, comes back and is recorded as
+    interrupted, and jobs not yet started do not start. ``fail_fast`` lets running jobs finish but
+    starts no more after a failure.
+    """
+    from distributed import Event
+
+    client = connect(address)
+    token = uuid.uuid4().hex
+    stop, drain = Event(f"cifar-scratch-stop-{token}", client=client), Event(f"cifar-scratch-drain-{token}", client=client)
+    base_yaml = dump_config(load_config(spec.base))
+    pending: dict = {}
+    outcomes: list[JobOutcome] = []
+    draining = False
+
+    def collect(future, job: Job, started: float) -> JobOutcome | None:
+        seconds = time.perf_counter() - started
+        if future.status == "error" or future.cancelled():
+            error = "cancelled" if future.cancelled() else f"{type(future.exception()).__name__}: {future.exception()}"
+            outcome = JobOutcome(job, "failed", None, None, seconds, f"error: the Dask task failed ({error})"[:500])
+            folder.record_outcome(outcome, executor="dask")
+            outcomes.append(outcome)
+            return outcome
+        result = future.result()
+        if result["exit_code"] is None:  # never started: the sweep stopped first
+            folder.record({"job": job.index, "status": "cancelled", "overrides": job.overrides})
+            return None
+        with open(folder.logs_dir / f"job-{job.index:03d}.log", "a", encoding="utf-8") as handle:
+            handle.write(result["log"])
+        run_dir = unpack_run(result["archive"], folder.runs_dir) if result["archive"] else None
+        status = exit_status(result["exit_code"])
+        error = None if status == "completed" else last_error(result["log"])
+        outcome = JobOutcome(job, status, run_dir, result["exit_code"], seconds, error)
+        folder.record_outcome(outcome, executor="dask", worker=result["worker"], host=result["host"])
+        outcomes.append(outcome)
+        return outcome
+
+    def drain_done() -> None:
+        nonlocal draining
+        for future in [f for f in pending if f.done()]:
+            job, started = pending.pop(future)
+            outcome = collect(future, job, started)
+            if outcome is not None:
+                on_outcome(outcome)
+                if outcome.status == "failed" and fail_fast:
+                    draining = True
+                    drain.set()
+
+    def submit(job: Job, resume: Path | None) -> None:
+        payload = {
+            "version": __version__,
+            "job": job.index,
+            "overrides": job.overrides,
+            "name": folder.job_name(job),
+            "base_yaml": base_yaml,
+            "resume_archive": pack_run(resume) if resume is not None else None,
+            "threads": threads,
+            "data_dir": str(data_dir) if data_dir is not None else None,
+            "stop": stop.name,
+            "drain": drain.name,
+        }
+        future = client.submit(run_on_worker, payload, key=f"cifar-scratch-{folder.job_name(job)}-{token[:8]}", pure=False)
+        pending[future] = (job, time.perf_counter())
+        folder.record(
+            {
+                "job": job.index,
+                "status": "submitted",
+                "params": job.params,
+                "overrides": job.overrides,
+                "resumed": resume is not None,
+                "address": address,
+            }
+        )
+
+    def top_up() -> None:
+        if more is None or draining:
+            return
+        slots = max(1, sum(client.nthreads().values()))
+        while len(pending) < slots and (job := more()) is not None:
+            submit(job, None)
+
+    try:
+        folder.logs_dir.mkdir(parents=True, exist_ok=True)
+        for job, resume in todo:
+            submit(job, resume)
+        top_up()
+        while pending:
+            time.sleep(poll_s)
+            drain_done()
+            top_up()
+    except signals.Interrupted as exc:
+        stopped = len(pending)
+        stop.set()
+        try:
+            with signals.deferred():  # the first signal: wait for every running job's checkpoint
+                while pending:
+                    time.sleep(poll_s)
+                    drain_done()
+        except signals.Interrupted:  # a second one: give up on them; they run again from scratch next time
+            for future, (job, _) in pending.items():
+                future.cancel()
+                folder.record({"job": job.index, "status": "interrupted", "overrides": job.overrides, "run_dir": None})
+            pending.clear()
+        exc.hint = (
+            f"{stopped} submitted job(s) stopped and recorded in {folder.ledger_path}; "
+            "run the same sweep command again to resume them and run the rest"
+        )
+        raise
+    finally:
+        client.close()
+    return outcomes
