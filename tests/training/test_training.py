@@ -114,7 +114,11 @@ def test_sigterm_from_outside_exits_143_and_resumes(tmp_path, digits_config):
     command = [sys.executable, "-m", "cifar_scratch", "train", str(digits_config), "--runs-dir", str(tmp_path / "runs")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     deadline = time.time() + 60
-    while not list((tmp_path / "runs").glob("*/checkpoints/last.npz")) and time.time() < deadline:
+
+    def epochs_done() -> int:  # last.npz exists from step 0, so wait for a finished epoch in the history
+        return max((len(h.read_text().splitlines()) - 1 for h in (tmp_path / "runs").glob("*/history.csv")), default=0)
+
+    while epochs_done() < 1 and time.time() < deadline:
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
