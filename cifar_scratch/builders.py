@@ -182,3 +182,22 @@ def build_schedule(config: RunConfig, steps_per_epoch: int) -> Schedule:
             f"schedule.step_epochs: must last at least one step ({steps_per_epoch} steps per epoch, got {epochs:g} epochs)"
         )
     return Schedule(spec.name, config.optimizer.lr, steps_per_epoch, config.training.epochs, **spec.model_dump(exclude={"name"}))
+
+
+def model_input_shape(config: RunConfig) -> tuple[int, ...]:
+    """Per-sample input shape of the config's data, without loading it (image folders are loaded)."""
+    data = config.data
+    if data.dataset in ("mnist", "fashion_mnist"):
+        return (28, 28, 1)
+    if data.dataset == "digits":
+        return (8, 8, 1)
+    if data.dataset == "cifar10":
+        return (32, 32, 1 if data.grayscale else 3)
+    from cifar_scratch.data import load_dataset, resolve_data_dir
+
+    return load_dataset(data, resolve_data_dir(), progress=False).image_shape
+
+
+def num_classes(config: RunConfig) -> int:
+    """Classes the config's model predicts (its class subset, else the 10 of every shipped dataset)."""
+    return len(config.data.classes) if config.data.classes else 10

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cifar_scratch.diagnostics.gradcheck import model_input_shape
+from cifar_scratch.builders import model_input_shape
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
 from cifar_scratch.evaluate import locate, restore_model, run_config
 from cifar_scratch.nn.functional import softmax

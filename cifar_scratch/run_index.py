@@ -108,6 +108,9 @@ def summarize(run_dir: Path) -> RunSummary:
         except ValueError:
             started = None
     monitor = metrics.get("monitor") or training.get("monitor")
+    sizes = info.get("sizes") if isinstance(info.get("sizes"), dict) else {}
+    if isinstance(monitor, str) and monitor.startswith("val_") and sizes.get("val") == 0:
+        monitor = monitor.replace("val_", "train_", 1)  # what picked the best epoch: there is no validation split
     best_value, best_epoch = metrics.get("best_value"), metrics.get("best_epoch")
     if not metrics and history and monitor:  # still training: the best epoch so far
         values = [(row[monitor], int(row["epoch"])) for row in history if math.isfinite(row.get(monitor, math.nan))]

@@ -217,6 +217,20 @@ def test_runs_reports_a_killed_run_as_interrupted_not_running(tmp_path):
     assert invoke("runs", tmp_path / "nowhere").exit_code == 2
 
 
+def test_runs_names_the_training_metric_that_ranked_a_run_without_a_validation_split(tmp_path):
+    for name, val in [("20260101-000000_noval", 0), ("20260101-000001_withval", 100)]:
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(digits_tree()))
+        (run / "run.json").write_text(json.dumps({"status": "completed", "sizes": {"train": 900, "val": val, "test": 100}}))
+        (run / "metrics.json").write_text(json.dumps({"monitor": "val_accuracy", "best_value": 0.9, "best_epoch": 3}))
+    result = invoke("runs", tmp_path / "runs")
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.output.splitlines()[2:]}
+    assert "train_accuracy 0.9000 @3" in lines["20260101-000000_noval"]
+    assert "val_accuracy 0.9000 @3" in lines["20260101-000001_withval"]
+
+
 # --------------------------------------------------------------------------- compare and predict
 @pytest.mark.slow
 def test_compare_groups_seeds_sorts_formats_and_draws_one_panel_per_swept_parameter(tmp_path):

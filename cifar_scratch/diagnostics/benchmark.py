@@ -14,9 +14,8 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from cifar_scratch import __version__
-from cifar_scratch.builders import build_model, build_optimizer
+from cifar_scratch.builders import build_model, build_optimizer, model_input_shape, num_classes
 from cifar_scratch.config import RunConfig
-from cifar_scratch.diagnostics.gradcheck import model_input_shape, num_classes
 from cifar_scratch.nn import layers as L
 from cifar_scratch.nn.functional import softmax_cross_entropy
 from cifar_scratch.runtime import cores

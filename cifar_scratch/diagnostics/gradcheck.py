@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cifar_scratch.builders import build_model, build_module
+from cifar_scratch.builders import build_model, build_module, model_input_shape, num_classes
 from cifar_scratch.config import LAYER_TYPE_NAMES, ModelConfig, RunConfig
 from cifar_scratch.errors import ConfigError, UserError
 from cifar_scratch.nn.gradcheck import TensorCheck, check_layer, check_model
@@ -92,24 +92,6 @@ def _shrink(shape: tuple[int, ...], layer) -> tuple[int, ...]:
         return shape
     need = max(getattr(layer, "kernel", (1, 1)) + getattr(layer, "size", (1, 1)))
     return (min(shape[0], max(7, need + 2)), min(shape[1], max(6, need + 1)), shape[2])
-
-
-def model_input_shape(config: RunConfig) -> tuple[int, ...]:
-    """Per-sample input shape of the config's data, without loading it (image folders are loaded)."""
-    data = config.data
-    if data.dataset in ("mnist", "fashion_mnist"):
-        return (28, 28, 1)
-    if data.dataset == "digits":
-        return (8, 8, 1)
-    if data.dataset == "cifar10":
-        return (32, 32, 1 if data.grayscale else 3)
-    from cifar_scratch.data import load_dataset, resolve_data_dir
-
-    return load_dataset(data, resolve_data_dir(), progress=False).image_shape
-
-
-def num_classes(config: RunConfig) -> int:
-    return len(config.data.classes) if config.data.classes else 10
 
 
 def check_config_layers(config: RunConfig, only: str | None = None, max_elements: int | None = 20) -> list[TensorCheck]:
