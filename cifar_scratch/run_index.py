@@ -139,7 +139,10 @@ def find_runs(root: Path) -> list[Path]:
     root = Path(root)
     if (root / "run.json").exists() or ((root / "config.yaml").exists() and (root / "checkpoints").is_dir()):
         return [root]  # a run folder (one whose run.json was lost still has its config and checkpoints)
-    return sorted({path.parent for path in root.rglob("run.json")}, key=lambda path: path.name, reverse=True)
+    found = {path.parent for path in root.rglob("run.json")}
+    # Hidden folders are half-received copies (a Dask job's run folder being unpacked), not runs.
+    found = {path for path in found if not any(part.startswith(".") for part in path.relative_to(root).parts)}
+    return sorted(found, key=lambda path: path.name, reverse=True)
 
 
 def age(seconds: float) -> str:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from cifar_scratch.errors import CheckpointError
+from cifar_scratch.run_index import find_runs
 
 from .conftest import digits_tree
 from .test_sweep import invoke, ledger, write_spec
@@ -112,6 +113,7 @@ def test_run_archives_round_trip_and_refuse_what_is_not_a_run_folder(tmp_path):
     run_dir = tmp_path / "20261122-000000_x"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "metrics.json").write_text("{}")
+    (run_dir / "run.json").write_text("{}")
     (run_dir / "checkpoints" / "last.npz").write_bytes(b"\0" * 10)
     runs = tmp_path / "back"
     (runs / run_dir.name).mkdir(parents=True)
@@ -119,6 +121,11 @@ def test_run_archives_round_trip_and_refuse_what_is_not_a_run_folder(tmp_path):
     back = sweep_dask.unpack_run(sweep_dask.pack_run(run_dir), runs)
     assert back == runs / run_dir.name and sorted(p.name for p in runs.iterdir()) == [run_dir.name]
     assert (back / "checkpoints" / "last.npz").read_bytes() == b"\0" * 10 and not (back / "stale.txt").exists()
+
+    half = runs / f".{run_dir.name}.incoming" / run_dir.name  # an unpack cut short is no run to list
+    half.mkdir(parents=True)
+    (half / "run.json").write_text("{}")
+    assert find_runs(runs) == [back]
 
     for name, kind in [("../evil.txt", tarfile.REGTYPE), ("x/link", tarfile.SYMTYPE)]:
         buffer = io.BytesIO()
