@@ -95,6 +95,13 @@ class Parameter(_Spec):
             raise ValueError("min and max go with a distribution, not with values")
         return self
 
+    @property
+    def bounds(self) -> tuple[float, float] | tuple[int, int]:
+        """A distribution's (low, high), both included; int_uniform's rounded inwards to integers."""
+        if self.distribution == "int_uniform":
+            return math.ceil(self.min), math.floor(self.max)
+        return float(self.min), float(self.max)
+
     def sample(self, rng: np.random.Generator) -> Any:
         if self.values is not None:
             return self.values[int(rng.integers(len(self.values)))]
@@ -102,7 +109,8 @@ class Parameter(_Spec):
             return float(rng.uniform(self.min, self.max))
         if self.distribution == "log_uniform":
             return float(math.exp(rng.uniform(math.log(self.min), math.log(self.max))))
-        return int(rng.integers(math.ceil(self.min), math.floor(self.max) + 1))
+        low, high = self.bounds
+        return int(rng.integers(low, high + 1))
 
 
 class Metric(_Spec):
@@ -321,10 +329,7 @@ def probe_jobs(spec: SweepSpec) -> list[Job]:
         return expand_jobs(spec)
 
     def choices(p: Parameter) -> list[Any]:
-        if p.values is not None:
-            return list(p.values)
-        cast = int if p.distribution == "int_uniform" else float
-        return [cast(math.ceil(p.min) if cast is int else p.min), cast(math.floor(p.max) if cast is int else p.max)]
+        return list(p.values) if p.values is not None else list(p.bounds)
 
     first = {key: choices(p)[0] for key, p in spec.parameters.items()}
     probes = [dict(first)]

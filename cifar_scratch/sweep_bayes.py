@@ -39,8 +39,7 @@ class BayesSearch:
         optuna = self.optuna = require_optuna()
         self.spec, self.folder = spec, folder
         self.distributions = {key: self._distribution(key) for key in spec.parameters}
-        direction = "maximize" if spec.metric.goal == "maximize" else "minimize"
-        self.study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=spec.seed))
+        self.study = optuna.create_study(direction=spec.metric.goal, sampler=optuna.samplers.TPESampler(seed=spec.seed))
         self.trials: dict[int, Any] = {}  # job index -> the trial asked for it in this process
         jobs = folder.jobs(spec)
         self.next_index = max((job.index for job in jobs), default=-1) + 1
@@ -55,8 +54,8 @@ class BayesSearch:
         if p.values is not None:
             return dist.CategoricalDistribution(list(range(len(p.values))))
         if p.distribution == "int_uniform":
-            return dist.IntDistribution(math.ceil(p.min), math.floor(p.max))
-        return dist.FloatDistribution(p.min, p.max, log=p.distribution == "log_uniform")
+            return dist.IntDistribution(*p.bounds)
+        return dist.FloatDistribution(*p.bounds, log=p.distribution == "log_uniform")
 
     def _to_optuna(self, params: dict[str, Any]) -> dict[str, Any]:
         out = {}

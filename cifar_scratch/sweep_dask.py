@@ -268,10 +268,15 @@ def run_dask(
         )
 
     def top_up() -> None:
+        nonlocal more
         if more is None or draining:
             return
-        slots = max(1, sum(client.nthreads().values()))
-        while len(pending) < slots and (job := more()) is not None:
+        slots = max(1, sum(client.nthreads().values()))  # a scheduler round trip: not once more() is spent
+        while len(pending) < slots:
+            job = more()
+            if job is None:
+                more = None
+                return
             submit(job, None)
 
     try:
