@@ -155,34 +155,31 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on_unless_fail_fast(tmp_pat
     assert "2 jobs, 1 done, 1 to run" in retried.output
 
 
-@pytest.mark.slow
-def test_a_sweep_stopped_by_sigterm_and_started_again_runs_every_job_exactly_once(tmp_path):
+def three_seed_spec(tmp_path) -> Path:
+    """A sweep of 3 digits jobs long enough (30 epochs of batch 16) to be stopped mid-job."""
     base = tmp_path / "tiny.yaml"
     base.write_text(yaml.safe_dump(digits_tree(epochs=30, batch_size=16)))
-    spec = write_spec(tmp_path, {"training.seed": {"values": [0, 1, 2]}}, base=base)
-    folder = tmp_path / "sweep"
-    command = [sys.executable, "-m", "cifar_scratch", "sweep", str(spec), "--out", str(folder), "--threads", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    # Wait until job 1 has trained an epoch or more: a job stopped mid-run
-    while time.time() < deadline:
-        runs = list((folder / "runs").glob("*_sweep-001/history.csv")) if (folder / "runs").exists() else []
-        if runs and len(runs[0].read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("job 1 never got going")
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM, output
-    assert "1 running job(s) stopped" in output and "run the same sweep command again" in output
-    last = {e["job"]: e["status"] for e in ledger(folder)}
-    assert last == {0: "completed", 1: "interrupted"}
-    stopped = next((folder / "runs").glob("*_sweep-001"))
-    assert (stopped / "checkpoints" / "last.npz").exists()
+    return write_spec(tmp_path, {"training.seed": {"values": [0, 1, 2]}}, base=base)
 
-    result = invoke("sweep", spec, "--out", folder)
+
+def sigterm_mid_job(process: subprocess.Popen, histories, wait_s: float = 60) -> str:
+    """SIGTERM the sweep ``process`` once one of the files ``histories()`` gives shows 2 trained
+    epochs (a job stopped mid-run); -> the sweep's output, after checking it exited 143."""
+    deadline = time.monotonic() + 120
+    while not any(len(path.read_text().splitlines()) >= 3 for path in histories()):
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("job 1 never got going")
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=wait_s)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert "run the same sweep command again" in output
+    return output
+
+
+def assert_each_job_ran_once_and_the_stopped_one_resumed(result, folder: Path, stopped: Path) -> None:
+    """After the rerun of a :func:`three_seed_spec` sweep stopped in job 1."""
     assert result.exit_code == 0, result.output
     assert "3 jobs, 1 done, 2 to run (1 resumed)" in result.output
     events = ledger(folder)
@@ -191,6 +188,23 @@ def test_a_sweep_stopped_by_sigterm_and_started_again_runs_every_job_exactly_onc
     info = json.loads((stopped / "run.json").read_text())
     assert info["status"] == "completed" and len(info["resumes"]) == 1
     assert json.loads((stopped / "metrics.json").read_text())["epochs"] == 30
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_by_sigterm_and_started_again_runs_every_job_exactly_once(tmp_path):
+    spec = three_seed_spec(tmp_path)
+    folder = tmp_path / "sweep"
+    command = [sys.executable, "-m", "cifar_scratch", "sweep", str(spec), "--out", str(folder), "--threads", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = sigterm_mid_job(process, lambda: (folder / "runs").glob("*_sweep-001/history.csv"))
+    assert "1 running job(s) stopped" in output
+    last = {e["job"]: e["status"] for e in ledger(folder)}
+    assert last == {0: "completed", 1: "interrupted"}
+    stopped = next((folder / "runs").glob("*_sweep-001"))
+    assert (stopped / "checkpoints" / "last.npz").exists()
+
+    result = invoke("sweep", spec, "--out", folder)
+    assert_each_job_ran_once_and_the_stopped_one_resumed(result, folder, stopped)
 
 
 def test_runs_reports_a_killed_run_as_interrupted_not_running(tmp_path):

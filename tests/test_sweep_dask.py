@@ -18,7 +18,14 @@ from cifar_scratch.errors import CheckpointError
 from cifar_scratch.run_index import find_runs
 
 from .conftest import digits_tree
-from .test_sweep import invoke, ledger, write_spec
+from .test_sweep import (
+    assert_each_job_ran_once_and_the_stopped_one_resumed,
+    invoke,
+    ledger,
+    sigterm_mid_job,
+    three_seed_spec,
+    write_spec,
+)
 
 distributed = pytest.importorskip("distributed", reason="the Dask executor needs the dask extra: pip install -e '.[dask]'")
 sweep_dask = pytest.importorskip("cifar_scratch.sweep_dask")
@@ -147,10 +154,14 @@ def command_line(pid: int) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process through /proc (Linux)")
 def test_a_dask_sweep_stopped_by_sigterm_brings_back_the_checkpoint_and_resumes_it_on_a_worker(tmp_path):
-    base = tmp_path / "tiny.yaml"
-    base.write_text(yaml.safe_dump(digits_tree(epochs=30, batch_size=16)))
-    spec = write_spec(tmp_path, {"training.seed": {"values": [0, 1, 2]}}, base=base)
+    spec = three_seed_spec(tmp_path)
     folder = tmp_path / "sweep"
+
+    def job_1_histories():  # job 1 trains in the worker's scratch folder, named on its command line
+        pids = list(train_processes("sweep-001"))
+        line = command_line(pids[0]) if pids else []
+        return Path(line[line.index("--runs-dir") + 1]).glob("*/history.csv") if "--runs-dir" in line else []
+
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, worker_dashboard_address=None
     ) as cluster:
@@ -161,21 +172,7 @@ def test_a_dask_sweep_stopped_by_sigterm_brings_back_the_checkpoint_and_resumes_
             stderr=subprocess.STDOUT,
             text=True,
         )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # job 1 on the worker, an epoch or more into training
-            pids = list(train_processes("sweep-001"))
-            line = command_line(pids[0]) if pids else []
-            scratch_runs = Path(line[line.index("--runs-dir") + 1]) if "--runs-dir" in line else None
-            if scratch_runs and any(len(h.read_text().splitlines()) >= 3 for h in scratch_runs.glob("*/history.csv")):
-                break
-            time.sleep(0.1)
-        else:
-            process.kill()
-            pytest.fail("job 1 never got going")
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=90)
-        assert process.returncode == 128 + signal.SIGTERM, output
-        assert "run the same sweep command again" in output
+        sigterm_mid_job(process, job_1_histories, wait_s=90)
         last = {e["job"]: e for e in ledger(folder)}
         assert {job: e["status"] for job, e in last.items()} == {0: "completed", 1: "interrupted", 2: "cancelled"}
         stopped = Path(last[1]["run_dir"])
@@ -183,11 +180,4 @@ def test_a_dask_sweep_stopped_by_sigterm_brings_back_the_checkpoint_and_resumes_
         assert json.loads((stopped / "run.json").read_text())["status"] == "interrupted"
 
         result = invoke("sweep", spec, *dask_args)
-    assert result.exit_code == 0, result.output
-    assert "3 jobs, 1 done, 2 to run (1 resumed)" in result.output
-    events = ledger(folder)
-    assert sorted(e["job"] for e in events if e["status"] == "completed") == [0, 1, 2]  # each exactly once
-    assert [len(list((folder / "runs").glob(f"*_sweep-00{i}"))) for i in range(3)] == [1, 1, 1]
-    info = json.loads((stopped / "run.json").read_text())
-    assert info["status"] == "completed" and len(info["resumes"]) == 1
-    assert json.loads((stopped / "metrics.json").read_text())["epochs"] == 30
+    assert_each_job_ran_once_and_the_stopped_one_resumed(result, folder, stopped)
