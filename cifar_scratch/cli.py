@@ -63,6 +63,11 @@ class Reference(str, Enum):
     torch = "torch"
 
 
+class Precision(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"cifar-scratch {__version__}")
@@ -322,7 +327,12 @@ def gradcheck(
     ),
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Check only this layer type (without a config: its examples)."),
-    against: Optional[Reference] = typer.Option(None, "--against", help="Also compare with the same PyTorch model in float32."),
+    against: Optional[Reference] = typer.Option(None, "--against", help="Also compare with the same PyTorch model."),
+    torch_dtype: Precision = typer.Option(
+        Precision.float32,
+        "--torch-dtype",
+        help="Precision of the PyTorch comparison: float32 (the engine's) or float64 (rounding out of the way).",
+    ),
     threshold: float = typer.Option(1e-6, "--threshold", help="Largest accepted relative error in float64."),
     torch_threshold: float = typer.Option(1e-4, "--torch-threshold", help="Largest accepted relative difference from PyTorch."),
     max_elements: int = typer.Option(20, "--max-elements", min=1, help="Elements probed per tensor (two forward passes each)."),
@@ -345,7 +355,7 @@ def gradcheck(
             if layer is None:
                 results["model"] = checks.check_config_model(resolved, max_elements=max(4, max_elements // 2))
             if against is not None:
-                results["torch"] = checks.check_against_torch(resolved)
+                results["torch"] = checks.check_against_torch(resolved, dtype=torch_dtype.value)
     failed = 0
     for title, key in (("per layer (float64)", "layers"), ("end to end through the loss (float64)", "model")):
         if key in results:
@@ -369,7 +379,7 @@ def gradcheck(
             )
             failed += sum(r.max_relative_error >= threshold for r in results[key])
     if "torch" in results:
-        typer.echo("\nagainst PyTorch (float32, same weights, dropout off, batch-norm batch statistics)")
+        typer.echo(f"\nagainst PyTorch ({torch_dtype.value}, same weights, dropout off, batch-norm batch statistics)")
         typer.echo(
             text_table(
                 ["layer", "tensor", "shape", "max abs. diff", "rel. diff", "result"],

@@ -472,7 +472,12 @@ class EMAConfig(_Section):
     decay: Float = Field(0.99, gt=0.0, lt=1.0, description="Weight of the old average at each update.")
     every: Int = Field(1, ge=1, description="Update every N optimizer steps.")
     warmup_epochs: Float = Field(0.0, ge=0.0, le=1e6, description="The decay ramps up as (step / warmup)^3 over these epochs.")
-    lookahead: bool = Field(False, description="After each update set the weights to the average (airbench's lookahead).")
+    start_epochs: Float = Field(
+        0.0, ge=0.0, le=1e6, description="Epochs before the average begins, as a copy of the weights (airbench: 3)."
+    )
+    lookahead: bool = Field(
+        False, description="After each update and at each epoch's end set the weights to the average (airbench's lookahead)."
+    )
 
 
 class TrainingConfig(_Section):
@@ -489,7 +494,7 @@ class TrainingConfig(_Section):
     early_stopping: EarlyStoppingConfig | None = None
     checkpoint_every: Int = Field(1, gt=0, description="Write checkpoints/last.npz every N epochs (and always at the end).")
     ema: Optional[EMAConfig] = Field(
-        None, description="Average the weights: {decay: 0.99, every: 1, warmup_epochs: 0, lookahead: false}."
+        None, description="Average the weights: {decay: 0.99, every: 1, warmup_epochs: 0, start_epochs: 0, lookahead: false}."
     )
     tta: Literal[TTA_MODES] = Field(
         "none",

@@ -24,32 +24,36 @@ def import_torch():
     return torch
 
 
-def build_torch_model(model: Sequential):
-    """-> (torch module in float32, {our dotted name: (torch parameter or buffer, to_ours)}).
+def build_torch_model(model: Sequential, dtype=np.float32):
+    """-> (torch module in ``dtype`` (float32 or float64), {our dotted name: (torch parameter or buffer, to_ours)}).
 
     ``to_ours(tensor)`` turns a torch tensor (a weight or its gradient) into our layout as a NumPy array.
     Containers map to ``nn.Sequential`` and to a residual module that adds its shortcut.
     """
     torch = import_torch()
     names: dict = {}
-    return _torch_module(torch, model, "", names), names
+    return _torch_module(torch, model, "", names, _torch_dtype(torch, dtype)), names
 
 
-def _torch_module(torch, module, prefix: str, names: dict):
+def _torch_dtype(torch, dtype):
+    return {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
+
+
+def _torch_module(torch, module, prefix: str, names: dict, dtype):
     nn = torch.nn
+    children = lambda parent: (_torch_module(torch, c, f"{prefix}{c.name}.", names, dtype) for c in parent.layers)  # noqa: E731
     if isinstance(module, Residual):
-        body = nn.Sequential(*(_torch_module(torch, child, f"{prefix}{child.name}.", names) for child in module.layers))
-        shortcut = _torch_module(torch, module.shortcut, f"{prefix}shortcut.", names) if module.shortcut else nn.Identity()
-        return _ResidualModule(torch)(body, shortcut)
+        shortcut = _torch_module(torch, module.shortcut, f"{prefix}shortcut.", names, dtype) if module.shortcut else nn.Identity()
+        return _ResidualModule(torch)(nn.Sequential(*children(module)), shortcut)
     if isinstance(module, Sequential):
-        return nn.Sequential(*(_torch_module(torch, child, f"{prefix}{child.name}.", names) for child in module.layers))
-    return _torch_leaf(torch, module, prefix, names)
+        return nn.Sequential(*children(module))
+    return _torch_leaf(torch, module, prefix, names, dtype)
 
 
-def _torch_leaf(torch, layer, prefix: str, names: dict):
+def _torch_leaf(torch, layer, prefix: str, names: dict, dtype):
     nn = torch.nn
     shape = layer.input_shape
-    p = {k: torch.tensor(v, dtype=torch.float32) for k, v in layer.params.items()}
+    p = {k: torch.tensor(v, dtype=dtype) for k, v in layer.params.items()}
     plain = lambda t: t.detach().numpy().copy()  # noqa: E731
 
     def mapped(module, mapping):
@@ -58,7 +62,7 @@ def _torch_leaf(torch, layer, prefix: str, names: dict):
         return module
 
     if isinstance(layer, L.Dense):
-        linear = nn.Linear(shape[0], layer.units, bias=layer.use_bias)
+        linear = nn.Linear(shape[0], layer.units, bias=layer.use_bias, dtype=dtype)
         with torch.no_grad():
             linear.weight.copy_(p["weight"].T)
             if layer.use_bias:
@@ -73,7 +77,7 @@ def _torch_leaf(torch, layer, prefix: str, names: dict):
         (top, bottom), (left, right) = (
             resolve_padding(layer.padding, layer.kernel[a], layer.stride[a], shape[a]) for a in (0, 1)
         )
-        conv = nn.Conv2d(shape[2], layer.filters, layer.kernel, layer.stride, bias=layer.use_bias)
+        conv = nn.Conv2d(shape[2], layer.filters, layer.kernel, layer.stride, bias=layer.use_bias, dtype=dtype)
         with torch.no_grad():
             conv.weight.copy_(p["weight"].permute(3, 2, 0, 1))
             if layer.use_bias:
@@ -87,7 +91,7 @@ def _torch_leaf(torch, layer, prefix: str, names: dict):
         )
     if isinstance(layer, L.BatchNorm):
         kind = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-        bn = kind(shape[-1], eps=layer.eps, momentum=layer.momentum, affine=layer.affine)
+        bn = kind(shape[-1], eps=layer.eps, momentum=layer.momentum, affine=layer.affine, dtype=dtype)
         with torch.no_grad():
             bn.running_mean.copy_(torch.tensor(layer.buffers["running_mean"]))
             bn.running_var.copy_(torch.tensor(layer.buffers["running_var"]))
@@ -149,9 +153,9 @@ def _Permute(torch, dims):
     return Permute()
 
 
-def to_torch_input(x: np.ndarray):
-    """NHWC (or flat) NumPy batch -> contiguous NCHW float32 tensor."""
+def to_torch_input(x: np.ndarray, dtype=np.float32):
+    """NHWC (or flat) NumPy batch -> contiguous NCHW tensor of ``dtype``."""
     torch = import_torch()
     if x.ndim == 4:
         x = x.transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=dtype))

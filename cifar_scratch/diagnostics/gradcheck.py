@@ -1,5 +1,5 @@
 """``cifar-scratch gradcheck``: analytic gradients against central differences (float64) and,
-optionally, against PyTorch (float32), per layer and end to end through the loss."""
+optionally, against PyTorch (float32, or float64), per layer and end to end through the loss."""
 
 from __future__ import annotations
 
@@ -134,21 +134,24 @@ def check_config_model(config: RunConfig, max_elements: int | None = 8, batch: i
     return check_model(model, x, labels, config.training.label_smoothing, max_elements=max_elements)
 
 
-def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0) -> list[TorchCheck]:
-    """Logits, loss and every gradient of our float32 model against the same PyTorch model.
+def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0, dtype=np.float32) -> list[TorchCheck]:
+    """Logits, loss and every gradient of our model against the same PyTorch model, both in ``dtype``.
 
     Both run in training mode (batch statistics in batch norm) with dropout switched off in both,
-    so the comparison is deterministic.
+    so the comparison is deterministic. float32 checks the engine as it trains; float64 takes
+    rounding out of the comparison, for models whose float32 results are ill-conditioned (a
+    batch-norm eps of 1e-12 on near-constant channels magnifies rounding on both sides).
     """
     from cifar_scratch.nn.functional import softmax_cross_entropy
     from cifar_scratch.torch_reference import build_torch_model, import_torch, to_torch_input
 
     torch = import_torch()
+    dtype = np.dtype(dtype)
     rng = np.random.default_rng(seed)
-    model = build_model(config.model, model_input_shape(config), num_classes(config), rng)
+    model = build_model(config.model, model_input_shape(config), num_classes(config), rng, dtype=dtype)
     for value in model.params.values():
         value += (0.05 * rng.standard_normal(value.shape)).astype(value.dtype)
-    reference, names = build_torch_model(model)
+    reference, names = build_torch_model(model, dtype)
     model.train()
     reference.train()
     for _, layer in model.named_modules():
@@ -157,12 +160,12 @@ def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0) -> lis
     for module in reference.modules():
         if isinstance(module, torch.nn.Dropout):
             module.eval()
-    x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
+    x = rng.standard_normal((batch, *model.input_shape)).astype(dtype)
     labels = rng.integers(0, num_classes(config), batch)
     logits = model.forward(x)
     loss, dlogits = softmax_cross_entropy(logits, labels, config.training.label_smoothing)
     dx = model.backward(dlogits)
-    xt = to_torch_input(x).requires_grad_(True)
+    xt = to_torch_input(x, dtype).requires_grad_(True)
     logits_t = reference(xt)
     loss_t = torch.nn.functional.cross_entropy(
         logits_t, torch.from_numpy(labels), label_smoothing=config.training.label_smoothing

@@ -100,8 +100,8 @@ def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, cal
     trainer.data_fingerprint = fingerprint
     ema = config.training.ema
     if ema is not None:
-        warmup = round(ema.warmup_epochs * trainer.steps_per_epoch)
-        trainer.average = WeightAverage(model.state_dict(), ema.decay, ema.every, warmup, ema.lookahead)
+        warmup, start = (round(epochs * trainer.steps_per_epoch) for epochs in (ema.warmup_epochs, ema.start_epochs))
+        trainer.average = WeightAverage(model.state_dict(), ema.decay, ema.every, warmup, ema.lookahead, start)
     return trainer
 
 

@@ -329,6 +329,8 @@ class Trainer:
             if not np.isfinite(loss):
                 s.stop_reason = f"{DIVERGED}: the training loss became {loss} at step {s.step} (epoch {epoch})"
                 break
+        if self.average is not None and s.batch_in_epoch == batches:
+            self.average.end_epoch(s.step)
         seen = max(1, s.running["seen"])
         row = {
             "epoch": epoch,
@@ -372,7 +374,7 @@ class Trainer:
 
     def evaluated_weights(self):
         """The weights evaluation uses: the average with ``training.ema``, else the model's own."""
-        return self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
+        return self.average.swapped_in(self.state.step) if self.average is not None else contextlib.nullcontext()
 
     def _emit(self, hook: str, *args) -> None:
         for callback in self.callbacks:

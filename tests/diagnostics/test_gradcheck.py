@@ -76,3 +76,16 @@ def test_against_torch(name, tmp_path):
     tensors = {(r["layer"], r["tensor"]) for r in rows}
     assert ("model", "logits") in tensors and ("model", "input") in tensors
     assert all(r["relative_diff"] < 1e-4 for r in rows)
+
+
+def test_against_torch_in_float64_leaves_no_rounding(tmp_path):
+    """speedrun93 (whitened stem, frozen scales, GELU, scale layer) agrees with PyTorch to float64 rounding."""
+    pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+    out = tmp_path / "g.json"
+    args = ["gradcheck", str(REPO / "configs" / "speedrun93.yaml"), "--layer", "dense", "--against", "torch"]
+    result = runner.invoke(app, [*args, "--torch-dtype", "float64", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "against PyTorch (float64" in result.output
+    rows = json.loads(out.read_text())["torch"]
+    assert len(rows) > 30 and max(r["relative_diff"] for r in rows) < 1e-10
+    assert runner.invoke(app, [*args, "--torch-dtype", "float16"]).exit_code == 2

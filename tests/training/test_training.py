@@ -69,7 +69,7 @@ class InterruptAt(Callback):
 
 AUGMENT = ["data.augment={flip: true, translate: 2, cutout: 3}"]
 ALTERNATE = ["data.augment={flip: alternate, translate: 1}"]
-EMA = ["training.ema={decay: 0.9, every: 2, warmup_epochs: 1, lookahead: true}", "training.tta=flip"]
+EMA = ["training.ema={decay: 0.9, every: 2, warmup_epochs: 1, start_epochs: 1, lookahead: true}", "training.tta=flip"]
 EVERYTHING = [  # every recipe feature at once: whitened stem, frozen batch-norm scales, groups, scale, EMA, TTA
     "model.layers=[{type: conv2d, filters: 8, kernel: 2, padding: valid, init: whiten, trainable: [bias]}, gelu,"
     " {type: conv2d, filters: 6, init: dirac}, {type: batchnorm, trainable: [bias]}, gelu, global_maxpool,"
