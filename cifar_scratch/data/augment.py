@@ -103,8 +103,9 @@ def augment(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator,
 
 def tta_views(images: np.ndarray, mode: str) -> list[tuple[np.ndarray, float]]:
     """(N, H, W, C) -> (view, weight) pairs of ``mode``: the images and their mirror (1/2 each); for
-    flip+translate also both shifted by one pixel up-left and down-right (edges reflected), weighted as
-    airbench does: 1/4 for the image and its mirror, 1/8 for each shifted view."""
+    flip+translate also the images shifted by one pixel up-left and down-right (edges reflected) and
+    the mirror of each shifted image, weighted as airbench does: 1/4 for the image and its mirror, 1/8
+    for each shifted view."""
     if mode == "none":
         return [(images, 1.0)]
     n = len(images)
@@ -115,7 +116,9 @@ def tta_views(images: np.ndarray, mode: str) -> list[tuple[np.ndarray, float]]:
     shifted = AugmentConfig(flip=True, translate=1, padding="reflect")
     for offset in (-1, 1):
         shift = np.full((n, 2), offset)
-        views += [apply(images, AugmentDraw(flips, shift, None), shifted) for flips in (None, mirror)]
+        # apply() mirrors the shifted coordinates, so the mirror of an image shifted by (dy, dx) is drawn as (dy, -dx).
+        views += [apply(images, AugmentDraw(None, shift, None), shifted)]
+        views += [apply(images, AugmentDraw(mirror, shift * [1, -1], None), shifted)]
     return [(view, 0.25 if i < 2 else 0.125) for i, view in enumerate(views)]
 
 

@@ -129,6 +129,8 @@ def test_tta_views_are_the_image_its_mirror_and_one_pixel_shifts():
     pairs = tta_views(images, "flip+translate")
     views = [view for view, _ in pairs]
     assert [w for _, w in pairs] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
-    down_right = views[4]  # shifted by (+1, +1): content moves down and right, the edge reflected
-    assert np.array_equal(down_right[:, 1:, 1:], images[:, :-1, :-1])
-    assert np.array_equal(views[5][:, 1:, 1:], images[:, :-1, ::-1][:, :, :-1])  # the mirror, shifted the same way
+    # airbench's views: crops of the reflect-padded images, and the mirror of each crop
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    up_left, down_right = padded[:, 2:7, 2:8], padded[:, 0:5, 0:6]
+    assert np.array_equal(views[2], up_left) and np.array_equal(views[3], up_left[:, :, ::-1])
+    assert np.array_equal(views[4], down_right) and np.array_equal(views[5], down_right[:, :, ::-1])
