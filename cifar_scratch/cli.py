@@ -436,6 +436,10 @@ def benchmark(
         f"machine: {m['cpu']} ({m['cores']} cores), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
         + (f", torch {r['torch']['version']}" if r["torch"] else "")
     )
+    if m["openblas_coretype"]:
+        typer.echo(
+            f"note: OPENBLAS_CORETYPE={m['openblas_coretype']} pins OpenBLAS's kernels (unset it to let it pick this CPU's)"
+        )
     rows = []
     for phase in ("train", "inference"):
         for name in ("ours", "torch"):

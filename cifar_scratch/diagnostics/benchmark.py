@@ -4,6 +4,7 @@ optionally the same model in PyTorch timed in the same run, interleaved with our
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -89,10 +90,14 @@ def machine_info(threads: int | None) -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "blas": [
-            f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)"
+            f"{i['internal_api']} {i['version']} ({i['num_threads']} threads"
+            + (f", {i['architecture']} kernels)" if i.get("architecture") else ")")
             for i in threadpool_info()
             if i["user_api"] == "blas"
         ],
+        # OpenBLAS otherwise picks the kernels of this CPU; a pin to an older core (Haswell: AVX2 on
+        # an AVX-512 CPU) halves the GEMM peak, so every speed figure must say it.
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "threads": threads,
         "cifar_scratch": __version__,
     }
