@@ -67,7 +67,7 @@ def apply(images: np.ndarray, choice: AugmentDraw, config: AugmentConfig) -> np.
         cols, col_ok = _source_index(cols - choice.shift[:, 1:], width, config.padding)
         if row_ok is not None:
             blank_rows, blank_cols = ~row_ok, ~col_ok
-    if choice.flip is not None:  # flip after the shift's coordinate map: padding is symmetric, so they commute
+    if choice.flip is not None:  # mirror, then shift: the shift's coordinate map reads the mirrored image
         cols = np.where(choice.flip[:, None], width - 1 - cols, cols)
     # One gather does flip + shift: output pixel -> row of images viewed as (N*H*W, C).
     flat = (np.arange(n)[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
@@ -108,17 +108,13 @@ def tta_views(images: np.ndarray, mode: str) -> list[tuple[np.ndarray, float]]:
     for each shifted view."""
     if mode == "none":
         return [(images, 1.0)]
-    n = len(images)
-    mirror = np.ones(n, bool)
-    views = [images, apply(images, AugmentDraw(mirror, None, None), AugmentConfig(flip=True))]
+    views = [images, np.ascontiguousarray(images[:, :, ::-1])]
     if mode == "flip":
         return [(view, 0.5) for view in views]
-    shifted = AugmentConfig(flip=True, translate=1, padding="reflect")
+    shifted = AugmentConfig(translate=1, padding="reflect")
     for offset in (-1, 1):
-        shift = np.full((n, 2), offset)
-        # apply() mirrors the shifted coordinates, so the mirror of an image shifted by (dy, dx) is drawn as (dy, -dx).
-        views += [apply(images, AugmentDraw(None, shift, None), shifted)]
-        views += [apply(images, AugmentDraw(mirror, shift * [1, -1], None), shifted)]
+        view = apply(images, AugmentDraw(None, np.full((len(images), 2), offset), None), shifted)
+        views += [view, np.ascontiguousarray(view[:, :, ::-1])]
     return [(view, 0.25 if i < 2 else 0.125) for i, view in enumerate(views)]
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -64,7 +63,7 @@ class WeightAverage:
         """A context in which the model holds the averaged weights (its own ones before step ``begin``)."""
         return self._swapped() if step >= self.begin else contextlib.nullcontext()
 
-    @contextmanager
+    @contextlib.contextmanager
     def _swapped(self) -> Iterator[None]:
         saved = {name: value.copy() for name, value in self.state.items()}
         for name, value in self.state.items():
