@@ -103,6 +103,12 @@ class DataConfig(_Section):
     split_seed: Int = Field(
         0, ge=0, le=MAX_SEED, description="Seed of the stratified validation/test split (independent of training.seed)."
     )
+    split_method: Literal["stratified", "per_class"] = Field(
+        "stratified",
+        description="stratified: scikit-learn's train_test_split with stratify (class shares kept); per_class: each "
+        "class in turn gives round(fraction x its count) images drawn by numpy's default_rng(split_seed).choice, "
+        "the held-out split of airbench's CPU reference (peer_airbench_torch.py) on the CIFAR-10 JPEG copy.",
+    )
     normalize: Literal["standardize", "scale", "none"] = Field(
         "standardize", description="standardize: per-channel mean/std of the training split; scale: x/255; none: raw 0..255."
     )

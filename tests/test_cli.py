@@ -203,6 +203,19 @@ def test_edited_config_yaml_is_refused_on_resume_and_evaluate(tmp_path, digits_c
         assert "data.split_seed: config.yaml says 5, but" in result.stderr and "was trained with 0" in result.stderr
 
 
+def test_run_from_before_a_schema_key_was_added_still_evaluates(tmp_path, digits_config, env):
+    """A checkpoint whose recorded config lacks a key added since reads it as the key's default."""
+    from tests.test_fuzz import rewrite_checkpoint
+
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    for name in ("last.npz", "best.npz"):
+        rewrite_checkpoint(run_dir / "checkpoints" / name, lambda a, m: m["config"]["data"].pop("split_method"))
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text("\n".join(line for line in text.splitlines() if "split_method" not in line))
+    result = invoke("evaluate", run_dir, "--quiet", env=env)
+    assert result.exit_code == 0, result.output
+
+
 def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, digits_config, env):
     from tests.test_fuzz import rewrite_checkpoint
 

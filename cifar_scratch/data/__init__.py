@@ -128,7 +128,7 @@ def to_grayscale(images: np.ndarray) -> np.ndarray:
     return ((299 * r + 587 * g + 114 * b + 500) // 1000).astype(np.uint8)[..., None]
 
 
-def _split_off(split: Split, fraction: float, seed: int, key: str) -> tuple[Split, Split]:
+def _split_off(split: Split, fraction: float, seed: int, key: str, method: str = "stratified") -> tuple[Split, Split]:
     """Stratified, deterministic: the same (data, fraction, seed) always gives the same split.
 
     A stratified split needs every class on both sides: a fraction that leaves either side with
@@ -148,12 +148,37 @@ def _split_off(split: Split, fraction: float, seed: int, key: str) -> tuple[Spli
             f"split needs at least one image of each of the {classes} classes on both sides"
             + (f" (the rarest class has {smallest} image)" if smallest < 2 else f"; use a fraction {need}")
         )
-    keep, held = train_test_split(
-        np.arange(len(split)), test_size=fraction, stratify=split.labels, random_state=seed, shuffle=True
-    )
-    keep.sort()
-    held.sort()
+    if method == "per_class":
+        held = _per_class_choice(split.labels, fraction, seed, key)
+        keep = np.setdiff1d(np.arange(len(split)), held)
+    else:
+        keep, held = train_test_split(
+            np.arange(len(split)), test_size=fraction, stratify=split.labels, random_state=seed, shuffle=True
+        )
+        keep.sort()
+        held.sort()
     return Split(split.images[keep], split.labels[keep]), Split(split.images[held], split.labels[held])
+
+
+def _per_class_choice(labels: np.ndarray, fraction: float, seed: int, key: str) -> np.ndarray:
+    """Sorted held-out indices: class by class (ascending label), ``round(fraction * count)`` of the
+    class's indices drawn without replacement by one ``default_rng(seed)``.
+
+    This is how airbench's CPU reference script holds out its test set (500 of each CIFAR-10 class with
+    seed 0), so a run given the same images in the same order is tested on the very same 5,000.
+    """
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = round(fraction * len(members))
+        if not 0 < count < len(members):
+            raise ConfigError(
+                f"{key}: {fraction:g} of class {label}'s {len(members):,} images holds out {count:,}; the per_class split "
+                "needs at least one image of each class on both sides"
+            )
+        held.append(rng.choice(members, count, replace=False))
+    return np.sort(np.concatenate(held))
 
 
 def _load_raw(config: DataConfig, data_dir: Path, progress: bool) -> tuple[Split, Split | None, tuple[str, ...], str]:
@@ -205,9 +230,9 @@ def load_dataset(config: DataConfig, data_dir: Path, progress: bool = True) -> D
     if test is None:
         # No published test split: hold one out before validation, with its own fixed seed,
         # so every run of a sweep is measured on the same untouched images.
-        train, test = _split_off(train, config.test_fraction, config.split_seed, "data.test_fraction")
+        train, test = _split_off(train, config.test_fraction, config.split_seed, "data.test_fraction", config.split_method)
         description += f"; test = held-out {config.test_fraction:.0%} of train"
-    train, val = _split_off(train, config.val_fraction, config.split_seed + 1, "data.val_fraction")
+    train, val = _split_off(train, config.val_fraction, config.split_seed + 1, "data.val_fraction", config.split_method)
     present = np.unique(train.labels)
     if len(present) < 2:
         raise DataError(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock, Timeout
+from pydantic import ValidationError
 
 from cifar_scratch import __version__, reports, signals
 from cifar_scratch.builders import build_model, build_optimizer, build_schedule
@@ -326,12 +327,16 @@ def check_checkpoint_matches(meta, config: RunConfig, fingerprint: dict, class_n
     # fingerprint, not the path, says whether the images are the same.
     movable = ("output.runs_dir", "data.source")
     current = config.model_dump(mode="json")
-    differences = [k for k in changed_keys(meta.config, current) if not k.startswith(RESUMABLE_KEYS) and k not in movable]
+    try:  # a key added to the schema since the checkpoint was written reads as its default (the old behaviour)
+        recorded = RunConfig.model_validate(meta.config).model_dump(mode="json")
+    except ValidationError:
+        recorded = meta.config
+    differences = [k for k in changed_keys(recorded, current) if not k.startswith(RESUMABLE_KEYS) and k not in movable]
     if differences:
         raise ConfigError(
             [
                 f"{k}: config.yaml says {_lookup(current, k)!r}, but {checkpoint.name} was trained with "
-                f"{_lookup(meta.config, k)!r} (config.yaml was edited after the run started; restore it or start a new run)"
+                f"{_lookup(recorded, k)!r} (config.yaml was edited after the run started; restore it or start a new run)"
                 for k in differences[:10]
             ]
         )

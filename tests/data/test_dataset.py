@@ -57,6 +57,29 @@ def test_digits_splits_are_deterministic_stratified_and_disjoint():
     assert not np.array_equal(first.val.labels, other.val.labels)
 
 
+def test_per_class_split_is_the_reference_scripts_hold_out():
+    """split_method: per_class holds out, class by class, default_rng(split_seed).choice of each class's indices."""
+    config = DataConfig(dataset="digits", val_fraction=0.0, test_fraction=0.1, split_method="per_class", split_seed=3)
+    data = load_dataset(config, resolve_data_dir(), False)
+    from cifar_scratch.data import digits
+
+    images, labels = digits.load()
+    rng, held = np.random.default_rng(3), []
+    for label in range(10):
+        members = np.flatnonzero(labels == label)
+        held += list(rng.choice(members, round(0.1 * len(members)), replace=False))
+    mask = np.zeros(len(labels), bool)
+    mask[held] = True
+    assert np.array_equal(data.test.images, images[mask]) and np.array_equal(data.test.labels, labels[mask])
+    assert np.array_equal(data.train.images, images[~mask]) and np.array_equal(data.train.labels, labels[~mask])
+    stratified = load_dataset(config.model_copy(update={"split_method": "stratified"}), resolve_data_dir(), False)
+    assert not np.array_equal(stratified.test.labels, data.test.labels) or not np.array_equal(
+        stratified.test.images, data.test.images
+    )
+    with pytest.raises(ConfigError, match="data.val_fraction: 0.001 of "):
+        load_dataset(config.model_copy(update={"val_fraction": 0.001, "test_fraction": 0.01}), resolve_data_dir(), False)
+
+
 def test_normalizer_is_float32_and_standardizes():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (200, 4, 4, 3), dtype=np.uint8)
