@@ -187,6 +187,11 @@ class DropoutSpec(_LayerSpec):
 
 class GELUSpec(_LayerSpec):
     type: Literal["gelu"]
+    approximate: Literal["tanh", "none"] = Field(
+        "tanh",
+        description="tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); none: x Phi(x), the erf form "
+        "(PyTorch's default; erf from Abramowitz & Stegun 7.1.26, within 1.5e-7).",
+    )
 
 
 class ScaleSpec(_LayerSpec):

@@ -111,7 +111,7 @@ def _torch_leaf(torch, layer, prefix: str, names: dict, dtype):
         L.LeakyReLU: lambda: nn.LeakyReLU(layer.alpha),
         L.Tanh: lambda: nn.Tanh(),
         L.Sigmoid: lambda: nn.Sigmoid(),
-        L.GELU: lambda: nn.GELU(approximate="tanh"),
+        L.GELU: lambda: nn.GELU(approximate=layer.approximate),
         L.Dropout: lambda: nn.Dropout(layer.rate),
     }
     if isinstance(layer, L.Scale):

@@ -320,10 +320,18 @@ class Dropout(Layer):
 
 
 class GELU(_KernelLayer):
+    """GELU; ``approximate``: "tanh" (the tanh form) or "none" (the erf form), as PyTorch names them."""
+
     kind = "gelu"
 
+    def __init__(self, approximate: str = "tanh") -> None:
+        super().__init__()
+        if approximate not in ("tanh", "none"):
+            raise ValueError(f"approximate: 'tanh' or 'none' (got {approximate!r})")
+        self.approximate = approximate
+
     def _kernels(self):
-        return F.gelu_forward, F.gelu_backward
+        return F.gelu_forward if self.approximate == "tanh" else F.gelu_erf_forward, F.gelu_backward
 
     def _options(self) -> tuple:
         return (self.training,)  # evaluation keeps no derivative

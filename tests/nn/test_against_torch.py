@@ -27,12 +27,12 @@ def nhwc(t) -> np.ndarray:
     return a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
 
 
-def close(ours, theirs, what):
+def close(ours, theirs, what, tolerance=TOLERANCE):
     ours, theirs = np.asarray(ours), np.asarray(theirs)
     assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
     scale = max(1.0, float(np.abs(theirs).max(initial=0.0)))
     error = float(np.abs(ours - theirs).max(initial=0.0)) / scale
-    assert error < TOLERANCE, (what, error)
+    assert error < tolerance, (what, error)
 
 
 def run_layer(layer, x, rng):
@@ -181,6 +181,7 @@ ACTIVATIONS = {
     "tanh": (lambda: L.Tanh(), torch.tanh),
     "sigmoid": (lambda: L.Sigmoid(), torch.sigmoid),
     "gelu": (lambda: L.GELU(), lambda t: F.gelu(t, approximate="tanh")),
+    "gelu-erf": (lambda: L.GELU("none"), F.gelu),
     "flatten": (lambda: L.Flatten(), lambda t: t.permute(0, 2, 3, 1).flatten(1)),
     "scale": (lambda: L.Scale(0.125), lambda t: t * 0.125),
 }
@@ -198,5 +199,8 @@ def test_elementwise_layers_match_torch(kind):
         xt = nchw(x)
         result = theirs(xt)
         result.backward(torch.tensor(dout.transpose(0, 3, 1, 2) if dout.ndim == 4 else dout))
-        close(out, nhwc(result) if result.ndim == 4 else result.detach().numpy(), f"{kind} output")
-        close(dx, nhwc(xt.grad), f"{kind} input gradient")
+        # The erf form's erf is A&S 7.1.26, within 1.5e-7 of the true one, and its slope (the exact
+        # derivative of that approximation) within about 1e-6 of the true slope; everything else is exact.
+        tolerance = 5e-6 if kind == "gelu-erf" else TOLERANCE
+        close(out, nhwc(result) if result.ndim == 4 else result.detach().numpy(), f"{kind} output", tolerance)
+        close(dx, nhwc(xt.grad), f"{kind} input gradient", tolerance)

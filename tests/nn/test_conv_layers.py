@@ -35,6 +35,7 @@ CASES = [
     (lambda: BatchNorm(), (7,)),
     (lambda: BatchNorm(affine=False), (3, 4, 2)),
     (lambda: GELU(), (3, 5, 2)),
+    (lambda: GELU("none"), (3, 5, 2)),
 ]
 IDS = [
     "conv3",
@@ -55,6 +56,7 @@ IDS = [
     "bn-dense",
     "bn-noaffine",
     "gelu",
+    "gelu-erf",
 ]
 
 
@@ -193,7 +195,7 @@ def _torch_reference(layer, x):
     if isinstance(layer, GlobalMaxPool):
         return xt, xt.amax(dim=(2, 3)), {}
     if isinstance(layer, GELU):
-        return xt, F.gelu(xt, approximate="tanh"), {}
+        return xt, F.gelu(xt, approximate=layer.approximate), {}
     if isinstance(layer, BatchNorm):
         params = {}
         weight = bias = None

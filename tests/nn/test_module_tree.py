@@ -160,3 +160,15 @@ def test_trainable_list_freezes_the_other_parameters_of_a_layer():
         ConfigError, match="model.layers.3.trainable: dense has no parameter 'gamma' .its parameters: weight, bias."
     ):
         model_of([*layers[:3], {"type": "dense", "trainable": ["gamma"]}])
+
+
+def test_gelu_form_comes_from_the_config_and_the_erf_form_passes_gradcheck():
+    layers = [{"type": "conv2d", "filters": 4}, {"type": "gelu", "approximate": "none"}, "flatten", {"type": "dense"}]
+    model = model_of(layers, dtype=np.float64)
+    erf, tanh = model.layers[1], model_of(["gelu", "flatten", {"type": "dense"}]).layers[0]
+    assert (erf.approximate, tanh.approximate) == ("none", "tanh")
+    rng = np.random.default_rng(2)
+    rows = check_model(model, rng.standard_normal((3, 7, 6, 3)), np.array([0, 2, 1]), max_elements=6)
+    assert max(row.max_relative_error for row in rows) < 1e-6, [(r.layer, r.tensor, r.max_relative_error) for r in rows]
+    with pytest.raises(ValueError, match="approximate"):
+        ModelConfig.model_validate({"layers": [{"type": "gelu", "approximate": "erf"}]})

@@ -25,6 +25,8 @@ def _kernels(rng):
     out = {}
     y, cache = F.gelu_forward(x)
     out["gelu"], out["gelu.dx"] = y, F.gelu_backward(d, cache)
+    y, cache = F.gelu_erf_forward(x)
+    out["gelu_erf"], out["gelu_erf.dx"] = y, F.gelu_backward(d, cache)
     mean, var = np.zeros(5, np.float32), np.ones(5, np.float32)
     y, cache = batchnorm_forward(x, np.full(5, 1.5, np.float32), np.full(5, 0.1, np.float32), mean, var, True)
     out["bn"], (out["bn.dx"], out["bn.dgamma"], out["bn.dbeta"]) = y, batchnorm_backward(d, cache)
