@@ -32,13 +32,25 @@ def column_sums(flat: np.ndarray) -> np.ndarray:
 
 
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Any shape -> same shape."""
-    out = np.maximum(x, 0)
+    """Any shape -> same shape; block by block in the thread pool (a pass over memory, like GELU's)."""
+    out = np.empty_like(x)
+    source, out_flat = x.reshape(-1), out.reshape(-1)
+    zero = x.dtype.type(0)
+    parallel.for_blocks(lambda block: np.maximum(source[block], zero, out=out_flat[block]), source.size, parallel.BLOCK_ELEMENTS)
     return out, out
 
 
 def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
-    return dout * (cache > 0)
+    """dout where the output was positive, 0 elsewhere; block by block in the thread pool."""
+    dx = np.empty_like(dout)
+    dout_flat, cache_flat, dx_flat = dout.reshape(-1), cache.reshape(-1), dx.reshape(-1)
+    zero = cache.dtype.type(0)
+
+    def work(block: slice) -> None:
+        np.multiply(dout_flat[block], cache_flat[block] > zero, out=dx_flat[block])
+
+    parallel.for_blocks(work, dx_flat.size, parallel.BLOCK_ELEMENTS)
+    return dx
 
 
 def leaky_relu_forward(x: np.ndarray, alpha: float) -> tuple[np.ndarray, tuple]:

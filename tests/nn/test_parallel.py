@@ -25,6 +25,8 @@ def _kernels(rng):
     out = {}
     y, cache = F.gelu_forward(x)
     out["gelu"], out["gelu.dx"] = y, F.gelu_backward(d, cache)
+    y, cache = F.relu_forward(x)
+    out["relu"], out["relu.dx"] = y, F.relu_backward(d, cache)
     y, cache = F.gelu_erf_forward(x)
     out["gelu_erf"], out["gelu_erf.dx"] = y, F.gelu_backward(d, cache)
     mean, var = np.zeros(5, np.float32), np.ones(5, np.float32)
