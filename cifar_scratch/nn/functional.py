@@ -31,25 +31,27 @@ def column_sums(flat: np.ndarray) -> np.ndarray:
     return np.ones(flat.shape[0], flat.dtype) @ flat
 
 
+def _blockwise(kernel, *inputs: np.ndarray, outputs: int = 1) -> list[np.ndarray]:
+    """Elementwise work block by block in the thread pool: ``kernel(*input_blocks, *output_blocks)``
+    over the flattened arrays, each block of ``parallel.BLOCK_ELEMENTS``, so a chain of ufuncs keeps
+    its temporaries in cache. -> ``outputs`` new arrays shaped like ``inputs[0]``."""
+    results = [np.empty_like(inputs[0]) for _ in range(outputs)]
+    flats = [a.reshape(-1) for a in (*inputs, *results)]
+    parallel.for_blocks(lambda block: kernel(*(f[block] for f in flats)), flats[0].size, parallel.BLOCK_ELEMENTS)
+    return results
+
+
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Any shape -> same shape; block by block in the thread pool (a pass over memory, like GELU's)."""
-    out = np.empty_like(x)
-    source, out_flat = x.reshape(-1), out.reshape(-1)
     zero = x.dtype.type(0)
-    parallel.for_blocks(lambda block: np.maximum(source[block], zero, out=out_flat[block]), source.size, parallel.BLOCK_ELEMENTS)
+    (out,) = _blockwise(lambda xs, o: np.maximum(xs, zero, out=o), x)
     return out, out
 
 
 def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     """dout where the output was positive, 0 elsewhere; block by block in the thread pool."""
-    dx = np.empty_like(dout)
-    dout_flat, cache_flat, dx_flat = dout.reshape(-1), cache.reshape(-1), dx.reshape(-1)
     zero = cache.dtype.type(0)
-
-    def work(block: slice) -> None:
-        np.multiply(dout_flat[block], cache_flat[block] > zero, out=dx_flat[block])
-
-    parallel.for_blocks(work, dx_flat.size, parallel.BLOCK_ELEMENTS)
+    (dx,) = _blockwise(lambda d, c, o: np.multiply(d, c > zero, out=o), dout, cache)
     return dx
 
 
@@ -94,15 +96,9 @@ def gelu_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray, np
     instead of ``x`` and the tanh. Block by block in the thread pool.
     """
     dtype = x.dtype.type
-    source = x.reshape(-1)
-    out = np.empty_like(x)
-    slope = np.empty_like(x) if keep_slope else None
-    out_flat = out.reshape(-1)
-    slope_flat = slope.reshape(-1) if keep_slope else None
 
-    def work(block: slice) -> None:
-        xs, o = source[block], out_flat[block]
-        squares = np.multiply(xs, xs, out=slope_flat[block] if keep_slope else None)
+    def work(xs: np.ndarray, o: np.ndarray, slope: np.ndarray | None = None) -> None:
+        squares = np.multiply(xs, xs, out=slope)
         t = squares * dtype(0.044715)
         t += dtype(1.0)
         t *= xs
@@ -111,7 +107,7 @@ def gelu_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray, np
         np.add(t, dtype(1.0), out=o)
         o *= xs
         o *= dtype(0.5)
-        if keep_slope:
+        if slope is not None:
             # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2); d holds x^2 so far
             d = squares
             d *= dtype(3 * 0.044715)
@@ -125,8 +121,8 @@ def gelu_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray, np
             o_plus *= dtype(0.5)
             d += o_plus
 
-    parallel.for_blocks(work, source.size, parallel.BLOCK_ELEMENTS)
-    return out, slope
+    out, *slope = _blockwise(work, x, outputs=2 if keep_slope else 1)
+    return out, (slope[0] if keep_slope else None)
 
 
 #: Abramowitz & Stegun 7.1.26: erf(z) = 1 - R(t) exp(-z^2), R(t) = a1 t + a2 t^2 + ... + a5 t^5,
@@ -146,14 +142,8 @@ def gelu_erf_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray
     """
     dtype = x.dtype.type
     a1, a2, a3, a4, a5 = _ERF_A
-    source = x.reshape(-1)
-    out = np.empty_like(x)
-    slope = np.empty_like(x) if keep_slope else None
-    out_flat = out.reshape(-1)
-    slope_flat = slope.reshape(-1) if keep_slope else None
 
-    def work(block: slice) -> None:
-        xs, o = source[block], out_flat[block]
+    def work(xs: np.ndarray, o: np.ndarray, slope: np.ndarray | None = None) -> None:
         a = np.abs(xs)
         t = a * dtype(_ERF_P / np.sqrt(2.0))
         t += dtype(1.0)
@@ -171,7 +161,7 @@ def gelu_erf_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray
         o *= dtype(0.5)  # max(x, 0)
         a *= q  # a q
         o -= a
-        if keep_slope:
+        if slope is not None:
             d = t * dtype(5 * a5)  # R'(t) = a1 + 2 a2 t + ... + 5 a5 t^4
             for coefficient in (4 * a4, 3 * a3, 2 * a2):
                 d += dtype(coefficient)
@@ -188,23 +178,17 @@ def gelu_erf_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray
             upper += dtype(1.0)
             upper *= xs >= 0
             upper += q
-            np.add(upper, d, out=slope_flat[block])
+            np.add(upper, d, out=slope)
 
-    parallel.for_blocks(work, source.size, parallel.BLOCK_ELEMENTS)
-    return out, slope
+    out, *slope = _blockwise(work, x, outputs=2 if keep_slope else 1)
+    return out, (slope[0] if keep_slope else None)
 
 
 def gelu_backward(dout: np.ndarray, slope: np.ndarray) -> np.ndarray:
     """dout * GELU'(x), ``slope`` being the cache of :func:`gelu_forward` with ``keep_slope``."""
     if slope is None:
         raise ValueError("gelu_backward: the forward pass kept no slope (keep_slope=False, as in evaluation)")
-    dx = np.empty_like(slope)
-    dout_flat, slope_flat, dx_flat = dout.reshape(-1), slope.reshape(-1), dx.reshape(-1)
-
-    def work(block: slice) -> None:
-        np.multiply(dout_flat[block], slope_flat[block], out=dx_flat[block])
-
-    parallel.for_blocks(work, dx_flat.size, parallel.BLOCK_ELEMENTS)
+    (dx,) = _blockwise(lambda s, d, o: np.multiply(d, s, out=o), slope, dout)
     return dx
 
 
