@@ -203,6 +203,7 @@ def test_edited_config_yaml_is_refused_on_resume_and_evaluate(tmp_path, digits_c
         assert "data.split_seed: config.yaml says 5, but" in result.stderr and "was trained with 0" in result.stderr
 
 
+@pytest.mark.slow
 def test_run_from_before_a_schema_key_was_added_still_evaluates(tmp_path, digits_config, env):
     """A checkpoint whose recorded config lacks a key added since reads it as the key's default."""
     from tests.test_fuzz import rewrite_checkpoint
