@@ -138,7 +138,7 @@ def gelu_erf_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray
     is q = Phi(-a) = 0.5 R(t) g (A&S 7.1.26, within 1.5e-7), so x Phi(x) = max(x, 0) - a q for either
     sign. The cached slope is the exact derivative of that function: Phi + x (c t^2 R'(t) g + a q),
     c = p / (2 sqrt 2), so numerical gradient checks hold to rounding. Block by block in the thread
-    pool, like :func:`gelu_forward`; about twice its work.
+    pool, like :func:`gelu_forward`; two to four times its time (docs/measurements.md).
     """
     dtype = x.dtype.type
     a1, a2, a3, a4, a5 = _ERF_A
