@@ -52,24 +52,43 @@ def dirac(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     return weight
 
 
-def whitening(patches: np.ndarray, filters: int, eps: float = 5e-4, dtype=np.float32) -> np.ndarray:
+#: Images whose patches are gathered at once when measuring the patch moment: bounds the memory
+#: (500 CIFAR images give 480,500 2x2 patches, 46 MB in float64).
+WHITENING_CHUNK = 500
+
+
+def patch_moment(images: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
+    """(N, H, W, C) images -> (kh*kw*C, kh*kw*C) float64: the mean outer product of every kh x kw patch
+    (all (H-kh+1)(W-kw+1) positions of every image), uncentred as airbench's. Gathered a chunk of
+    images at a time, so the patches never all exist at once."""
+    kh, kw = kernel
+    n, h, w, c = images.shape
+    dims = kh * kw * c
+    moment = np.zeros((dims, dims), np.float64)
+    for start in range(0, n, WHITENING_CHUNK):
+        windows = np.lib.stride_tricks.sliding_window_view(images[start : start + WHITENING_CHUNK], kernel, axis=(1, 2))
+        flat = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, dims).astype(np.float64)  # (kh, kw, C) per row
+        moment += flat.T @ flat
+    return moment / max(1, n * (h - kh + 1) * (w - kw + 1))
+
+
+def whitening(moment: np.ndarray, kernel: tuple[int, int], filters: int, eps: float = 5e-4, dtype=np.float32) -> np.ndarray:
     """Convolution weights (kh, kw, C, filters) that whiten image patches (airbench's first layer).
 
-    patches: (P, kh, kw, C) samples. The patch covariance's eigenvectors, each divided by the square
-    root of its eigenvalue (+ eps), are the filters; with ``filters`` = 2 x kh*kw*C the negated
-    filters follow, so a ReLU/GELU after the layer keeps both signs. Computed in float64.
+    moment: (kh*kw*C, kh*kw*C), the patches' second moment (:func:`patch_moment`). Its eigenvectors,
+    each divided by the square root of its eigenvalue (+ eps), are the filters, largest eigenvalue
+    first; with ``filters`` = 2 x kh*kw*C the negated filters follow, so a ReLU/GELU after the layer
+    keeps both signs. Computed in float64.
     """
-    p, kh, kw, c = patches.shape
-    dims = kh * kw * c
+    kh, kw = kernel
+    dims = len(moment)
     if filters not in (dims, 2 * dims):
+        c = dims // (kh * kw)
         raise ValueError(
             f"whitening a {kh}x{kw}x{c} patch gives {dims} filters, or {2 * dims} with their negatives (got {filters})"
         )
-    flat = patches.reshape(p, dims).astype(np.float64)
-    flat -= flat.mean(axis=0)
-    covariance = flat.T @ flat / max(1, p - 1)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending; largest first below, as airbench
+    eigenvalues, eigenvectors = np.linalg.eigh(moment)  # ascending; largest first below, as airbench
     order = np.argsort(eigenvalues)[::-1]
     basis = eigenvectors[:, order] / np.sqrt(eigenvalues[order] + eps)  # (dims, dims), a filter per column
     weight = basis if filters == dims else np.concatenate([basis, -basis], axis=1)
-    return weight.reshape(kh, kw, c, filters).astype(dtype)
+    return weight.reshape(kh, kw, dims // (kh * kw), filters).astype(dtype)

@@ -37,7 +37,7 @@ from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
 from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError, UserError
 from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe, remove_stale_temporaries
-from cifar_scratch.nn.init import whitening
+from cifar_scratch.nn.init import patch_moment, whitening
 from cifar_scratch.nn.layers import Conv2D
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.optim.averaging import WeightAverage
@@ -106,17 +106,18 @@ def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, cal
     return trainer
 
 
-#: Images sampled for the whitening of a first convolution (init: whiten), and patches taken per image.
-WHITENING_IMAGES, WHITENING_PATCHES_PER_IMAGE = 5000, 64
+#: Images sampled for the whitening of a first convolution (init: whiten); every patch of each is used.
+WHITENING_IMAGES = 5000
 WHITENING_STREAM = 3  # second seed word of the generator that samples them
 
 
 def whiten_first_layer(model: Sequential, train_images: np.ndarray, normalizer: Normalizer, seed: int) -> None:
     """Give a convolution with ``init: whiten`` the whitening of the patches of a seeded sample of
-    ``train_images`` ((N, H, W, C) uint8), normalised as the model sees them.
+    ``train_images`` ((N, H, W, C) uint8), normalised as the model sees them: airbench's, from the
+    uncentred second moment of every patch of 5,000 images.
 
     Only the model's first layer sees image patches, so ``whiten`` anywhere else is a config error.
-    The sample and the patch positions come from streams derived from the seed: the weights are reproducible.
+    The sample comes from a stream derived from the seed: the weights are reproducible.
     """
     whitened = [(path, m) for path, m in model.named_modules() if isinstance(m, Conv2D) and m.init == "whiten"]
     if not whitened:
@@ -128,17 +129,9 @@ def whiten_first_layer(model: Sequential, train_images: np.ndarray, normalizer: 
     chosen = np.random.default_rng([seed, WHITENING_STREAM]).choice(
         len(train_images), min(len(train_images), WHITENING_IMAGES), replace=False
     )
-    images = normalizer(train_images[np.sort(chosen)])
-    kh, kw = first.kernel
-    rng = np.random.default_rng([seed, WHITENING_STREAM, 1])
-    n, h, w, _ = images.shape
-    count = WHITENING_PATCHES_PER_IMAGE
-    rows = rng.integers(0, h - kh + 1, (n, count))
-    cols = rng.integers(0, w - kw + 1, (n, count))
-    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(1, 2))  # (N, H', W', C, kh, kw)
-    patches = windows[np.arange(n)[:, None], rows, cols].reshape(-1, images.shape[3], kh, kw).transpose(0, 2, 3, 1)
+    moment = patch_moment(normalizer(train_images[np.sort(chosen)]), first.kernel)
     try:
-        first.params["weight"][...] = whitening(patches, first.filters)
+        first.params["weight"][...] = whitening(moment, first.kernel, first.filters)
     except ValueError as exc:
         raise ConfigError(f"model.layers.0.filters: {exc}") from None
 

@@ -172,21 +172,31 @@ def test_training_backward_stops_at_the_first_trained_layer():
     assert all(np.array_equal(grads[k], v) for k, v in model.grads.items()), "parameter gradients are the same"
 
 
-def test_whitening_filters_decorrelate_patches():
-    from cifar_scratch.nn.init import whitening
+def test_whitening_filters_decorrelate_every_patch(monkeypatch):
+    from cifar_scratch.nn import init
+    from cifar_scratch.nn.init import patch_moment, whitening
 
     rng = np.random.default_rng(0)
-    mixing = rng.standard_normal((12, 12))
-    patches = (rng.standard_normal((20000, 12)) @ mixing).reshape(-1, 2, 2, 3)  # strongly correlated values
-    weight = whitening(patches, 24, eps=0.0)
+    mixing = rng.standard_normal((3, 3)) + 2 * np.eye(3)
+    smooth = rng.standard_normal((40, 9, 10, 3)).cumsum(axis=2)  # neighbouring pixels correlated
+    images = (smooth @ mixing + 0.5).astype(np.float32)  # channels correlated, and not centred
+    moment = patch_moment(images, (2, 2))
+    windows = np.lib.stride_tricks.sliding_window_view(images, (2, 2), axis=(1, 2))
+    flat = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 12).astype(np.float64)  # every patch, (kh, kw, C)
+    assert len(flat) == 40 * 8 * 9 and np.allclose(moment, flat.T @ flat / len(flat), rtol=1e-12)
+    monkeypatch.setattr(init, "WHITENING_CHUNK", 7)  # chunking changes nothing but rounding
+    assert np.allclose(patch_moment(images, (2, 2)), moment, rtol=1e-12)
+
+    weight = whitening(moment, (2, 2), 24, eps=0.0)
     assert weight.shape == (2, 2, 3, 24) and weight.dtype == np.float32
-    flat = patches.reshape(-1, 12) - patches.reshape(-1, 12).mean(axis=0)
     responses = flat @ weight.reshape(12, 24).astype(np.float64)
-    covariance = np.cov(responses[:, :12].T)
-    assert np.allclose(covariance, np.eye(12), atol=1e-6)
+    assert np.allclose(responses[:, :12].T @ responses[:, :12] / len(flat), np.eye(12), atol=1e-5)  # uncentred, as airbench
     assert np.array_equal(weight[..., 12:], -weight[..., :12])
+    damped = flat @ whitening(moment, (2, 2), 12, eps=1.0).reshape(12, 12).astype(np.float64)
+    power = (damped**2).mean(axis=0)  # eigenvalue / (eigenvalue + eps): the largest eigenvalue comes first
+    assert np.all(np.diff(power) < 0)
     with pytest.raises(ValueError, match="gives 12 filters, or 24"):
-        whitening(patches, 16)
+        whitening(moment, (2, 2), 16)
 
 
 def test_backward_stops_short_of_parameters_that_finished_training():
