@@ -82,13 +82,13 @@ def whitening(moment: np.ndarray, kernel: tuple[int, int], filters: int, eps: fl
     """
     kh, kw = kernel
     dims = len(moment)
+    channels = dims // (kh * kw)
     if filters not in (dims, 2 * dims):
-        c = dims // (kh * kw)
         raise ValueError(
-            f"whitening a {kh}x{kw}x{c} patch gives {dims} filters, or {2 * dims} with their negatives (got {filters})"
+            f"whitening a {kh}x{kw}x{channels} patch gives {dims} filters, or {2 * dims} with their negatives (got {filters})"
         )
     eigenvalues, eigenvectors = np.linalg.eigh(moment)  # ascending; largest first below, as airbench
     order = np.argsort(eigenvalues)[::-1]
     basis = eigenvectors[:, order] / np.sqrt(eigenvalues[order] + eps)  # (dims, dims), a filter per column
     weight = basis if filters == dims else np.concatenate([basis, -basis], axis=1)
-    return weight.reshape(kh, kw, dims // (kh * kw), filters).astype(dtype)
+    return weight.reshape(kh, kw, channels, filters).astype(dtype)

@@ -87,9 +87,7 @@ def test_against_torch_in_float64_leaves_no_rounding(tmp_path):
     shipped = (REPO / "configs" / "speedrun93.yaml").read_text()
     assert "approximate: none" in shipped
     config = tmp_path / "speedrun93_tanh.yaml"
-    config.write_text(
-        shipped.replace("approximate: none", "approximate: tanh").replace("../../shared", str(REPO.parent / "shared"))
-    )
+    config.write_text(shipped.replace("approximate: none", "approximate: tanh"))  # gradcheck reads no data
     out = tmp_path / "g.json"
     args = ["gradcheck", str(config), "--layer", "dense", "--against", "torch"]
     result = runner.invoke(app, [*args, "--torch-dtype", "float64", "--json", str(out)])
