@@ -171,7 +171,8 @@ class Module:
 
 class Layer(Module):
     """A leaf module: its own ``params`` (trained), ``grads`` (same keys, filled by ``backward``) and
-    ``buffers`` (saved but not trained); it keeps only the cache of its latest forward pass."""
+    ``buffers`` (saved but not trained); it keeps the cache of its latest training forward pass until
+    its backward pass uses it."""
 
     kind = "layer"
 
@@ -184,6 +185,14 @@ class Layer(Module):
 
     def local(self, what: str) -> dict[str, np.ndarray]:
         return getattr(self, what)
+
+    def _release_cache(self):
+        """The forward cache, dropped here: the layers after this one have already released theirs, so
+        a backward pass holds only the caches it has yet to use (the largest, the first layers', last)."""
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward without a training forward pass before it")
+        cache, self._cache = self._cache, None
+        return cache
 
 
 class Dense(Layer):
@@ -211,11 +220,12 @@ class Dense(Layer):
         return self.output_shape
 
     def forward(self, x):
-        out, self._cache = F.dense_forward(x, self.params["weight"], self.params.get("bias"))
+        out, cache = F.dense_forward(x, self.params["weight"], self.params.get("bias"))
+        self._cache = cache if self.training else None  # evaluation keeps no activations alive
         return out
 
     def backward(self, dout):
-        dx, dweight, dbias = F.dense_backward(dout, self._cache, self.input_grad)
+        dx, dweight, dbias = F.dense_backward(dout, self._release_cache(), self.input_grad)
         self.grads["weight"] = dweight
         if self.use_bias:
             self.grads["bias"] = dbias
@@ -249,12 +259,13 @@ class _KernelLayer(Layer):
 
     def forward(self, x):
         forward, _ = self._kernels()
-        out, self._cache = forward(x, *self._options())
+        out, cache = forward(x, *self._options())
+        self._cache = cache if self.training else None  # evaluation keeps no activations alive
         return out
 
     def backward(self, dout):
         _, backward = self._kernels()
-        return backward(dout, self._cache)
+        return backward(dout, self._release_cache())
 
 
 class ReLU(_KernelLayer):
@@ -316,7 +327,7 @@ class Dropout(Layer):
         return out
 
     def backward(self, dout):
-        return dout if self._cache is None else F.dropout_backward(dout, self._cache)
+        return dout if self._cache is None else F.dropout_backward(dout, self._release_cache())
 
 
 class GELU(_KernelLayer):
@@ -388,13 +399,12 @@ class Conv2D(Layer):
         return self.output_shape
 
     def forward(self, x):
-        out, self._cache = conv2d_forward(
-            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.workspace
-        )
+        out, cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.workspace)
+        self._cache = cache if self.training else None  # evaluation keeps no activations alive
         return out
 
     def backward(self, dout):
-        dx, dweight, dbias = conv2d_backward(dout, self._cache, self.input_grad)
+        dx, dweight, dbias = conv2d_backward(dout, self._release_cache(), self.input_grad)
         self.grads["weight"] = dweight
         if self.use_bias:
             self.grads["bias"] = dbias
@@ -503,9 +513,7 @@ class BatchNorm(Layer):
         return out
 
     def backward(self, dout):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward after an eval-mode forward")
-        dx, dgamma, dbeta = batchnorm_backward(dout, self._cache)
+        dx, dgamma, dbeta = batchnorm_backward(dout, self._release_cache())
         if self.affine:
             self.grads["weight"], self.grads["bias"] = dgamma, dbeta
         return dx

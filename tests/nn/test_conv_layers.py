@@ -102,12 +102,16 @@ def test_maxpool_and_gelu_keep_small_caches_for_backward_and_none_in_evaluation(
     winners, slope = pool._cache[0], gelu._cache
     assert winners.dtype == np.uint8 and winners.shape == (4, 4, 4, 3), "which offset won, not the input"
     assert slope.shape == x.shape and not any(isinstance(part, np.ndarray) for part in pool._cache[1:])
+    pool.backward(np.ones((4, 4, 4, 3), np.float32))
+    gelu.backward(np.ones_like(x))
+    assert pool._cache is None and gelu._cache is None, "a backward pass releases what it used"
     pool.eval(), gelu.eval()
     pool.forward(x)
     gelu.forward(x)
-    with pytest.raises(ValueError, match="evaluation"):
+    assert pool._cache is None and gelu._cache is None
+    with pytest.raises(RuntimeError, match="backward without a training forward pass"):
         pool.backward(np.ones((4, 4, 4, 3), np.float32))
-    with pytest.raises(ValueError, match="evaluation"):
+    with pytest.raises(RuntimeError, match="backward without a training forward pass"):
         gelu.backward(np.ones_like(x))
 
 
