@@ -16,7 +16,7 @@ from cifar_scratch.config import CONTAINER_SPECS, DenseSpec, ModelConfig, ParamG
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.nn.layers import LAYER_TYPES, Module
 from cifar_scratch.nn.model import Residual, Sequential, training_memory
-from cifar_scratch.optim.optimizers import SGD, Adam, Hyper, Optimizer
+from cifar_scratch.optim.optimizers import SGD, Adam, Hyper, Muon, Optimizer
 from cifar_scratch.optim.schedules import Schedule
 
 
@@ -127,10 +127,13 @@ def _size(n: float) -> str:
 
 
 # --------------------------------------------------------------------------- optimizer
-def parameter_hyper(spec, model: Module, steps_per_epoch: int = 1) -> dict[str, Hyper]:
+def parameter_hyper(
+    spec, model: Module, steps_per_epoch: int = 1, base_scale: dict[str, float] | None = None
+) -> dict[str, Hyper]:
     """Each trainable parameter's hyperparameters: by default weight matrices and kernels take the
     optimizer's ``weight_decay``/``l2`` and biases and batch-norm parameters none; the first
-    ``optimizer.groups`` entry whose pattern matches a name overrides that."""
+    ``optimizer.groups`` entry whose pattern matches a name overrides that. ``base_scale`` multiplies
+    a parameter's learning rate before its group's ``lr_scale`` does (Muon's fallback_lr / lr)."""
     decay, l2 = getattr(spec, "weight_decay", 0.0), getattr(spec, "l2", 0.0)
     flags = {name: decays for name, (trainable, decays) in model.parameter_flags().items() if trainable}
     for index, group in enumerate(spec.groups):
@@ -147,7 +150,7 @@ def parameter_hyper(spec, model: Module, steps_per_epoch: int = 1) -> dict[str, 
         group = next((g for g in spec.groups if _matches(g, name)), None)
         default_decay, default_l2 = (decay, l2) if decays else (0.0, 0.0)
         hyper[name] = Hyper(
-            lr_scale=group.lr_scale if group else 1.0,
+            lr_scale=(group.lr_scale if group else 1.0) * (base_scale or {}).get(name, 1.0),
             weight_decay=group.weight_decay if group and group.weight_decay is not None else default_decay,
             l2=group.l2 if group and group.l2 is not None else default_l2,
             until_step=round(group.epochs * steps_per_epoch) if group and group.epochs is not None else None,
@@ -165,11 +168,50 @@ def _matches(group: ParamGroup, name: str) -> bool:
 def build_optimizer(spec, model: Module, steps_per_epoch: int = 1) -> Optimizer:
     """The configured optimizer over the model's trainable parameters (frozen ones are never given to it);
     ``steps_per_epoch`` turns a group's ``epochs`` into steps."""
-    hyper = parameter_hyper(spec, model, steps_per_epoch)
+    orthogonal = orthogonalized_names(spec, model) if spec.name == "muon" else set()
+    fallback = {} if spec.name != "muon" else {name: spec.fallback_lr / spec.lr for name in _trainable(model) - orthogonal}
+    hyper = parameter_hyper(spec, model, steps_per_epoch, fallback)
     params = {name: value for name, value in model.named_parameters().items() if name in hyper}
     if spec.name == "sgd":
         return SGD(params, hyper, momentum=spec.momentum, nesterov=spec.nesterov)
+    if spec.name == "muon":
+        return Muon(
+            params,
+            hyper,
+            orthogonal,
+            momentum=spec.momentum,
+            nesterov=spec.nesterov,
+            ns_steps=spec.ns_steps,
+            normalize_weights=spec.normalize_weights,
+            fallback_momentum=spec.fallback_momentum,
+            fallback_nesterov=spec.fallback_nesterov,
+        )
     return Adam(params, hyper, betas=spec.betas, eps=spec.eps)
+
+
+def _trainable(model: Module) -> set[str]:
+    return {name for name, (trainable, _) in model.parameter_flags().items() if trainable}
+
+
+def orthogonalized_names(spec, model: Module) -> set[str]:
+    """The trainable weights that take Muon's orthogonalised update: those ``optimizer.orthogonalize``
+    names (each must be 2-D or more), or by default every convolution kernel (the 4-D ones)."""
+    shapes = {name: value.shape for name, value in model.named_parameters().items() if name in _trainable(model)}
+    if spec.orthogonalize is None:
+        return {name for name, shape in shapes.items() if len(shape) == 4}
+    patterns = [spec.orthogonalize] if isinstance(spec.orthogonalize, str) else spec.orthogonalize
+    chosen = {name for name in shapes if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)}
+    if not chosen:
+        names = ", ".join(list(shapes)[:6])
+        raise ConfigError(
+            f"optimizer.orthogonalize: {spec.orthogonalize!r} matches no trainable parameter (names look like {names}, ...)"
+        )
+    flat = sorted(name for name in chosen if len(shapes[name]) < 2)
+    if flat:
+        raise ConfigError(
+            f"optimizer.orthogonalize: only weights of 2 or more dimensions can be orthogonalised, not {', '.join(flat)}"
+        )
+    return chosen
 
 
 # --------------------------------------------------------------------------- schedule

@@ -381,7 +381,44 @@ class AdamWSpec(_AdamFamily):
     groups: list[ParamGroup] = _groups_field()
 
 
-OptimizerSpec = Annotated[Union[SGDSpec, AdamSpec, AdamWSpec], Field(discriminator="name")]
+class MuonSpec(_Section):
+    """Muon (Jordan et al., 2024; airbench94_muon): orthogonalised Nesterov updates for convolution
+    kernels (or the weights ``orthogonalize`` names), SGD for every other trained parameter."""
+
+    name: Literal["muon"]
+    lr: Float = Field(0.02, gt=0.0, le=MAX_LR, description="Step size of the orthogonalised updates (the schedule's peak).")
+    momentum: Float = Field(0.95, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    ns_steps: Int = Field(5, ge=1, le=50, description="Newton-Schulz iterations per orthogonalised update.")
+    normalize_weights: bool = Field(
+        False,
+        description="Before each update, rescale every orthogonalised weight to Frobenius norm sqrt(output "
+        "channels), as airbench94_muon does for kernels that feed batch norm.",
+    )
+    orthogonalize: Optional[Union[str, list[str]]] = Field(
+        None,
+        description="Patterns over dotted names of the weights (2-D or more) that take orthogonalised updates; "
+        "default: every convolution kernel.",
+    )
+    fallback_lr: Float = Field(
+        0.01, gt=0.0, le=MAX_LR, description="SGD learning rate of every other parameter, at the schedule's peak."
+    )
+    fallback_momentum: Float = Field(0.9, ge=0.0, lt=1.0)
+    fallback_nesterov: bool = False
+    l2: Float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty: l2 * w is added to the gradient of every weight matrix.")
+    weight_decay: Float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay: w -= lr * weight_decay * w.")
+    groups: list[ParamGroup] = _groups_field()
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> MuonSpec:
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov: needs momentum > 0")
+        if self.fallback_nesterov and self.fallback_momentum == 0.0:
+            raise ValueError("fallback_nesterov: needs fallback_momentum > 0")
+        return self
+
+
+OptimizerSpec = Annotated[Union[SGDSpec, AdamSpec, AdamWSpec, MuonSpec], Field(discriminator="name")]
 
 
 # --------------------------------------------------------------------------- schedule

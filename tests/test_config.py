@@ -23,7 +23,7 @@ def errors(overrides, tree=None):
         (["training.epocs=3"], "training.epocs: unknown key (did you mean 'epochs'?)"),
         (["optimizer.lr=-1"], "optimizer.lr: Input should be greater than 0 (got -1)"),
         (["model.layers.1.unitz=3"], "model.layers.1.unitz: unknown key (did you mean 'units'?)"),
-        (["optimizer.name=adamx"], "optimizer: unknown name 'adamx'; choose from 'sgd', 'adam', 'adamw'"),
+        (["optimizer.name=adamx"], "optimizer: unknown name 'adamx'; choose from 'sgd', 'adam', 'adamw', 'muon'"),
         (["model.layers.0=bogus"], "model.layers.0: unknown type 'bogus'"),
         (["data.dataset=imagefolder"], "data.source: required when dataset is 'imagefolder'"),
         (["optimizer={name: sgd, nesterov: true}"], "optimizer.nesterov: needs momentum > 0"),
@@ -158,7 +158,7 @@ def test_switching_optimizer_suggests_replacing_the_section():
     config["optimizer"] = {"name": "sgd", "momentum": 0.9}
     with pytest.raises(
         ConfigError,
-        match="momentum belongs to sgd, not adam: to switch, replace the whole section, e.g. optimizer=\\{name: adam, lr: ...\\}",
+        match="momentum belongs to sgd / muon, not adam: to switch, replace the whole section, e.g. optimizer=\\{name: adam, lr: ...\\}",
     ):
         build_config(config, ["optimizer.name=adam"])
 

@@ -191,31 +191,40 @@ class TorchModel:
     """The same architecture and weights in PyTorch (CPU, float32), same batch and optimizer family."""
 
     def __init__(self, ours: OurModel, config: RunConfig, threads: int | None):
-        from cifar_scratch.torch_reference import build_torch_model, import_torch, to_torch_input
+        from cifar_scratch.torch_reference import build_torch_model, import_torch, to_torch_input, torch_muon
 
         torch = self.torch = import_torch()
         if threads:
             torch.set_num_threads(threads)
-        self.model, _ = build_torch_model(ours.model)
+        self.model, names = build_torch_model(ours.model)
         spec = config.optimizer
+        trained = [p for p in self.model.parameters() if p.requires_grad]
         if spec.name == "sgd":
-            self.optimizer = torch.optim.SGD(
-                self.model.parameters(), lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.l2
-            )
+            self.optimizers = [
+                torch.optim.SGD(trained, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.l2)
+            ]
+        elif spec.name == "muon":  # the kernels ours orthogonalises, and SGD for the other parameters, as ours
+            kernels = [names[name][0] for name in sorted(ours.optimizer.orthogonal)]
+            others = [p for p in trained if not any(p is k for k in kernels)]
+            self.optimizers = [
+                torch_muon(torch, kernels, spec.lr, spec.momentum, spec.nesterov, spec.ns_steps, spec.normalize_weights),
+                torch.optim.SGD(others, lr=spec.fallback_lr, momentum=spec.fallback_momentum, nesterov=spec.fallback_nesterov),
+            ]
         else:
             kind = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
             decay = spec.weight_decay if spec.name == "adamw" else spec.l2
-            self.optimizer = kind(self.model.parameters(), lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=decay)
+            self.optimizers = [kind(trained, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=decay)]
         self.x = to_torch_input(ours.x)
         self.labels = torch.from_numpy(ours.labels)
         self.smoothing = ours.smoothing
 
     def train_step(self) -> None:
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
         loss = self.torch.nn.functional.cross_entropy(self.model(self.x), self.labels, label_smoothing=self.smoothing)
         loss.backward()
-        self.optimizer.step()
+        for optimizer in self.optimizers:
+            optimizer.step()
 
     def inference_step(self) -> None:
         self.model.eval()

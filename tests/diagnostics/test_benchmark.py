@@ -53,11 +53,12 @@ def test_conv_flop_count():
 
 
 @pytest.mark.slow
-def test_benchmark_against_torch(tmp_path):
+@pytest.mark.parametrize("overrides", [[], ["optimizer={name: muon, normalize_weights: true}"]], ids=["config", "muon"])
+def test_benchmark_against_torch(tmp_path, overrides):
     pytest.importorskip("torch", reason="PyTorch is an optional extra: pip install torch==2.13.0")
     out = tmp_path / "bench.json"
     options = "--batch-size 16 --steps 1 --repeats 2 --threads 1 --against torch".split()
-    result = benchmark(REPO / "configs" / "mnist_cnn.yaml", *options, "--json", out)
+    result = benchmark(REPO / "configs" / "mnist_cnn.yaml", *overrides, *options, "--json", out)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["torch"]["version"].startswith("2.13") and report["train"]["ratio"] > 0
@@ -70,3 +71,28 @@ def test_median_ms_warms_up_once_then_times_each_call():
     calls = []
     assert median_ms(lambda: calls.append(1), repeats=4) >= 0.0
     assert len(calls) == 5
+
+
+def test_benchmark_times_the_same_muon_update_in_torch():
+    """benchmark --against torch times our Muon step in PyTorch: both take the same step from the same gradient."""
+    torch = pytest.importorskip("torch", reason="PyTorch is an optional extra: pip install torch==2.13.0")
+    from cifar_scratch.builders import build_optimizer
+    from cifar_scratch.config import MuonSpec
+    from cifar_scratch.nn.layers import Conv2D, Dense, Flatten
+    from cifar_scratch.nn.model import Sequential
+    from cifar_scratch.torch_reference import build_torch_model, torch_muon
+
+    model = Sequential([Conv2D(5), Flatten(), Dense(2)])
+    model.build((6, 6, 3), np.random.default_rng(0))
+    spec = MuonSpec(name="muon", lr=0.1, momentum=0.6, ns_steps=3, normalize_weights=True)
+    ours = build_optimizer(spec, model)
+    torch_model, names = build_torch_model(model)
+    kernel, to_ours = names["conv2d1.weight"]
+    theirs = torch_muon(torch, [kernel], spec.lr, spec.momentum, spec.nesterov, spec.ns_steps, spec.normalize_weights)
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        grad = rng.standard_normal(model.params["conv2d1.weight"].shape).astype(np.float32)
+        ours.step({**{n: np.zeros_like(p) for n, p in model.params.items()}, "conv2d1.weight": grad}, spec.lr)
+        kernel.grad = torch.from_numpy(grad.transpose(3, 2, 0, 1).copy())  # (kh, kw, C, F) -> (F, C, kh, kw)
+        theirs.step()
+    np.testing.assert_allclose(to_ours(kernel), model.params["conv2d1.weight"], atol=1e-5)

@@ -81,11 +81,18 @@ EVERYTHING = [  # every recipe feature at once: whitened stem, frozen batch-norm
     "training.label_smoothing=0.2",
     *EMA,
 ]
+MUON = [  # the same recipe with Muon: orthogonalised kernel updates, SGD for the biases and the classifier
+    *EVERYTHING,
+    "optimizer={name: muon, lr: 0.05, momentum: 0.6, ns_steps: 3, normalize_weights: true, fallback_lr: 0.05,"
+    " fallback_momentum: 0.9, fallback_nesterov: true, groups: [{params: conv2d1.bias, epochs: 1}]}",
+]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "overrides", [[], AUGMENT, ALTERNATE, EMA, EVERYTHING], ids=["plain", "augmented", "alternating-flips", "ema", "recipe"]
+    "overrides",
+    [[], AUGMENT, ALTERNATE, EMA, EVERYTHING, MUON],
+    ids=["plain", "augmented", "alternating-flips", "ema", "recipe", "recipe-muon"],
 )
 def test_mid_epoch_interrupt_saves_and_resumes_exactly(tmp_path, overrides):
     straight = start(tmp_path, overrides, epochs=3).run_dir
@@ -240,7 +247,13 @@ class ActivationSpy(Callback):
 
 
 @pytest.mark.parametrize(
-    "optimizer", ["{name: sgd, momentum: 0.9, nesterov: true, l2: 0.01}", "{name: adam, l2: 0.001}", "{name: adamw}"]
+    "optimizer",
+    [
+        "{name: sgd, momentum: 0.9, nesterov: true, l2: 0.01}",
+        "{name: adam, l2: 0.001}",
+        "{name: adamw}",
+        "{name: muon, orthogonalize: '*.weight', normalize_weights: true, weight_decay: 0.01}",
+    ],
 )
 def test_engine_is_float32_end_to_end(tmp_path, optimizer):
     spy = ActivationSpy()
