@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from cifar_scratch.config import CONTAINER_SPECS, DenseSpec, ModelConfig, ParamGroup, ResidualSpec, RunConfig
+from cifar_scratch.config import CONTAINER_SPECS, DenseSpec, ModelConfig, ResidualSpec, RunConfig
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.nn.layers import LAYER_TYPES, Module
 from cifar_scratch.nn.model import Residual, Sequential, training_memory
@@ -142,12 +142,10 @@ def parameter_hyper(
             raise ConfigError(f"{where}.weight_decay: {spec.name} has no decoupled weight decay; use l2 (or adamw)")
         if group.l2 is not None and not hasattr(spec, "l2"):
             raise ConfigError(f"{where}.l2: {spec.name} has no L2 penalty; use weight_decay")
-        if not any(_matches(group, name) for name in flags):
-            names = ", ".join(list(flags)[:6])
-            raise ConfigError(f"{where}.params: {group.params!r} matches no trainable parameter (names look like {names}, ...)")
+        _matching(group.params, flags, f"{where}.params")
     hyper = {}
     for name, decays in flags.items():
-        group = next((g for g in spec.groups if _matches(g, name)), None)
+        group = next((g for g in spec.groups if _matches(g.params, name)), None)
         default_decay, default_l2 = (decay, l2) if decays else (0.0, 0.0)
         hyper[name] = Hyper(
             lr_scale=(group.lr_scale if group else 1.0) * (base_scale or {}).get(name, 1.0),
@@ -160,16 +158,27 @@ def parameter_hyper(
     return hyper
 
 
-def _matches(group: ParamGroup, name: str) -> bool:
-    patterns = [group.params] if isinstance(group.params, str) else group.params
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+def _matches(patterns: str | list[str], name: str) -> bool:
+    """Whether the dotted ``name`` matches a shell-style pattern of ``patterns`` (one or a list)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in ([patterns] if isinstance(patterns, str) else patterns))
+
+
+def _matching(patterns: str | list[str], names, where: str) -> set[str]:
+    """The ``names`` that ``patterns`` match; none is a config error at ``where`` that shows some names."""
+    chosen = {name for name in names if _matches(patterns, name)}
+    if not chosen:
+        shown = ", ".join(list(names)[:6])
+        raise ConfigError(f"{where}: {patterns!r} matches no trainable parameter (names look like {shown}, ...)")
+    return chosen
 
 
 def build_optimizer(spec, model: Module, steps_per_epoch: int = 1) -> Optimizer:
     """The configured optimizer over the model's trainable parameters (frozen ones are never given to it);
     ``steps_per_epoch`` turns a group's ``epochs`` into steps."""
-    orthogonal = orthogonalized_names(spec, model) if spec.name == "muon" else set()
-    fallback = {} if spec.name != "muon" else {name: spec.fallback_lr / spec.lr for name in _trainable(model) - orthogonal}
+    orthogonal, fallback = set(), {}
+    if spec.name == "muon":  # the parameters Muon does not orthogonalise take SGD at fallback_lr
+        orthogonal = orthogonalized_names(spec, model)
+        fallback = dict.fromkeys(_trainable_shapes(model).keys() - orthogonal, spec.fallback_lr / spec.lr)
     hyper = parameter_hyper(spec, model, steps_per_epoch, fallback)
     params = {name: value for name, value in model.named_parameters().items() if name in hyper}
     if spec.name == "sgd":
@@ -189,23 +198,19 @@ def build_optimizer(spec, model: Module, steps_per_epoch: int = 1) -> Optimizer:
     return Adam(params, hyper, betas=spec.betas, eps=spec.eps)
 
 
-def _trainable(model: Module) -> set[str]:
-    return {name for name, (trainable, _) in model.parameter_flags().items() if trainable}
+def _trainable_shapes(model: Module) -> dict[str, tuple[int, ...]]:
+    """Dotted name -> shape of every trainable parameter."""
+    flags = model.parameter_flags()
+    return {name: value.shape for name, value in model.named_parameters().items() if flags[name][0]}
 
 
 def orthogonalized_names(spec, model: Module) -> set[str]:
     """The trainable weights that take Muon's orthogonalised update: those ``optimizer.orthogonalize``
     names (each must be 2-D or more), or by default every convolution kernel (the 4-D ones)."""
-    shapes = {name: value.shape for name, value in model.named_parameters().items() if name in _trainable(model)}
+    shapes = _trainable_shapes(model)
     if spec.orthogonalize is None:
         return {name for name, shape in shapes.items() if len(shape) == 4}
-    patterns = [spec.orthogonalize] if isinstance(spec.orthogonalize, str) else spec.orthogonalize
-    chosen = {name for name in shapes if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)}
-    if not chosen:
-        names = ", ".join(list(shapes)[:6])
-        raise ConfigError(
-            f"optimizer.orthogonalize: {spec.orthogonalize!r} matches no trainable parameter (names look like {names}, ...)"
-        )
+    chosen = _matching(spec.orthogonalize, shapes, "optimizer.orthogonalize")
     flat = sorted(name for name in chosen if len(shapes[name]) < 2)
     if flat:
         raise ConfigError(

@@ -381,9 +381,10 @@ class AdamWSpec(_AdamFamily):
     groups: list[ParamGroup] = _groups_field()
 
 
-class MuonSpec(_Section):
+class MuonSpec(SGDSpec):
     """Muon (Jordan et al., 2024; airbench94_muon): orthogonalised Nesterov updates for convolution
-    kernels (or the weights ``orthogonalize`` names), SGD for every other trained parameter."""
+    kernels (or the weights ``orthogonalize`` names), SGD for every other trained parameter. ``l2``,
+    ``weight_decay`` and ``groups`` are SGD's, and so is the rule that Nesterov needs momentum."""
 
     name: Literal["muon"]
     lr: Float = Field(0.02, gt=0.0, le=MAX_LR, description="Step size of the orthogonalised updates (the schedule's peak).")
@@ -405,14 +406,9 @@ class MuonSpec(_Section):
     )
     fallback_momentum: Float = Field(0.9, ge=0.0, lt=1.0)
     fallback_nesterov: bool = False
-    l2: Float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty: l2 * w is added to the gradient of every weight matrix.")
-    weight_decay: Float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay: w -= lr * weight_decay * w.")
-    groups: list[ParamGroup] = _groups_field()
 
     @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> MuonSpec:
-        if self.nesterov and self.momentum == 0.0:
-            raise ValueError("nesterov: needs momentum > 0")
+    def _fallback_nesterov_needs_momentum(self) -> MuonSpec:
         if self.fallback_nesterov and self.fallback_momentum == 0.0:
             raise ValueError("fallback_nesterov: needs fallback_momentum > 0")
         return self

@@ -186,6 +186,11 @@ class Layer(Module):
     def local(self, what: str) -> dict[str, np.ndarray]:
         return getattr(self, what)
 
+    def _hold_cache(self, cache) -> None:
+        """Keep a forward pass's cache for the backward pass: in training only, since evaluation has
+        no backward pass and a cache would keep its activations alive."""
+        self._cache = cache if self.training else None
+
     def _release_cache(self):
         """The forward cache, dropped here: the layers after this one have already released theirs, so
         a backward pass holds only the caches it has yet to use (the largest, the first layers', last)."""
@@ -221,7 +226,7 @@ class Dense(Layer):
 
     def forward(self, x):
         out, cache = F.dense_forward(x, self.params["weight"], self.params.get("bias"))
-        self._cache = cache if self.training else None  # evaluation keeps no activations alive
+        self._hold_cache(cache)
         return out
 
     def backward(self, dout):
@@ -260,7 +265,7 @@ class _KernelLayer(Layer):
     def forward(self, x):
         forward, _ = self._kernels()
         out, cache = forward(x, *self._options())
-        self._cache = cache if self.training else None  # evaluation keeps no activations alive
+        self._hold_cache(cache)
         return out
 
     def backward(self, dout):
@@ -400,7 +405,7 @@ class Conv2D(Layer):
 
     def forward(self, x):
         out, cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.workspace)
-        self._cache = cache if self.training else None  # evaluation keeps no activations alive
+        self._hold_cache(cache)
         return out
 
     def backward(self, dout):
