@@ -17,9 +17,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from tqdm import tqdm
+from typer.core import TyperGroup
 
 from cifar_scratch import __version__, runtime, signals
 from cifar_scratch.config import TTA_MODES, dump_config, load_config
@@ -29,9 +29,36 @@ from cifar_scratch.tables import text_table
 from cifar_scratch.training.checkpoint import load_checkpoint
 from cifar_scratch.training.trainer import Callback, Trainer, read_metadata
 
+
+class OneLineUsageErrors(TyperGroup):
+    """Typer's command group with usage errors (an unknown option, a value out of range, a missing
+    argument) as one ``error:`` line and exit 2, like every other error, instead of click's usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # click's exceptions, which Typer carries as its own
+            typer.echo(f"error: {usage_message(exc)}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        # Without standalone mode a command's typer.Exit comes back as its exit code, a return as None.
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_message(exc: typer.TyperException) -> str:
+    """``Invalid value for '--split': 'train' is not one of 'test', 'val' (see: cifar-scratch evaluate --help)``."""
+    message = " ".join(exc.format_message().replace("Value error, ", "").split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see: {ctx.command_path} --help)" if ctx is not None else message
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     add_completion=True,
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help text: Rich markup would eat "[default: ...]" as a tag
     help="Train and evaluate from-scratch NumPy networks on CIFAR-10 and friends.",
@@ -74,11 +101,14 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _main(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Train and evaluate from-scratch NumPy networks on CIFAR-10 and friends."""
+    if ctx.invoked_subcommand is None:  # a bare `cifar-scratch` shows the help
+        typer.echo(ctx.get_help())
 
 
 def _user_errors(command):
@@ -102,8 +132,8 @@ def _user_errors(command):
             where = f"{exc.filename}: " if exc.filename else ""
             typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
             raise typer.Exit(1) from None
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
-            raise  # the command's own exit code, or a usage error that click reports itself
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # the command's own exit code, or a usage error that OneLineUsageErrors reports
         except MemoryError:
             typer.echo("error: out of memory; use a smaller batch_size or model", err=True)
             raise typer.Exit(1) from None

@@ -92,6 +92,28 @@ def test_missing_config_file_and_missing_arguments(tmp_path, env):
     assert result.exit_code == 2 and "'train' is not one of 'test', 'val'" in result.output
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["evaluate", "RUN", "--split", "train"], "Invalid value for '--split': 'train' is not one of 'test', 'val'"),
+        (["train", "c.yaml", "--threads", "0"], "Invalid value for '--threads'"),
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["evaluate"], "Missing argument"),
+        (["nosuchcommand"], "No such command 'nosuchcommand'"),
+    ],
+)
+def test_usage_errors_are_one_error_line_and_exit_2(tmp_path, args, message):
+    result = invoke(*[str(tmp_path) if a == "RUN" else a for a in args])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}") and "--help)" in lines[0], result.output
+
+
+def test_bare_command_shows_help():
+    result = invoke()
+    assert result.exit_code == 0 and "Commands" in result.output and "train" in result.output
+
+
 def test_print_config_resolves_overrides(digits_config, env):
     result = invoke("train", digits_config, "optimizer.lr=0.3", "--print-config", env=env)
     assert result.exit_code == 0
