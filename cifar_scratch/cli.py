@@ -187,6 +187,8 @@ class ConsoleReport(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         self._print(trainer.model.summary())
+        for reason in trainer.dataset.passed_over:
+            self._print(f"data.source: skipped {reason}")
         self._print(
             f"{trainer.dataset.description}: {len(trainer.dataset.train)} train / "
             f"{len(trainer.dataset.val)} val / {len(trainer.dataset.test)} test images"

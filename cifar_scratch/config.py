@@ -56,6 +56,10 @@ class _Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
+#: ``data.source`` for a dataset's official release (found in the data dir, else downloaded).
+OFFICIAL_SOURCE = "official"
+
+
 class AugmentConfig(_Section):
     """Random transforms of training images (never of validation or test images)."""
 
@@ -87,11 +91,14 @@ class AugmentConfig(_Section):
 
 class DataConfig(_Section):
     dataset: Literal["cifar10", "mnist", "fashion_mnist", "digits", "imagefolder"] = "cifar10"
-    source: str | None = Field(
+    source: Union[str, list[str], None] = Field(
         None,
-        description="cifar10: an image folder or .tar.gz of one in CIFAR-10 layout, read instead of the "
-        "official release; mnist/fashion_mnist: a folder holding the four official IDX files (.gz or not); "
-        "imagefolder: required, the folder or archive to read.",
+        description="Where the images come from: 'official' (the dataset's official release: the data dir, then "
+        "a download), or a path: cifar10: an image folder or .tar.gz of one in CIFAR-10 layout; mnist/fashion_mnist: "
+        "a folder holding the four official IDX files (.gz or not); imagefolder: the folder or archive to read "
+        "(required). A list is tried in order and the first source that is there is used: a missing path, or an "
+        "official release that is neither in the data dir nor downloadable, passes to the next. The run's "
+        "config.yaml records the one used. null: official.",
     )
     download: bool = Field(True, description="cifar10/mnist/fashion_mnist: download the official files when they are missing.")
     classes: list[Any] | None = Field(None, description="Class subset by name or index; labels become 0..k-1 in this order.")
@@ -114,19 +121,34 @@ class DataConfig(_Section):
     )
     augment: AugmentConfig = AugmentConfig()
 
+    @property
+    def sources(self) -> list[str]:
+        """The candidates in order: ``official`` or an absolute path each."""
+        if self.source is None:
+            return [OFFICIAL_SOURCE]
+        return [self.source] if isinstance(self.source, str) else list(self.source)
+
     @model_validator(mode="after")
     def _source_needed(self) -> DataConfig:
         if self.dataset == "imagefolder" and not self.source:
             raise ValueError("source: required when dataset is 'imagefolder'")
         if self.dataset == "digits" and self.source:
             raise ValueError("source: not used by the digits dataset")
+        if self.dataset == "imagefolder" and OFFICIAL_SOURCE in self.sources:
+            raise ValueError(f"source: an image folder has no {OFFICIAL_SOURCE} release; give the folder or archive")
         return self
 
     @field_validator("source")
     @classmethod
-    def _a_path(cls, value: str | None) -> str | None:
-        if value is not None and ("\0" in value or not value.strip()):
-            raise ValueError("must be a path (got an empty string or a NUL character)")
+    def _paths(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for path in [value] if isinstance(value, str) else value or []:
+            if "\0" in path or not path.strip():
+                raise ValueError("must be a path or 'official' (got an empty string or a NUL character)")
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one source (a path or 'official'), or null for the official release")
+            if len(set(value)) != len(value):
+                raise ValueError("the same source is listed twice")
         return value
 
     @field_validator("classes")
@@ -719,9 +741,18 @@ PATH_FIELDS = (("data", "source"),)
 def _absolute_paths(tree: dict, base: Path) -> None:
     for section, key in PATH_FIELDS:
         node = tree.get(section)
-        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key] and "\0" not in node[key]:
-            path = Path(node[key]).expanduser()
-            node[key] = str(path if path.is_absolute() else (base / path).resolve())
+        if isinstance(node, dict) and isinstance(node.get(key), (str, list)):
+            node[key] = (
+                [_absolute(item, base) for item in node[key]] if isinstance(node[key], list) else _absolute(node[key], base)
+            )
+
+
+def _absolute(item: Any, base: Path) -> Any:
+    """A relative path made absolute against ``base``; ``official`` and what is not a path stay (validation judges them)."""
+    if not isinstance(item, str) or not item or "\0" in item or item == OFFICIAL_SOURCE:
+        return item
+    path = Path(item).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
 
 
 def build_config(tree: dict, overrides: list[str] = (), base_dir: Path | None = None) -> RunConfig:

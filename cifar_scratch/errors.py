@@ -21,6 +21,12 @@ class DataError(UserError):
     """A dataset could not be found, downloaded, verified or parsed."""
 
 
+class DataUnavailable(DataError):
+    """A data source that is not there: a missing path, or an official file that cannot be downloaded
+    (no network, or downloads off). The next of ``data.source``'s candidates may stand in for it;
+    data that is there but wrong (a checksum mismatch) is a plain DataError and stops the run."""
+
+
 class CheckpointError(UserError):
     """A checkpoint or run folder is missing, incomplete or of an unknown format."""
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from cifar_scratch.config import DataConfig
-from cifar_scratch.errors import ConfigError, DataError
+from cifar_scratch.config import OFFICIAL_SOURCE, DataConfig
+from cifar_scratch.errors import ConfigError, DataError, DataUnavailable
 
 DATA_DIR_ENV = "CIFAR_SCRATCH_DATA"
 DEFAULT_DATA_DIR = "data"
@@ -44,6 +44,8 @@ class Dataset:
     test: Split
     class_names: tuple[str, ...]
     description: str
+    source: str | None = None  # the data.source candidate used: 'official' or a path (None: digits)
+    passed_over: tuple[str, ...] = ()  # the candidates before it, each with why it was not there
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -181,21 +183,42 @@ def _per_class_choice(labels: np.ndarray, fraction: float, seed: int, key: str) 
     return np.sort(np.concatenate(held))
 
 
-def _load_raw(config: DataConfig, data_dir: Path, progress: bool) -> tuple[Split, Split | None, tuple[str, ...], str]:
+def _load_raw(
+    config: DataConfig, data_dir: Path, progress: bool
+) -> tuple[Split, Split | None, tuple[str, ...], str, str | None, list[str]]:
+    """-> train, test (None when the source has none), class names, description, the source used, and why
+    each source before it was passed over: ``data.source``'s candidates are tried in order."""
     if config.dataset == "digits":
         from cifar_scratch.data import digits
 
         images, labels = digits.load()
-        return Split(images, labels), None, digits.CLASSES, "scikit-learn digits (8x8)"
+        return Split(images, labels), None, digits.CLASSES, "scikit-learn digits (8x8)", None, []
+    candidates, passed = config.sources, []
+    for source in candidates:
+        try:
+            return (*_load_source(config, source, data_dir, progress), source, passed)
+        except DataUnavailable as exc:
+            if len(candidates) == 1:
+                raise
+            reason = str(exc).removeprefix("data.source: ")
+            passed.append(reason if reason.startswith(source) else f"{source}: {reason}")
+    raise DataUnavailable(f"data.source: none of its {len(candidates)} sources is available: {'; '.join(passed)}")
+
+
+def _load_source(
+    config: DataConfig, source: str, data_dir: Path, progress: bool
+) -> tuple[Split, Split | None, tuple[str, ...], str]:
+    """One source: ``official`` or a path (see :class:`DataConfig`); DataUnavailable when it is not there."""
     if config.dataset in ("mnist", "fashion_mnist"):
         from cifar_scratch.data import mnist
 
         release = mnist.RELEASES[config.dataset]
-        arrays, folder = mnist.load(release, data_dir, config.download, progress, config.source)
+        folder = None if source == OFFICIAL_SOURCE else Path(source)
+        arrays, folder = mnist.load(release, data_dir, config.download, progress, folder)
         train = Split(arrays["train_images"], arrays["train_labels"])
         test = Split(arrays["test_images"], arrays["test_labels"])
         return train, test, release.classes, f"{release.title} (official IDX files, {folder})"
-    if config.source is None:  # the official CIFAR-10 release
+    if source == OFFICIAL_SOURCE:  # the official CIFAR-10 release
         from cifar_scratch.data import cifar10
 
         folder = cifar10.prepare(data_dir, config.download, progress)
@@ -203,22 +226,23 @@ def _load_raw(config: DataConfig, data_dir: Path, progress: bool) -> tuple[Split
         return Split(*train), Split(*test), names, f"CIFAR-10 (official python release, {folder})"
     from cifar_scratch.data import cifar10, imagefolder
 
-    source = Path(config.source).expanduser()
-    if not source.exists():
-        hint = " (set data.source=null to use the official CIFAR-10 release)" if config.dataset == "cifar10" else ""
-        raise DataError(f"data.source: {source} does not exist{hint}")
-    arrays = imagefolder.load(source, data_dir / "imagefolder", progress)
+    path = Path(source).expanduser()
+    if not path.exists():
+        alone = config.dataset == "cifar10" and len(config.sources) == 1
+        hint = f" (set data.source={OFFICIAL_SOURCE} to use the official CIFAR-10 release)" if alone else ""
+        raise DataUnavailable(f"data.source: {path} does not exist{hint}")
+    arrays = imagefolder.load(path, data_dir / "imagefolder", progress)
     names = tuple(str(n) for n in arrays["class_names"])
     if config.dataset == "cifar10" and names != cifar10.CLASSES:
-        raise DataError(f"data.source: {source} has classes {list(names)}, not the 10 CIFAR-10 classes")
+        raise DataError(f"data.source: {path} has classes {list(names)}, not the 10 CIFAR-10 classes")
     train = Split(arrays["train_images"], arrays["train_labels"])
     test = Split(arrays["test_images"], arrays["test_labels"]) if "test_images" in arrays else None
-    return train, test, names, f"{'CIFAR-10 copy' if config.dataset == 'cifar10' else 'image folder'} ({source})"
+    return train, test, names, f"{'CIFAR-10 copy' if config.dataset == 'cifar10' else 'image folder'} ({path})"
 
 
 def load_dataset(config: DataConfig, data_dir: Path, progress: bool = True) -> Dataset:
     """Load, subset, convert, and split the configured dataset (see :class:`DataConfig`)."""
-    train, test, names, description = _load_raw(config, data_dir, progress)
+    train, test, names, description, source, passed = _load_raw(config, data_dir, progress)
     if config.classes is not None:
         chosen = _select_classes(config.classes, names)
         train = _subset(train, chosen)
@@ -239,4 +263,4 @@ def load_dataset(config: DataConfig, data_dir: Path, progress: bool = True) -> D
             f"the training split holds {len(present)} class{'es' if len(present) != 1 else ''} "
             f"({', '.join(names[i] for i in present) or 'none'}): a classifier needs at least 2"
         )
-    return Dataset(train, val, test, names, description)
+    return Dataset(train, val, test, names, description, source, tuple(passed))

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from cifar_scratch.errors import DataError
+from cifar_scratch.errors import DataError, DataUnavailable
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,10 @@ def download(remote: RemoteFile, directory: Path, progress: bool = True, timeout
                 f"official one; it was left in place: replace it, or allow downloading"
             )
     if not fetch:
-        raise DataError(f"{remote.filename} not found: download it from {remote.urls[0]} and put it at {target}")
+        raise DataUnavailable(
+            f"{remote.filename} not found: download it from {remote.urls[0]} and put it at {target.absolute()} "
+            "(data.download is false)"
+        )
     failures = []
     for url in remote.urls:
         part = directory / f".{remote.filename}.{os.getpid()}.part"
@@ -77,9 +80,9 @@ def download(remote: RemoteFile, directory: Path, progress: bool = True, timeout
             set_aside(target, "checksum mismatch")  # never delete what may be the user's file
         os.replace(part, target)
         return target
-    raise DataError(
-        f"could not download {remote.filename} ({'; '.join(failures)}). "
-        f"Without network access, download it yourself and put it at {target}"
+    raise DataUnavailable(
+        f"could not download {remote.filename} ({'; '.join(failures)}); without network access, download it "
+        f"from {remote.urls[0]} yourself and put it at {target.absolute()}"
     )
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from cifar_scratch.data.download import RemoteFile, download, set_aside
 from cifar_scratch.data.idx import parse_idx, unpack
 from cifar_scratch.data.lock import data_lock
-from cifar_scratch.errors import DataError
+from cifar_scratch.errors import DataError, DataUnavailable
 
 
 @dataclass(frozen=True)
@@ -164,9 +164,11 @@ def load(
     """-> ({train,test}_{images,labels}, the folder they were read from). See the module docstring for the search order."""
     if source is not None:
         source = Path(source).expanduser()
+        if not source.exists():
+            raise DataUnavailable(f"data.source: {source} does not exist")
         arrays = _read_folder(source, release) if source.is_dir() else None
         if arrays is None:
-            detail = _explain(source, release) if source.is_dir() else "no such folder"
+            detail = _explain(source, release) if source.is_dir() else "a file, not a folder"
             raise DataError(f"data.source: {source} does not hold the official {release.title} files: {detail}")
         return arrays, source
     own = Path(data_dir) / release.folder

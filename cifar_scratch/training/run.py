@@ -212,7 +212,14 @@ def start_run(
     dataset = load_dataset(config.data, data_dir, progress)
     trainer = build_trainer(config, dataset, None, list(callbacks))
     runs_dir = Path(runs_dir or config.output.runs_dir).expanduser().resolve()
-    config = config.model_copy(update={"output": config.output.model_copy(update={"runs_dir": str(runs_dir)})})
+    # config.yaml (and every checkpoint) records what ran: the folder used and the one data source used,
+    # so a resume or evaluate reads that source and no other.
+    config = config.model_copy(
+        update={
+            "output": config.output.model_copy(update={"runs_dir": str(runs_dir)}),
+            "data": config.data.model_copy(update={"source": dataset.source}),
+        }
+    )
     trainer.config = config
     run_dir = trainer.run_dir = create_run_dir(runs_dir, config.name)
     with run_lock(run_dir):
@@ -232,6 +239,8 @@ def start_run(
                 "started": _now(),
                 "data_dir": str(data_dir.resolve()),
                 "dataset": dataset.description,
+                "data_source": dataset.source,
+                "data_sources_passed_over": list(dataset.passed_over),
                 "class_names": list(dataset.class_names),
                 "image_shape": list(dataset.image_shape),
                 "sizes": {"train": len(trainer.dataset.train), "val": len(dataset.val), "test": len(dataset.test)},

@@ -177,7 +177,7 @@ def test_cifar_source_must_have_cifar_classes(tmp_path):
     root = write_folder(tmp_path / "pets")
     with pytest.raises(DataError, match="not the 10 CIFAR-10 classes"):
         load_dataset(DataConfig(source=str(root)), tmp_path / "data", progress=False)
-    with pytest.raises(DataError, match="set data.source=null"):
+    with pytest.raises(DataError, match="set data.source=official"):
         load_dataset(DataConfig(source=str(tmp_path / "missing.tar.gz")), tmp_path / "data", progress=False)
 
 
