@@ -72,7 +72,12 @@ DATA_DIR_OPTION = typer.Option(
     help=f"Dataset cache folder. [default: ${DATA_DIR_ENV}, else ./data]",
 )
 THREADS_OPTION = typer.Option(
-    None, "--threads", min=1, show_default=False, help="Threads for BLAS and the engine's pool. [default: all cores]"
+    None,
+    "--threads",
+    min=1,
+    envvar=runtime.THREADS_ENV,
+    show_default=False,
+    help=f"Threads for BLAS and the engine's pool. [default: ${runtime.THREADS_ENV}, else the CPUs other processes leave free]",
 )
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but the result path.")
 DEBUG_ENV = "CIFAR_SCRATCH_DEBUG"
@@ -172,6 +177,16 @@ def _interruption_report(exc: signals.Interrupted) -> list[str]:
     else:
         lines.append(f"state saved to {exc.checkpoint} ({saved})")
     return lines + [f"resume with: cifar-scratch train --resume {exc.run_dir}"]
+
+
+class ShareCPUs(Callback):
+    """Re-estimates the free CPUs between training steps (see :class:`runtime.Threads`)."""
+
+    def __init__(self, threads: runtime.Threads):
+        self.threads = threads
+
+    def on_batch_end(self, trainer: Trainer, batch: int, batches: int, loss: float, accuracy: float) -> None:
+        self.threads.adjust()
 
 
 class ConsoleReport(Callback):
@@ -288,7 +303,8 @@ def train(
     if resume is not None and runs_dir is not None:
         raise UsageError("--runs-dir: not used with --resume (the run folder is given)")
     callbacks = [] if quiet else [ConsoleReport()]
-    with runtime.compute(threads):
+    with runtime.compute(threads) as chosen:
+        callbacks.append(ShareCPUs(chosen))
         if resume is not None:
             if print_config:
                 typer.echo(dump_config(resume_config(resume, overrides)), nl=False)
@@ -458,12 +474,18 @@ def benchmark(
 
     resolved = load_config(config, list(overrides or []))
     batch = batch_size or resolved.training.batch_size
-    with runtime.compute(threads):
+    with runtime.compute(threads) as chosen:
         r = run_benchmark(
-            resolved, batch, steps, repeats, threads, against is Reference.torch, progress=lambda text: typer.echo(text, err=True)
+            resolved,
+            batch,
+            steps,
+            repeats,
+            chosen.count,
+            against is Reference.torch,
+            progress=lambda text: typer.echo(text, err=True),
         )
     m = r["machine"]
-    typer.echo(f"{resolved.name}: batch {batch}, {repeats} x {steps} steps, threads {threads or 'all'}")
+    typer.echo(f"{resolved.name}: batch {batch}, {repeats} x {steps} steps, threads {chosen.describe()}")
     typer.echo(
         f"machine: {m['cpu']} ({m['cores']} cores), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
         + (f", torch {r['torch']['version']}" if r["torch"] else "")

@@ -1,9 +1,10 @@
-"""Process settings for the commands that compute (train, evaluate, gradcheck, benchmark).
+"""Process settings for the commands that compute (train, evaluate, gradcheck, benchmark, predict).
 
-Three settings, each measured (docs/measurements.md, "Using every core"):
+Two settings, each measured (docs/measurements.md, "Using every core" and "Runs sharing a machine"):
 
-- BLAS threads, through threadpoolctl (``--threads``; default: every core).
-- As many workers in the engine's pool for memory-bound work (:mod:`cifar_scratch.nn.parallel`).
+- Threads, for BLAS (through threadpoolctl) and the engine's pool for memory-bound work
+  (:mod:`cifar_scratch.nn.parallel`): ``--threads N`` or ``$CIFAR_SCRATCH_THREADS``; by default as
+  many as other processes leave free of the CPUs this process may use (see :class:`Threads`).
 - glibc's allocator keeps freed memory instead of giving it back to the kernel. By default every
   array over 128 KB-32 MB is its own ``mmap``, returned with ``munmap`` when freed, so each step's
   activations (up to 250 MB apiece at batch 1024) arrive as fresh pages that the kernel must fault in
@@ -18,14 +19,18 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import math
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-from threadpoolctl import threadpool_limits
+from dataclasses import dataclass
+from pathlib import Path
 
 from cifar_scratch.nn import parallel
+
+THREADS_ENV = "CIFAR_SCRATCH_THREADS"
 
 # mallopt parameters from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
@@ -50,16 +55,136 @@ def keep_freed_memory() -> bool:
 
 def cores() -> int:
     """Cores this process may run on (its CPU affinity, as a container or ``taskset`` sets it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return len(_allowed_cpus())
+
+
+def _allowed_cpus() -> frozenset[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return frozenset(os.sched_getaffinity(0))
+    return frozenset(range(os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """A moment's CPU counters: wall clock, busy seconds of the allowed CPUs (every process), this process's CPU seconds."""
+
+    wall: float
+    busy: float
+    own: float
+
+
+#: The busy fields of a /proc/stat CPU line: user, nice, system, irq, softirq (idle, iowait and steal are not busy;
+#: guest time is already counted in user).
+_BUSY_FIELDS = (0, 1, 2, 5, 6)
+
+
+def busy_seconds(stat_text: str, cpus: frozenset[int], ticks_per_s: float) -> float:
+    """Busy CPU seconds of ``cpus`` since boot, from the text of ``/proc/stat``."""
+    ticks = 0
+    for line in stat_text.splitlines():
+        name, _, rest = line.partition(" ")
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            fields = rest.split()
+            ticks += sum(int(fields[i]) for i in _BUSY_FIELDS if i < len(fields))
+    return ticks / ticks_per_s
+
+
+def cpu_sample() -> CpuSample | None:
+    """The counters now; None where the system does not publish them (no /proc/stat: not Linux)."""
+    try:
+        text = Path("/proc/stat").read_text()
+        ticks_per_s = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return CpuSample(time.monotonic(), busy_seconds(text, _allowed_cpus(), ticks_per_s), time.process_time())
+
+
+def free_cpus(before: CpuSample, after: CpuSample, cpus: int) -> float:
+    """CPUs that other processes left free between two samples: ``cpus`` minus their average busy CPUs."""
+    wall = after.wall - before.wall
+    if wall <= 0:
+        return float(cpus)
+    others = max(0.0, (after.busy - before.busy) - (after.own - before.own)) / wall
+    return max(0.0, cpus - others)
+
+
+def threads_for(free: float, cpus: int) -> int:
+    """Threads to use when ``free`` of ``cpus`` CPUs are free: the nearest whole number, at least 1.
+
+    Fork-join work (a multithreaded GEMM, the pool's blocks) waits for its slowest thread, and a thread
+    that shares its CPU with another process waits for the scheduler: on 2 CPUs beside 2 busy processes
+    a 2-thread GEMM took 2 to 60 times as long as a 1-thread one (docs/measurements.md). So a CPU that
+    other processes keep more than half busy is not counted.
+    """
+    return max(1, min(cpus, math.floor(free + 0.5)))
+
+
+#: Seconds between two re-estimates of the free CPUs while a command computes.
+ADJUST_EVERY_S = 2.0
+#: The first estimate's window starts when this module is imported (with the command's imports).
+_STARTED = cpu_sample()
+
+
+class Threads:
+    """The threads of a computing command, for BLAS and the engine's pool alike.
+
+    ``requested`` (``--threads``, ``$CIFAR_SCRATCH_THREADS``) fixes the count. Without it the count
+    follows the machine: as many threads as other processes leave CPUs free, estimated from
+    ``/proc/stat`` over the time since the last estimate (the first one over the command's start-up),
+    and estimated again by :meth:`adjust` (a training loop calls it after every step; it looks every
+    ``ADJUST_EVERY_S`` seconds). Four runs started together on 2 CPUs thus run one thread each instead
+    of eight threads fighting over two CPUs, and a run left alone takes both again. Results do not
+    depend on the count: the kernels give the same bits for any number of threads (tests/nn/test_parallel.py).
+    """
+
+    def __init__(
+        self, requested: int | None, sample: Callable[[], CpuSample | None] = cpu_sample, since: CpuSample | None = None
+    ):
+        """``since``: where the first estimate's window starts (default: now)."""
+        self.requested, self.cpus, self._sample = requested, cores(), sample
+        self._last = since or sample()
+        self.count = requested or self._estimate() or self.cpus
+
+    @property
+    def auto(self) -> bool:
+        return self.requested is None
+
+    def _estimate(self) -> int | None:
+        now = self._sample()
+        if now is None or self._last is None:
+            return None
+        before, self._last = self._last, now
+        return threads_for(free_cpus(before, now, self.cpus), self.cpus)
+
+    def adjust(self) -> None:
+        """Re-estimate (at most every ``ADJUST_EVERY_S`` seconds) and apply a changed count. Call it only
+        between computations: the pool and BLAS change size here."""
+        if not self.auto or self._last is None or time.monotonic() - self._last.wall < ADJUST_EVERY_S:
+            return
+        count = self._estimate()
+        if count is not None and count != self.count:
+            self.count = count
+            _apply(count)
+
+    def describe(self) -> str:
+        return f"{self.count} (auto, of {self.cpus} CPUs)" if self.auto else str(self.count)
+
+
+def _apply(count: int) -> None:
+    parallel.blas().limit(limits=count)
+    parallel.set_workers(count)
 
 
 @contextmanager
-def compute(threads: int | None) -> Iterator[None]:
-    """The settings above for the duration of a command; ``threads`` None means every core."""
+def compute(threads: int | None) -> Iterator[Threads]:
+    """The settings above for the duration of a command; ``threads`` None: as many as are free."""
     keep_freed_memory()
-    previous = parallel.set_workers(threads or cores())
+    chosen = Threads(threads, since=_STARTED)
+    previous_workers = parallel.workers()
+    previous_blas = parallel.blas().limit(limits=chosen.count)  # remembers the limits to restore
+    parallel.set_workers(chosen.count)
     try:
-        with threadpool_limits(limits=threads, user_api="blas"):
-            yield
+        yield chosen
     finally:
-        parallel.set_workers(previous)
+        previous_blas.restore_original_limits()
+        parallel.set_workers(previous_workers)

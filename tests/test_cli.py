@@ -154,7 +154,10 @@ def train_quiet(config, tmp_path, env, *overrides):
 
 def test_help_shows_defaults_version_and_completion():
     help_text = " ".join(invoke("train", "--help").output.split())  # unwrapped
-    assert "[default: $CIFAR_SCRATCH_DATA, else ./data]" in help_text and "[default: all cores]" in help_text
+    assert (
+        "[default: $CIFAR_SCRATCH_DATA, else ./data]" in help_text
+        and "[default: $CIFAR_SCRATCH_THREADS, else the CPUs other processes leave free]" in help_text
+    )
     assert "--install-completion" in invoke("--help").output
     result = invoke("--version")
     assert result.exit_code == 0 and result.output.startswith("cifar-scratch 0.")

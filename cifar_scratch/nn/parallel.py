@@ -43,7 +43,7 @@ def set_workers(count: int) -> int:
 
 
 @functools.cache
-def _blas():
+def blas():
     """The BLAS libraries loaded in this process (found once: the search reads every loaded library)."""
     return ThreadpoolController().select(user_api="blas")
 
@@ -64,7 +64,7 @@ def for_blocks(work: Callable[[slice], None], length: int, block: int, single_th
             work(slice(start, min(start + block, length)))
         return
     if single_threaded_blas:
-        with _blas().limit(limits=1):
+        with blas().limit(limits=1):
             _spread(work, length, block, blocks)
     else:
         _spread(work, length, block, blocks)
