@@ -208,6 +208,8 @@ class ConsoleReport(Callback):
             f"{trainer.dataset.description}: {len(trainer.dataset.train)} train / "
             f"{len(trainer.dataset.val)} val / {len(trainer.dataset.test)} test images"
         )
+        if not len(trainer.dataset.val):
+            self._print(f"no validation split: {trainer.monitor} picks the best epoch")
         self._print(f"run folder: {trainer.run_dir}")
         self._started, self._steps_at_start = time.perf_counter(), trainer.state.step
         self._next_beat = self._started + self.heartbeat_s
@@ -254,20 +256,33 @@ class ConsoleReport(Callback):
             self.bar.close()
             self.bar = None
         best = " *" if trainer.state.best_epoch == row["epoch"] else ""
-        self._print(
-            f"epoch {row['epoch']:>3}/{trainer.config.training.epochs}  loss {row['train_loss']:.4f}  "
-            f"acc {row['train_accuracy']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
-            f"lr {row['lr']:.3g}  {row['epoch_time']:.1f}s{best}"
-        )
+        parts = [f"epoch {row['epoch']:>3}/{trainer.config.training.epochs}"]
+        for key, label in (
+            ("train_loss", "loss"),
+            ("train_accuracy", "acc"),
+            ("val_loss", "val_loss"),
+            ("val_accuracy", "val_acc"),
+        ):
+            if row[key] is not None:  # no validation split (or a diverged epoch): no validation figures
+                parts.append(f"{label} {_figure(row[key])}")
+        parts += [f"lr {row['lr']:.3g}", f"{row['epoch_time']:.1f}s{best}"]
+        self._print("  ".join(parts))
 
     def on_train_end(self, trainer: Trainer) -> None:
-        self._print(f"stopped: {trainer.state.stop_reason}; best epoch {trainer.state.best_epoch}")
+        best = trainer.state.best_epoch
+        self._print(f"stopped: {trainer.state.stop_reason}; " + (f"best epoch {best}" if best else "no best epoch"))
 
     def _print(self, text: str) -> None:
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
         else:
             print(text, file=self.stream, flush=True)
+
+
+def _figure(value: float) -> str:
+    """Four decimals, with no minus sign on a value that rounds to zero (a loss of -1e-9 is 0.0000)."""
+    text = f"{value:.4f}"
+    return text[1:] if text == "-0.0000" else text
 
 
 def _duration(seconds: float) -> str:
@@ -355,14 +370,15 @@ def evaluate(
         typer.echo(f"note: {note}", err=True)
     if not quiet:
         typer.echo(
-            f"{split.value}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+            f"{split.value}, plain: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
             f"loss {metrics['loss']:.4f}  ({metrics['samples']} images, {metrics['checkpoint']})"
         )
         if metrics["tta"] != "none":
             typer.echo(
-                f"with test-time augmentation ({metrics['tta']}): accuracy {metrics['accuracy_tta']:.4f}  "
-                f"loss {metrics['loss_tta']:.4f}; the report below is of these predictions"
+                f"{split.value}, TTA {metrics['tta']}: accuracy {metrics['accuracy_tta']:.4f}  "
+                f"macro F1 {metrics['macro_f1_tta']:.4f}  loss {metrics['loss_tta']:.4f}"
             )
+        typer.echo(f"report of {metrics['report_of']}:")
         typer.echo(metrics["report"].rstrip())
     typer.echo(str(out_dir))
 

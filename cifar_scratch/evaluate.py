@@ -11,10 +11,11 @@ from cifar_scratch.builders import build_model
 from cifar_scratch.config import RunConfig, load_config
 from cifar_scratch.data import Normalizer, load_dataset
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
-from cifar_scratch.fileio import atomic_write_json
+from cifar_scratch.fileio import atomic_folder, atomic_write_json
 from cifar_scratch.nn.functional import softmax
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.training.run import check_checkpoint_matches, read_run_info
+from cifar_scratch.training.run_dir import EVAL_FILES
 from cifar_scratch.training.trainer import EVAL_BATCH, CheckpointMetadata, evaluate_split, load_weights
 
 GRID_SIZE = 32
@@ -88,49 +89,61 @@ def evaluate_checkpoint(
         )
 
     tta = tta or config.training.tta
-    loss, accuracy, logits = evaluate_split(model, normalizer, data)
-    loss_tta = accuracy_tta = None
-    if tta != "none":  # the report, confusion matrix and grids then show the TTA predictions
-        loss_tta, accuracy_tta, logits = evaluate_split(model, normalizer, data, tta=tta)
-    probabilities = softmax(logits)
-    predictions = probabilities.argmax(1)
-    report = reports.classification_summary(data.labels, predictions, dataset.class_names)
-    out_dir = run_dir / "eval" / (split if checkpoint.name == "best.npz" else f"{split}-{checkpoint.stem}")
     names = dataset.class_names
-    per_class = {n: {k: report[n][k] for k in ("precision", "recall", "f1-score", "support")} for n in names}
+    loss, accuracy, logits = evaluate_split(model, normalizer, data)
+    report = reports.classification_summary(data.labels, logits.argmax(1), names)
     metrics = {
         "checkpoint": str(checkpoint),
         "epoch": meta.epoch,
         "notes": notes,
         "split": split,
         "samples": len(data),
+        "tta": tta,
         "loss": loss,
         "accuracy": accuracy,
-        "tta": tta,
-        "loss_tta": loss_tta,
-        "accuracy_tta": accuracy_tta,
-        "macro_precision": report["macro avg"]["precision"],
-        "macro_recall": report["macro avg"]["recall"],
-        "macro_f1": report["macro avg"]["f1-score"],
-        "per_class": per_class,
-        "weighted_f1": report["weighted avg"]["f1-score"],
-        "report": report["text"],
+        **_averages(report, names, ""),
     }
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    atomic_write_json(out_dir / "confusion_matrix.json", {"class_names": list(names), "matrix": report["confusion_matrix"]})
-    reports.plot_confusion(report["confusion_matrix"], names, out_dir, split)
+    if tta != "none":  # the report, confusion matrix and grids then show the TTA predictions
+        loss_tta, accuracy_tta, logits = evaluate_split(model, normalizer, data, tta=tta)
+        report = reports.classification_summary(data.labels, logits.argmax(1), names)
+        metrics |= {"loss_tta": loss_tta, "accuracy_tta": accuracy_tta, **_averages(report, names, "_tta")}
+    of = f"the TTA predictions ({tta})" if tta != "none" else "the plain predictions (no TTA)"
+    metrics |= {"report_of": of, "report": report["text"]}
+    probabilities = softmax(logits)
+    predictions = probabilities.argmax(1)
 
-    rng = np.random.default_rng(0)
-    sample = np.sort(rng.choice(len(data), size=min(GRID_SIZE, len(data)), replace=False))
-    confidence = probabilities[np.arange(len(data)), predictions]
-    wrong = np.flatnonzero(predictions != data.labels)
-    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:GRID_SIZE]
-    for chosen, filename, title in (
-        (sample, "samples.png", f"random {split} images: predicted (true)"),
-        (worst, "misclassified.png", f"most confident mistakes on {split}: predicted p (true)"),
-    ):
-        captions = [f"{names[predictions[i]]} {confidence[i]:.2f}\n({names[data.labels[i]]})" for i in chosen]
-        reports.plot_image_grid(
-            data.images[chosen], captions, list(predictions[chosen] == data.labels[chosen]), out_dir / filename, title
+    # Everything goes into a temporary folder that replaces eval/<split>/ whole: an interrupted
+    # evaluate leaves the previous results, never a mix of old and new files.
+    out_dir = run_dir / "eval" / (split if checkpoint.name == "best.npz" else f"{split}-{checkpoint.stem}")
+    with atomic_folder(out_dir, EVAL_FILES) as staging:
+        atomic_write_json(staging / "metrics.json", metrics)
+        atomic_write_json(
+            staging / "confusion_matrix.json",
+            {"class_names": list(names), "predictions": of, "matrix": report["confusion_matrix"]},
         )
+        reports.plot_confusion(report["confusion_matrix"], names, staging, f"{split}, TTA {tta}" if tta != "none" else split)
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(len(data), size=min(GRID_SIZE, len(data)), replace=False))
+        confidence = probabilities[np.arange(len(data)), predictions]
+        wrong = np.flatnonzero(predictions != data.labels)
+        worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:GRID_SIZE]
+        for chosen, filename, title in (
+            (sample, "samples.png", f"random {split} images: predicted (true)"),
+            (worst, "misclassified.png", f"most confident mistakes on {split}: predicted p (true)"),
+        ):
+            captions = [f"{names[predictions[i]]} {confidence[i]:.2f}\n({names[data.labels[i]]})" for i in chosen]
+            reports.plot_image_grid(
+                data.images[chosen], captions, list(predictions[chosen] == data.labels[chosen]), staging / filename, title
+            )
     return out_dir, metrics
+
+
+def _averages(report: dict, names: tuple[str, ...], suffix: str) -> dict:
+    """Macro and weighted averages and per-class figures of a classification report, keys ending in ``suffix``."""
+    return {
+        f"macro_precision{suffix}": report["macro avg"]["precision"],
+        f"macro_recall{suffix}": report["macro avg"]["recall"],
+        f"macro_f1{suffix}": report["macro avg"]["f1-score"],
+        f"weighted_f1{suffix}": report["weighted avg"]["f1-score"],
+        f"per_class{suffix}": {n: {k: report[n][k] for k in ("precision", "recall", "f1-score", "support")} for n in names},
+    }

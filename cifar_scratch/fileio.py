@@ -6,11 +6,14 @@ half-written one, even if the process is killed mid-write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -19,12 +22,18 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+#: Ends the name of every temporary this program writes, so that cleaning up after a kill removes
+#: only its own files (``.last.npz.k3x9q_2a.cifar-scratch.tmp``), never a user's ``notes/.draft.tmp``.
+TEMP_SUFFIX = ".cifar-scratch.tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")  # mkstemp's 8 random characters
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on clean exit, fsync it and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, mode) as handle:
@@ -37,15 +46,57 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
-TEMP_PATTERN = ".*.tmp"
+@contextmanager
+def atomic_folder(path: str | Path, owned: Collection[str]) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``path`` and put it in place whole on clean exit: a
+    reader sees the old folder or the new one, and an interrupted build leaves nothing. ``owned``: the
+    names this program writes into such a folder; anything else in an old folder at ``path`` (a user's
+    notes) moves into the new one, and is never deleted, even by a kill mid-swap."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX))
+    try:
+        yield staging
+        if path.is_dir():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX))
+            os.replace(path, old)  # onto the empty folder just made: an atomic swap in two renames
+            os.replace(staging, path)
+            _empty_old_folder(old, owned, into=path)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # holds only what this build wrote
+        raise
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete what :func:`atomic_open` leaves when the process is killed mid-write (never a real file)."""
+def _empty_old_folder(old: Path, owned: Collection[str], into: Path | None) -> None:
+    """Delete this program's files from ``old``, move the rest into ``into`` (where nothing of that
+    name exists), and remove ``old`` if that left it empty."""
+    for entry in old.iterdir():
+        if entry.name in owned or _TEMP_NAME.match(entry.name):
+            if entry.is_file() or entry.is_symlink():
+                entry.unlink(missing_ok=True)
+        elif into is not None and not (into / entry.name).exists():
+            os.replace(entry, into / entry.name)
+    with contextlib.suppress(OSError):  # not empty: a user's file stays where it is
+        old.rmdir()
+
+
+def remove_stale_temporaries(folders: list[Path], owned: Collection[str] = ()) -> list[Path]:
+    """Delete what :func:`atomic_open` and :func:`atomic_folder` leave in ``folders`` (not below them) when
+    the process is killed mid-write: only names of this program's temporaries, and in a temporary folder
+    only the ``owned`` names (a folder that still holds anything else is left, never a user's file lost)."""
     removed = []
-    for path in Path(folder).rglob(TEMP_PATTERN):
-        if path.is_file():
-            path.unlink(missing_ok=True)
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if not _TEMP_NAME.match(path.name):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                _empty_old_folder(path, owned, into=None)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 

@@ -48,12 +48,14 @@ def plot_history(history: list[dict], directory: Path, best_epoch: int | None = 
         fig, ax = plt.subplots(figsize=(6, 4))
         for split, style in (("train", "o-"), ("val", "s--")):
             values = [np.nan if row[f"{split}_{metric}"] is None else row[f"{split}_{metric}"] for row in history]
-            ax.plot(epochs, values, style, markersize=3, label="validation" if split == "val" else split)
+            if not np.isnan(values).all():  # a run without a validation split draws no empty "validation" entry
+                ax.plot(epochs, values, style, markersize=3, label="validation" if split == "val" else split)
         _mark_best(ax, best_epoch)
         ax.set(xlabel="epoch", ylabel=label, title=f"{label} per epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a run that diverged in its first epoch has nothing to draw
+            ax.legend()
         _save(fig, directory / f"{metric}.png")
 
 
@@ -71,7 +73,7 @@ def plot_lr(lrs: list[float], steps_per_epoch: int, schedule_name: str, path: Pa
     _save(fig, path)
 
 
-def plot_confusion(matrix, class_names: tuple[str, ...], directory: Path, split: str) -> None:
+def plot_confusion(matrix, class_names: tuple[str, ...], directory: Path, subject: str) -> None:
     """confusion_matrix.png (counts) and confusion_matrix_normalized.png (rows sum to 1, colours on [0, 1])."""
     counts = np.asarray(matrix)
     normalized = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -85,7 +87,7 @@ def plot_confusion(matrix, class_names: tuple[str, ...], directory: Path, split:
         display.plot(ax=ax, cmap="Blues", values_format=fmt, xticks_rotation=45, colorbar=True, im_kw=limits)
         for text in display.text_.ravel():
             text.set_fontsize(8)
-        ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix ({split}{', row-normalized' if suffix else ''})")
+        ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix ({subject}{', row-normalized' if suffix else ''})")
         _save(fig, directory / f"confusion_matrix{suffix}.png")
 
 
@@ -110,7 +112,7 @@ def plot_comparison(curves: list[tuple[str, list[dict]]], path: Path, panels: li
     ax = axes[0][0]
     for label, history in curves:
         epochs = [row["epoch"] for row in history]
-        val = [row.get("val_accuracy", np.nan) for row in history]
+        val = [np.nan if row.get("val_accuracy") is None else row["val_accuracy"] for row in history]
         if history and all(np.isnan(v) for v in val):
             ax.plot(epochs, [row.get("train_accuracy", np.nan) for row in history], "--", label=f"{label} (train)")
         else:

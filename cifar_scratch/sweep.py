@@ -62,6 +62,7 @@ METRICS = (
     "test_accuracy_tta",
     "test_loss_tta",
     "test_macro_f1",
+    "test_macro_f1_tta",
     "train_accuracy",
     "train_loss",
     "best_value",

@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cifar_scratch.cli import app
+from tests.conftest import REPO
 
 runner = CliRunner()
 
@@ -329,6 +330,27 @@ def test_signal_outside_training_exits_with_its_code_and_a_message(tmp_path, dig
     assert "nothing was written" in result.stderr or command == "evaluate"
 
 
+def test_an_interrupted_evaluate_writes_nothing_and_keeps_the_earlier_results(tmp_path, digits_config, env, monkeypatch):
+    from cifar_scratch import reports
+
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    assert invoke("evaluate", run_dir, "--quiet", env=env).exit_code == 0
+    out = run_dir / "eval" / "test"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = reports.plot_image_grid
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the last figures are drawn: half the files are new
+        if str(args[3]).endswith("misclassified.png"):
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "plot_image_grid", interrupted)
+    result = invoke("evaluate", run_dir, "--tta", "flip", env=env)
+    assert result.exit_code == 130 and "nothing was written" in result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "the earlier results stay whole"
+    assert [p.name for p in (run_dir / "eval").iterdir()] == ["test"], "no temporary folder is left"
+
+
 def test_a_run_is_trained_by_one_process_at_a_time(tmp_path, digits_config, env):
     from filelock import FileLock
 
@@ -348,6 +370,67 @@ def test_evaluate_with_tta_reports_both_accuracies(tmp_path, digits_config, env)
     run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
     result = invoke("evaluate", run_dir, "--tta", "flip+translate", env=env)
     assert result.exit_code == 0, result.output
-    assert "with test-time augmentation (flip+translate): accuracy" in result.stdout
+    # Each figure says which predictions it is of: plain, or with TTA.
+    plain, tta, of = result.stdout.splitlines()[:3]
+    assert plain.startswith("test, plain: accuracy ") and " macro F1 " in plain
+    assert tta.startswith("test, TTA flip+translate: accuracy ") and " macro F1 " in tta
+    assert of == "report of the TTA predictions (flip+translate):"
     metrics = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
     assert metrics["tta"] == "flip+translate" and 0 <= metrics["accuracy_tta"] <= 1 and 0 <= metrics["accuracy"] <= 1
+    assert f"macro F1 {metrics['macro_f1']:.4f}" in plain and f"macro F1 {metrics['macro_f1_tta']:.4f}" in tta
+    assert metrics["per_class"].keys() == metrics["per_class_tta"].keys()
+    assert metrics["report_of"] == "the TTA predictions (flip+translate)"
+    matrix = json.loads((run_dir / "eval" / "test" / "confusion_matrix.json").read_text())
+    assert matrix["predictions"] == metrics["report_of"]
+
+
+def test_a_run_that_diverges_in_its_first_epoch_ends_cleanly_and_says_so_on_resume(tmp_path, env, recwarn):
+    """The issue's case: SGD at lr 100 with momentum 0.999 on a deep MLP blows up at step 4."""
+    args = [
+        "train",
+        REPO / "configs" / "digits.yaml",
+        "optimizer={name: sgd, lr: 100, momentum: 0.999}",
+        "model.layers=[flatten, {type: dense, units: 256}, {type: dense, units: 256}, {type: dense}]",
+        "--runs-dir",
+        tmp_path / "runs",
+    ]
+    result = invoke(*args, env=env)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: diverged: the training loss became nan at step 4 (epoch 1)"), errors
+    assert "no epoch finished before it" in errors[0]
+    assert not [w for w in recwarn if issubclass(w.category, (RuntimeWarning, UserWarning))], [str(w.message) for w in recwarn]
+    assert not any("nan" in line for line in result.stdout.splitlines() if line.startswith("epoch") and "val" in line)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    for name in ("history.csv", "metrics.json", "plots/loss.png", "plots/accuracy.png", "plots/lr.png", "checkpoints/last.npz"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "checkpoints" / "best.npz").exists(), "non-finite weights never become best.npz"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] is None and "nothing to measure" in metrics["note"]
+    result = invoke("train", "--resume", run_dir, env=env)
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "a diverged run cannot be resumed" in line and f"cifar-scratch train {run_dir / 'config.yaml'} optimizer.lr=10" in line
+
+
+def test_without_a_validation_split_the_console_and_metrics_say_what_picked_the_best_epoch(tmp_path, digits_config, env):
+    result = invoke(
+        "train", digits_config, "data.val_fraction=0", "training.monitor=val_accuracy", "--runs-dir", tmp_path / "runs", env=env
+    )
+    assert result.exit_code == 0, result.output
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert epochs and not any("val" in line or "nan" in line or "-0.0000" in line for line in epochs), epochs
+    assert "no validation split: train_accuracy picks the best epoch" in result.stdout
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["monitor"] == "train_accuracy" and "val_accuracy" not in metrics
+    assert ",," in (run_dir / "history.csv").read_text().splitlines()[1], "no validation figures: empty cells, not nan"
+
+
+def test_figures_print_no_negative_zero():
+    from cifar_scratch.cli import _figure
+
+    assert (
+        _figure(-1e-9) == "0.0000" and _figure(-0.0) == "0.0000" and _figure(-0.5) == "-0.5000" and _figure(0.12345) == "0.1235"
+    )

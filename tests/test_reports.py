@@ -52,3 +52,11 @@ def test_figures_go_through_a_temporary_name(tmp_path):
     reports.plot_lr([0.1, 0.2], 1, "constant", tmp_path / "lr.png")
     assert [p.name for p in tmp_path.iterdir()] == ["lr.png"]
     assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_history_without_a_validation_split_draws_no_validation_entry(monkeypatch, tmp_path):
+    figures = capture(monkeypatch)
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": None, "train_accuracy": 0.5, "val_accuracy": None} for e in (1, 2)]
+    reports.plot_history(history, tmp_path, best_epoch=2)
+    for name in ("loss.png", "accuracy.png"):
+        assert [t.get_text() for t in figures[name].axes[0].get_legend().get_texts()] == ["train", "best epoch (2)"]

@@ -15,6 +15,7 @@ calling thread.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import itertools
 import math
@@ -84,8 +85,9 @@ def _spread(work: Callable[[slice], None], length: int, block: int, blocks: int)
             start = index * block
             work(slice(start, min(start + block, length)))
 
+    # Each worker runs in a copy of the caller's context, so the caller's np.errstate holds in it too.
     # Raise the first worker's exception here, after every worker has finished with the shared arrays.
-    futures = [_pool.submit(take) for _ in range(min(_workers, blocks))]
+    futures = [_pool.submit(contextvars.copy_context().run, take) for _ in range(min(_workers, blocks))]
     wait(futures)
     for future in futures:
         future.result()

@@ -41,7 +41,7 @@ from cifar_scratch.nn.init import patch_moment, whitening
 from cifar_scratch.nn.layers import Conv2D
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.optim.averaging import WeightAverage
-from cifar_scratch.training.run_dir import create_run_dir
+from cifar_scratch.training.run_dir import EVAL_FILES, create_run_dir, written_folders
 from cifar_scratch.training.trainer import (
     HISTORY_FIELDS,
     Callback,
@@ -271,7 +271,7 @@ def resume_run(
         raise CheckpointError(f"{run_dir}: not a resumable run folder (checkpoints/last.npz is missing)")
     info = read_run_info(run_dir)
     with run_lock(run_dir):
-        removed = remove_stale_temporaries(run_dir)
+        removed = remove_stale_temporaries(written_folders(run_dir), owned=EVAL_FILES)
         data_dir = data_dir or Path(info.get("data_dir", "data"))
         dataset = load_dataset(config.data, data_dir, progress)
         trainer = build_trainer(config, dataset, run_dir, list(callbacks))
@@ -285,6 +285,12 @@ def resume_run(
         status = info.get("status")
         finished = status == "completed" or (status == "failed" and info.get("error") == state.stop_reason)
         if state.stop_reason is not None and finished:
+            if state.diverged:
+                raise UsageError(
+                    f"{run_dir}: {state.stop_reason}; a diverged run cannot be resumed (its weights are NaN or "
+                    f"infinite): start a new run with a lower learning rate, e.g. cifar-scratch train "
+                    f"{run_dir / 'config.yaml'} optimizer.lr={config.optimizer.lr / 10:g}"
+                )
             raise UsageError(
                 f"{run_dir}: run already finished after {state.epoch} epochs ({state.stop_reason}); "
                 f"pass training.epochs=N with N > {state.epoch} to train longer"
@@ -391,8 +397,11 @@ def _train_and_finish(trainer: Trainer) -> RunResult:
     """Train (or finish) and record the outcome in run.json: completed, interrupted or failed."""
     run_dir = trainer.run_dir
     try:
-        trainer.fit()
-        metrics = finish(trainer)
+        # The loop detects NaN and infinity itself and ends the run with one clear error, so NumPy's
+        # floating-point warnings (overflow in matmul, invalid value in subtract) would only be noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            trainer.fit()
+            metrics = finish(trainer)
     except signals.Interrupted as exc:
         exc.run_dir = run_dir
         exc.checkpoint = trainer.last_path if trainer.last_path.exists() else None
@@ -403,7 +412,11 @@ def _train_and_finish(trainer: Trainer) -> RunResult:
         raise
     state = trainer.state
     if state.diverged:
-        best = f"metrics.json reports the best epoch ({state.best_epoch})" if state.best_epoch else "no epoch finished"
+        best = (
+            f"metrics.json reports the best epoch before it ({state.best_epoch})"
+            if state.best_epoch
+            else "no epoch finished before it, so metrics.json has no metrics"
+        )
         _record_failure(run_dir, "failed", state.stop_reason)
         raise TrainingFailed(f"{state.stop_reason}; {best}. Lower optimizer.lr or check the data normalisation")
     _write_run_info(run_dir, {"status": "completed", "finished": _now(), "error": None})
@@ -415,6 +428,8 @@ def finish(trainer: Trainer) -> dict:
 
     Every step rewrites its files whole (through temporary names), so running it again after an
     interruption gives the same result: ``--resume`` re-runs it until run.json says completed.
+    A run that diverged before its first finished epoch has no weights worth measuring: its
+    metrics.json says so instead.
     """
     state, run_dir, dataset = trainer.state, trainer.run_dir, trainer.dataset
     if trainer.best_path.exists():
@@ -424,36 +439,52 @@ def finish(trainer: Trainer) -> dict:
         "epochs": state.epoch,
         "steps": state.step,
         "best_epoch": state.best_epoch,
-        "monitor": trainer.config.training.monitor,
+        "monitor": trainer.monitor,
         "best_value": state.best_value,
         "dataset": dataset.description,
         "class_names": list(dataset.class_names),
         "train_time_s": float(sum(r["epoch_time"] for r in state.history)),
         "tta": trainer.config.training.tta,
     }
-    test_logits = None
-    tta = trainer.config.training.tta
-    names = ("train", "val", "test") if trainer.config.training.evaluate_train else ("val", "test")
-    for name in names:
-        split = dataset.split(name)
-        if len(split):
-            loss, accuracy, logits = evaluate_split(trainer.model, trainer.normalizer, split)
-            metrics[f"{name}_loss"], metrics[f"{name}_accuracy"] = loss, accuracy
-            if tta != "none" and name != "train":
-                metrics[f"{name}_loss_tta"], metrics[f"{name}_accuracy_tta"], logits = evaluate_split(
-                    trainer.model, trainer.normalizer, split, tta=tta
-                )
-            if name == "test":
-                test_logits = logits  # with TTA, the report and confusion matrix are of the TTA predictions
-    if test_logits is not None:
-        report = reports.classification_summary(dataset.test.labels, test_logits.argmax(1), dataset.class_names)
-        metrics["test_macro_f1"] = report["macro avg"]["f1-score"]
-        if trainer.config.output.plots:
-            reports.plot_confusion(report["confusion_matrix"], dataset.class_names, run_dir / "plots", "test")
+    if trainer.best_path.exists() or not state.diverged:
+        metrics |= _measure(trainer)
+    else:
+        metrics["note"] = "the run diverged before any epoch finished with finite weights: there is nothing to measure"
     atomic_write_json(run_dir / "metrics.json", metrics)
     if trainer.config.output.plots:
         reports.plot_history(state.history, run_dir / "plots", state.best_epoch)
         reports.plot_lr(
             state.lrs, trainer.steps_per_epoch, trainer.config.schedule.name, run_dir / "plots" / "lr.png", state.best_epoch
         )
+    return metrics
+
+
+def _measure(trainer: Trainer) -> dict:
+    """Loss and accuracy of the model on every split (with TTA beside them on val and test), the test
+    split's macro F1 (of the TTA predictions too, when TTA is on) and its confusion matrix plots."""
+    dataset, tta, metrics = trainer.dataset, trainer.config.training.tta, {}
+    names = ("train", "val", "test") if trainer.config.training.evaluate_train else ("val", "test")
+    for name in names:
+        split = dataset.split(name)
+        if not len(split):
+            continue
+        loss, accuracy, logits = evaluate_split(trainer.model, trainer.normalizer, split)
+        metrics[f"{name}_loss"], metrics[f"{name}_accuracy"] = loss, accuracy
+        if name != "test":
+            if tta != "none" and name != "train":
+                metrics[f"{name}_loss_tta"], metrics[f"{name}_accuracy_tta"], _ = evaluate_split(
+                    trainer.model, trainer.normalizer, split, tta=tta
+                )
+            continue
+        report = reports.classification_summary(split.labels, logits.argmax(1), dataset.class_names)
+        metrics["test_macro_f1"] = report["macro avg"]["f1-score"]
+        if tta != "none":
+            metrics["test_loss_tta"], metrics["test_accuracy_tta"], logits = evaluate_split(
+                trainer.model, trainer.normalizer, split, tta=tta
+            )
+            report = reports.classification_summary(split.labels, logits.argmax(1), dataset.class_names)
+            metrics["test_macro_f1_tta"] = report["macro avg"]["f1-score"]
+        if trainer.config.output.plots:  # of the TTA predictions when TTA is on, and titled so
+            title = f"test, TTA {tta}" if tta != "none" else "test"
+            reports.plot_confusion(report["confusion_matrix"], dataset.class_names, trainer.run_dir / "plots", title)
     return metrics

@@ -211,7 +211,10 @@ class Trainer:
         """Load the full training state written by :meth:`save`; a damaged checkpoint is a CheckpointError."""
         arrays, raw = load_checkpoint(path)
         meta = read_metadata(raw, path)
-        apply_weights(arrays, path, self.model, self.normalizer)
+        # A diverged run's last state holds its NaN weights: restored only so that its finishing can run
+        # again (on best.npz) and a resume can say what happened; such a run never trains on.
+        finite = not (meta.stop_reason or "").startswith(DIVERGED)
+        apply_weights(arrays, path, self.model, self.normalizer, finite)
         damaged = f"{path}: checkpoint is damaged"
         slots = self.optimizer.state_arrays()
         stored_slots = group(arrays, "optim")
@@ -220,7 +223,7 @@ class Trainer:
                 f"{damaged}: optimizer state {sorted(set(slots) ^ set(stored_slots))[:3]} missing or unexpected"
             )
         for name, array in slots.items():
-            _check_array(stored_slots[name], array.shape, np.float32, f"{damaged}: optim/{name}")
+            _check_array(stored_slots[name], array.shape, np.float32, f"{damaged}: optim/{name}", finite)
         permutation = arrays.get("train/permutation")
         if permutation is not None and not (
             permutation.ndim == 1
@@ -236,7 +239,7 @@ class Trainer:
         if self.average is not None:
             stored = group(arrays, "ema")
             for name, value in self.average.average.items():
-                _check_array(stored.get(name), value.shape, np.float32, f"{damaged}: ema/{name}")
+                _check_array(stored.get(name), value.shape, np.float32, f"{damaged}: ema/{name}", finite)
                 value[...] = stored[name]
         try:
             self.optimizer.load_state_arrays(stored_slots, meta.optimizer_steps)
@@ -331,17 +334,19 @@ class Trainer:
                 break
         if self.average is not None and s.batch_in_epoch == batches:
             self.average.end_epoch(s.step)
+        if s.stop_reason is None and not all_finite(self.model.params):  # the last update can overflow a finite loss's weights
+            s.stop_reason = f"{DIVERGED}: the weights became NaN or infinite by step {s.step} (epoch {epoch})"
         seen = max(1, s.running["seen"])
         row = {
             "epoch": epoch,
             "train_loss": s.running["loss_sum"] / seen,
             "train_accuracy": s.running["correct"] / seen,
+            "val_loss": None,  # none without a validation split, or after divergence (NaN weights measure nothing)
+            "val_accuracy": None,
         }
-        if len(self.dataset.val):
+        if len(self.dataset.val) and not s.diverged:
             with self.evaluated_weights():
                 row["val_loss"], row["val_accuracy"], _ = evaluate_split(self.model, self.normalizer, self.dataset.val)
-        else:
-            row["val_loss"] = row["val_accuracy"] = float("nan")
         row["lr"] = lr
         row["epoch_time"] = time.perf_counter() - started
         s.epoch, s.permutation, s.batch_in_epoch = epoch, None, 0
@@ -353,17 +358,22 @@ class Trainer:
         self._emit("on_epoch_end", self, row)
         self._check_signal()
 
-    def monitored(self, row: dict) -> float:
-        """The value of ``training.monitor`` (train metrics stand in when there is no validation split)."""
+    @property
+    def monitor(self) -> str:
+        """The metric that picks the best epoch: ``training.monitor``, or its training counterpart when
+        there is no validation split (train_accuracy for val_accuracy)."""
         name = self.config.training.monitor
-        return row[name] if len(self.dataset.val) else row[name.replace("val_", "train_")]
+        return name if len(self.dataset.val) else name.replace("val_", "train_", 1)
 
     def _track_best(self, row: dict) -> None:
         s, cfg = self.state, self.config.training
-        value = self.monitored(row)
+        value = row[self.monitor]
         sign = 1.0 if cfg.monitor.endswith("loss") else -1.0
         min_delta = cfg.early_stopping.min_delta if cfg.early_stopping else 0.0
-        if np.isfinite(value) and (s.best_value is None or sign * value < sign * s.best_value - min_delta):
+        # A diverged epoch, or one whose losses are not finite (logits overflowed), is never the best: its
+        # weights must not become best.npz, whatever its accuracy (NaN logits still have an argmax).
+        measured = not s.diverged and all(row[k] is None or np.isfinite(row[k]) for k in ("train_loss", "val_loss"))
+        if measured and np.isfinite(value) and (s.best_value is None or sign * value < sign * s.best_value - min_delta):
             s.best_value, s.best_epoch, s.bad_epochs = value, row["epoch"], 0
             with self.evaluated_weights():  # best.npz holds the weights that were measured
                 self.save(self.best_path)
@@ -381,6 +391,10 @@ class Trainer:
             getattr(callback, hook)(*args)
 
 
+def all_finite(arrays: dict[str, np.ndarray]) -> bool:
+    return all(np.isfinite(array).all() for array in arrays.values())
+
+
 def _nan_if_none(value: float | None) -> float:
     return float("nan") if value is None else value
 
@@ -394,23 +408,26 @@ def read_metadata(raw: dict, path: Path) -> CheckpointMetadata:
         raise CheckpointError(f"{path}: checkpoint is damaged: metadata {where}: {err['msg']}") from None
 
 
-def _check_array(array: np.ndarray | None, shape: tuple, dtype, what: str) -> None:
+def _check_array(array: np.ndarray | None, shape: tuple, dtype, what: str, finite: bool = True) -> None:
     if array is None:
         raise CheckpointError(f"{what} is missing")
     if array.shape != tuple(shape) or array.dtype != dtype:
         raise CheckpointError(f"{what} has shape {array.shape} and type {array.dtype}, expected {tuple(shape)} {np.dtype(dtype)}")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
         raise CheckpointError(f"{what} holds NaN or infinite values (training had diverged)")
 
 
-def apply_weights(arrays: dict[str, np.ndarray], checkpoint: Path, model: Sequential, normalizer: Normalizer) -> None:
-    """Copy a checkpoint's parameters, buffers and normalisation statistics into ``model`` and ``normalizer``."""
+def apply_weights(
+    arrays: dict[str, np.ndarray], checkpoint: Path, model: Sequential, normalizer: Normalizer, finite: bool = True
+) -> None:
+    """Copy a checkpoint's parameters, buffers and normalisation statistics into ``model`` and ``normalizer``;
+    ``finite``: refuse NaN or infinite weights (all but a diverged run's last state)."""
     params, buffers = group(arrays, "param"), group(arrays, "buffer")
     damaged = f"{checkpoint}: checkpoint is damaged"
     # Type and finiteness are checked before anything is copied, so a refused checkpoint changes nothing.
     for kind, named in (("param", params), ("buffer", buffers)):
         for name, array in named.items():
-            _check_array(array, array.shape, np.float32, f"{damaged}: {kind}/{name}")
+            _check_array(array, array.shape, np.float32, f"{damaged}: {kind}/{name}", finite)
     for name in ("mean", "scale"):
         _check_array(arrays.get(f"data/{name}"), normalizer.mean.shape, np.float32, f"{damaged}: data/{name}")
     try:

@@ -1,5 +1,7 @@
 """The thread pool splits memory-bound kernels into blocks: results must not depend on the split."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,16 @@ def test_a_slow_worker_does_not_hold_up_the_blocks_the_others_can_take():
         assert [start for start, name in done_by.items() if name == slow] == [0]
     finally:
         parallel.set_workers(1)
+
+
+def test_workers_keep_the_callers_floating_point_error_state(small_blocks):
+    """A training loop that checks for NaN itself silences NumPy's warnings with np.errstate; the pool's
+    threads must honour it as the calling thread does."""
+    parallel.set_workers(2)
+    huge = np.full((7, 9, 9, 5), 1e30, np.float32)  # GELU's x**3 overflows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning in any thread fails the test
+        with np.errstate(over="ignore", invalid="ignore"):
+            F.gelu_forward(huge)
+        with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+            F.gelu_forward(huge)

@@ -194,8 +194,40 @@ def test_nan_loss_fails_the_run_and_metrics_stay_valid_json(tmp_path, monkeypatc
     assert info["status"] == "failed" and info["error"].startswith("diverged")
     json.loads((run_dir / "metrics.json").read_text())  # strict JSON: NaN written as null
     assert "NaN" not in (run_dir / "history.jsonl").read_text()
-    with pytest.raises(UsageError, match="already finished"):
+    with pytest.raises(UsageError, match="a diverged run cannot be resumed .* optimizer.lr=0.005"):
         resume_run(run_dir, [], None, progress=False)
+
+
+def test_weights_that_overflow_in_an_epochs_last_step_end_the_run_and_never_become_best(tmp_path, monkeypatch):
+    """The loss of every step is finite, but the last update of epoch 2 leaves an infinite weight: the
+    epoch is the divergence, not a candidate for best.npz (its NaN logits would still have an argmax)."""
+    from cifar_scratch.training.trainer import Trainer
+
+    real = Trainer._run_epoch
+
+    def overflowing(self):
+        if self.state.epoch == 1:  # during epoch 2, after its steps: poison a weight as a runaway update would
+            original = self.optimizer.step
+
+            def step(grads, lr):
+                original(grads, lr)
+                if self.state.batch_in_epoch == self.steps_per_epoch - 1:
+                    next(iter(self.model.params.values()))[0, 0] = np.inf
+
+            self.optimizer.step = step
+        real(self)
+
+    monkeypatch.setattr(Trainer, "_run_epoch", overflowing)
+    with pytest.raises(
+        TrainingFailed,
+        match="diverged: the weights became NaN or infinite by step .* .epoch 2.; metrics.json reports the best epoch before it .1.",
+    ):
+        start(tmp_path, epochs=3)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 1 and metrics["epochs"] == 2 and np.isfinite(metrics["test_accuracy"])
+    _, meta = params_of(run_dir, "best")
+    assert meta["epoch"] == 1
 
 
 def test_resume_refuses_other_changes_and_finished_runs(tmp_path):
@@ -353,11 +385,22 @@ def test_log_heartbeat_shows_running_means_throughput_and_eta(tmp_path):
 @pytest.mark.slow
 def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
     run_dir = start(tmp_path, epochs=1).run_dir
-    stale = run_dir / "checkpoints" / ".last.npz.abc123.tmp"
+    stale = run_dir / "checkpoints" / ".last.npz.abc1_3yz.cifar-scratch.tmp"
     stale.write_bytes(b"half a checkpoint")
-    (run_dir / "plots" / ".loss.png.x.tmp").write_bytes(b"half a png")
+    (run_dir / "plots" / ".loss.png.x8k2mm0q.cifar-scratch.tmp").write_bytes(b"half a png")
+    (run_dir / "eval" / ".test.k3x9q_2a.cifar-scratch.tmp").mkdir(parents=True)  # an evaluate killed mid-write
+    (run_dir / "eval" / ".test.k3x9q_2a.cifar-scratch.tmp" / "metrics.json").write_text("{}")
+    users = [
+        run_dir / "notes" / ".paper-figures.tmp",
+        run_dir / ".draft.tmp",
+        run_dir / "notes" / ".x.abcdefgh.cifar-scratch.tmp",
+    ]
+    for path in users:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("the user's")
     resume_run(run_dir, ["training.epochs=2"], None, progress=False)
-    assert not list(run_dir.rglob(".*.tmp"))
+    assert [p for p in run_dir.rglob("*.tmp") if p not in users] == [], "this program's temporaries are gone"
+    assert all(p.read_text() == "the user's" for p in users), "a user's files are never deleted"
 
 
 def test_training_loss_is_reported_as_plain_cross_entropy_like_validation(tmp_path):

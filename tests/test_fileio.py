@@ -1,0 +1,57 @@
+"""Crash-safe writing: temporaries carry this program's suffix, folders are swapped in whole."""
+
+import pytest
+
+from cifar_scratch.fileio import TEMP_SUFFIX, atomic_folder, atomic_open, atomic_write_text, remove_stale_temporaries
+
+
+def test_atomic_open_leaves_only_the_final_file(tmp_path):
+    with atomic_open(tmp_path / "a.txt") as handle:
+        handle.write("x")
+        (temporary,) = [p for p in tmp_path.iterdir() if p.name != "a.txt"]
+        assert temporary.name.startswith(".a.txt.") and temporary.name.endswith(TEMP_SUFFIX)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_folder_replaces_whole_and_keeps_a_users_files(tmp_path):
+    out = tmp_path / "eval" / "test"
+    with atomic_folder(out, ("metrics.json", "plot.png")) as staging:
+        atomic_write_text(staging / "metrics.json", "old")
+        atomic_write_text(staging / "plot.png", "old")
+    (out / "my-notes.txt").write_text("mine")
+    with atomic_folder(out, ("metrics.json", "plot.png")) as staging:
+        atomic_write_text(staging / "metrics.json", "new")
+        assert (out / "metrics.json").read_text() == "old", "the old results stay until the new ones are complete"
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "my-notes.txt"]
+    assert (out / "metrics.json").read_text() == "new" and (out / "my-notes.txt").read_text() == "mine"
+    assert [p.name for p in out.parent.iterdir()] == ["test"], "no temporary folder is left"
+
+
+def test_an_interrupted_folder_leaves_the_old_one_and_nothing_else(tmp_path):
+    out = tmp_path / "test"
+    with atomic_folder(out, ("metrics.json",)) as staging:
+        atomic_write_text(staging / "metrics.json", "old")
+    with pytest.raises(KeyboardInterrupt), atomic_folder(out, ("metrics.json", "a.png")) as staging:
+        atomic_write_text(staging / "a.png", "half")
+        raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["test"] and [p.name for p in out.iterdir()] == ["metrics.json"]
+    assert (out / "metrics.json").read_text() == "old"
+
+
+def test_stale_temporaries_are_this_programs_only(tmp_path):
+    ours = [tmp_path / f".last.npz.ab_1cd9z{TEMP_SUFFIX}", tmp_path / f".run.json.zzzzzzzz{TEMP_SUFFIX}"]
+    users = [tmp_path / ".draft.tmp", tmp_path / "notes.tmp", tmp_path / f".x.toolong99{TEMP_SUFFIX}"]
+    for path in ours + users:
+        path.write_text("x")
+    killed_swap = tmp_path / f".test.q1w2e3r4{TEMP_SUFFIX}"  # an old eval folder, mid-swap, with a user's file
+    killed_swap.mkdir()
+    (killed_swap / "metrics.json").write_text("{}")
+    (killed_swap / "mine.txt").write_text("mine")
+    deeper = tmp_path / "notes"
+    deeper.mkdir()
+    (deeper / f".paper.abcdefgh{TEMP_SUFFIX}").write_text("not in a folder this program writes")
+    removed = remove_stale_temporaries([tmp_path], owned=("metrics.json",))
+    assert sorted(removed) == sorted([*ours, killed_swap])
+    assert all(p.exists() for p in users) and not any(p.exists() for p in ours)
+    assert [p.name for p in killed_swap.iterdir()] == ["mine.txt"], "a user's file is never deleted"
+    assert (deeper / f".paper.abcdefgh{TEMP_SUFFIX}").exists()
