@@ -1,3 +1,3 @@
-from cifar_scratch.cli import main
+from cifar_scratch.entry import main
 
 main()
