@@ -714,7 +714,11 @@ def compare(
     fmt: TableFormat = typer.Option(TableFormat.table, "--format", help="Output format."),
     group_seeds: bool = typer.Option(True, "--group-seeds/--no-group-seeds", help="Mean ± std over training.seed."),
     figure: Optional[Path] = typer.Option(
-        None, "--figure", show_default=False, help="Where the figure goes. [default: compare.png in the sweep folder, else here]"
+        None,
+        "--figure",
+        show_default=False,
+        help="Draw the runs' curves (and a sweep's metric by parameter) into this PNG. [default: compare.png in the "
+        "sweep folder when comparing one sweep, else no figure]",
     ),
 ) -> None:
     """A table of the config keys that differ between runs against their results, and a figure of their curves."""
@@ -742,7 +746,10 @@ def compare(
             for key in spec.parameters
             if len({json.dumps(row[key], default=str) for row in scored}) > 1  # a fixed value says nothing
         ]
-    target = figure or ((sweep_dirs[0] if len(sweep_dirs) == 1 else Path(".")) / "compare.png")
+    # One sweep's figure belongs in its folder; for other runs only where --figure says (never the current folder).
+    target = figure or (sweep_dirs[0] / "compare.png" if len(sweep_dirs) == 1 else None)
+    if target is None:
+        return
     curves = list(zip(comparing.labels(runs), (history_rows(run.path) for run in runs)))
     reports.plot_comparison(curves, target, panels)
     typer.echo(f"figure: {target}", err=fmt is not TableFormat.table)

@@ -81,18 +81,23 @@ def table(runs: list[RunSummary], group_seeds: bool = True) -> tuple[list[str], 
     """-> (columns, rows). Each row maps a column to a value: a number, a string, or for a group of
     seeds (mean, std) per result with ``n`` runs."""
     configs = [flatten(run.config) for run in runs]
-    keys = differing_keys(configs)
-    grouped = group_seeds and SEED in keys
-    shown = [key for key in keys if not (grouped and key == SEED)]
+    shown = differing_keys(configs)
+    others = [key for key in shown if key != SEED]
     groups: dict[str, list[int]] = {}
     for index, config in enumerate(configs):
-        label = json.dumps([config.get(key) for key in shown], default=str) if grouped else str(index)
+        label = json.dumps([config.get(key) for key in others], default=str) if group_seeds else str(index)
         groups.setdefault(label, []).append(index)
+    grouped = any(len(members) > 1 for members in groups.values())
     rows = []
     for members in groups.values():
         first = configs[members[0]]
         row: dict = {"run": runs[members[0]].path.name if len(members) == 1 else f"{len(members)} runs"}
-        row.update({key: first.get(key) for key in shown})
+        row.update({key: first.get(key) for key in others})
+        if SEED in shown:  # the seeds of a group are listed, never hidden
+            seeds = sorted(
+                (configs[i].get(SEED) for i in members), key=lambda s: (not isinstance(s, int), s if isinstance(s, int) else 0)
+            )
+            row[SEED] = seeds[0] if len(members) == 1 else ", ".join(map(str, seeds))
         statuses = sorted({runs[i].status for i in members})
         row["status"] = statuses[0] if len(statuses) == 1 else "/".join(statuses)
         row["n"] = len(members)
@@ -131,20 +136,21 @@ def sort_rows(rows: list[dict], column: str) -> list[dict]:
 def cell(value, column: str) -> str:
     if value is None:
         return "-"
-    if isinstance(value, tuple):
+    if isinstance(value, tuple):  # mean ± std, both to the mean's decimals: 0.169 ± 0.000, not 0.169 ± 7.37e-05
         mean, std, _ = value
-        return f"{_number(mean, column)} ± {_number(std, column)}"
-    return _number(value, column) if isinstance(value, float) else str(value)
+        decimals = _decimals(mean, column)
+        return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+    if isinstance(value, float) and column in RESULTS:
+        return f"{value:.{_decimals(value, column)}f}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _number(value: float, column: str) -> str:
+def _decimals(value: float, column: str) -> int:
+    """Decimals shown for a result: 4 for accuracies and losses, 1 for epochs and for times of 10 s and
+    more, three significant figures for shorter times."""
     if column == "train_time_s":
-        return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
-    if column == "best_epoch":
-        return f"{value:.1f}"
-    if column in RESULTS:
-        return f"{value:.4f}"
-    return f"{value:g}"
+        return 1 if abs(value) >= 10 else max(0, 2 - math.floor(math.log10(abs(value)))) if value else 1
+    return 1 if column == "best_epoch" else 4
 
 
 def render(columns: list[str], rows: list[dict], fmt: str) -> str:

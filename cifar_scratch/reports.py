@@ -120,17 +120,20 @@ def plot_comparison(curves: list[tuple[str, list[dict]]], path: Path, panels: li
     ax.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy per epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    if len(curves) <= 12:
+    if 0 < len(curves) <= 12:
         ax.legend(fontsize="small")
     for ax, (parameter, metric, xs, ys) in zip(axes[0][1:], panels):
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        # A seed names a draw, it measures nothing: its values are categories, not points on an axis.
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs) and not parameter.endswith("seed")
         if numeric:
             ax.plot(xs, ys, "o", alpha=0.7)
             positive = [x for x in xs if x > 0]
             if len(positive) == len(xs) and max(xs) / min(xs) >= 20:
                 ax.set_xscale("log")
         else:
-            names = sorted({str(x) for x in xs})
+            names = [
+                str(x) for x in sorted(set(xs), key=lambda x: (isinstance(x, str), x if isinstance(x, (int, float)) else str(x)))
+            ]
             ax.plot([names.index(str(x)) for x in xs], ys, "o", alpha=0.7)
             ax.set_xticks(range(len(names)), names)
         ax.set(xlabel=parameter, ylabel=metric, title=f"{metric} by {parameter}")

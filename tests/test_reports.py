@@ -60,3 +60,16 @@ def test_history_without_a_validation_split_draws_no_validation_entry(monkeypatc
     reports.plot_history(history, tmp_path, best_epoch=2)
     for name in ("loss.png", "accuracy.png"):
         assert [t.get_text() for t in figures[name].axes[0].get_legend().get_texts()] == ["train", "best epoch (2)"]
+
+
+def test_a_swept_seed_is_drawn_on_a_categorical_axis(monkeypatch, tmp_path):
+    figures = capture(monkeypatch)
+    panels = [
+        ("training.seed", "val_accuracy", [10, 2, 0, 2], [0.5, 0.6, 0.7, 0.8]),
+        ("optimizer.lr", "val_accuracy", [0.1, 0.01], [0.5, 0.6]),
+    ]
+    reports.plot_comparison([], tmp_path / "compare.png", panels)
+    seed, lr = figures["compare.png"].axes[1:3]
+    assert [t.get_text() for t in seed.get_xticklabels()] == ["0", "2", "10"]
+    assert list(seed.get_lines()[0].get_xdata()) == [2, 1, 0, 1]
+    assert list(lr.get_lines()[0].get_xdata()) == [0.1, 0.01]  # a rate stays a number

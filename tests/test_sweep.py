@@ -255,9 +255,9 @@ def test_compare_groups_seeds_sorts_formats_and_draws_one_panel_per_swept_parame
     result = invoke("compare", folder, "--sort", "val_accuracy")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split()[:4] == ["run", "optimizer.lr", "status", "n"]  # seeds grouped, name/output ignored
+    assert lines[0].split()[:5] == ["run", "optimizer.lr", "training.seed", "status", "n"]  # name/output ignored
     rows = [line for line in lines[2:] if line.startswith("2 runs")]
-    assert len(rows) == 2 and all(" ± " in row for row in rows)
+    assert len(rows) == 2 and all(" ± " in row and " 0, 1 " in row for row in rows)  # seeds grouped and listed
     table = json.loads(invoke("compare", folder, "--format", "json", "--sort", "val_accuracy").stdout)
     means = [row["val_accuracy"]["mean"] for row in table]
     assert means == sorted(means, reverse=True) and table[0]["val_accuracy"]["n"] == 2
