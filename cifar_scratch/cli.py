@@ -165,7 +165,7 @@ def _interruption_report(exc: signals.Interrupted) -> list[str]:
     if exc.checkpoint is None:
         return lines + [f"no checkpoint was written yet: {exc.run_dir} cannot be resumed; start the run again"]
     try:
-        meta = read_metadata(load_checkpoint(exc.checkpoint)[1], exc.checkpoint)
+        meta = read_metadata(load_checkpoint(exc.checkpoint, lambda name, metadata: None)[1], exc.checkpoint)  # metadata only
         saved = f"epoch {meta.epoch}" + (
             f", batch {meta.batch_in_epoch} of epoch {meta.epoch + 1}" if meta.batch_in_epoch else ""
         )

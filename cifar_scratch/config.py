@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from cifar_scratch.errors import ConfigError
+from cifar_scratch.fileio import open_regular
 
 #: torch_default: PyTorch's default for nn.Linear and nn.Conv2d, uniform within ±1/sqrt(fan_in).
 Init = Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "torch_default"]
@@ -715,7 +716,7 @@ def read_yaml_mapping(path: Path) -> dict:
     try:
         if path.is_dir():
             raise ConfigError(f"{path}: is a folder, not a config file")
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:  # a FIFO or device planted as a config must not block or flood
             data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None

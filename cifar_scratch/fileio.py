@@ -7,11 +7,13 @@ half-written one, even if the process is killed mid-write.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -20,6 +22,48 @@ from typing import IO, Any
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def open_regular(path: str | Path) -> IO[bytes]:
+    """Open an existing file for binary reading, or raise OSError if it is not a regular file: a FIFO
+    would block forever, a device such as /dev/zero never ends. The check is made on the opened file
+    (a non-blocking open, so a FIFO with no writer does not block), not on a name that could change."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_limited(path: str | Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; OSError otherwise (checked from its size
+    before anything is read, so a 20 GB file named run.json costs nothing)."""
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data = handle.read(limit + 1) if size <= limit else b""
+    if size > limit or len(data) > limit:
+        raise OSError(
+            errno.EFBIG,
+            f"{format_bytes(max(size, len(data)))} is more than such a file holds ({format_bytes(limit)} at most)",
+            str(path),
+        )
+    return data
+
+
+def format_bytes(count: int) -> str:
+    """1536 -> '1.5 KB', in powers of 1000 (as file browsers show sizes)."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:,} bytes" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} PB"
 
 
 #: Ends the name of every temporary this program writes, so that cleaning up after a kill removes

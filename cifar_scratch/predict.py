@@ -10,6 +10,8 @@ MNIST-style models expect a light object on a dark background, as their training
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +20,41 @@ from PIL import Image, UnidentifiedImageError
 from cifar_scratch.builders import model_input_shape
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
 from cifar_scratch.evaluate import locate, restore_model, run_config
+from cifar_scratch.fileio import format_bytes, open_regular
 from cifar_scratch.nn.functional import softmax
 from cifar_scratch.training.run import read_run_info
 from cifar_scratch.training.trainer import EVAL_BATCH
 
 #: Largest image accepted, in pixels, checked from the header before decoding (decompression bombs).
 MAX_PIXELS = 100_000_000
+#: Largest image file accepted, checked from its size before anything is read: 100 megapixels of
+#: 16-bit RGBA, uncompressed, are 800 MB.
+MAX_IMAGE_BYTES = 1_000_000_000
 
 
 def load_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     """An image file -> uint8 (H, W, C) of the model's input ``shape``."""
     height, width, channels = shape
     try:
-        with Image.open(path) as image:
+        handle = open_regular(path)  # a FIFO would block, a device never end
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as exc:  # a folder or a FIFO given as an image is a usage error; an unreadable file a data error
+        raise (UsageError if exc.errno == errno.EINVAL else DataError)(f"{path}: {exc.strerror}") from None
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_IMAGE_BYTES:
+            raise DataError(
+                f"{path}: not a readable image ({format_bytes(size)}; an image file here holds {format_bytes(MAX_IMAGE_BYTES)} at most)"
+            )
+        return _decode_to(handle, path, shape)
+
+
+def _decode_to(handle, path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """An opened image file, resized and centre-cropped to ``shape``."""
+    height, width, channels = shape
+    try:
+        with Image.open(handle) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise DataError(f"{path}: not a readable image ({image.width}x{image.height} is over {MAX_PIXELS:,} pixels)")
             image = image.convert("L" if channels == 1 else "RGB")
@@ -39,10 +63,6 @@ def load_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
             image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
             left, top = (size[0] - width) // 2, (size[1] - height) // 2
             pixels = np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.uint8)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a folder, not an image") from None
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from None
     return pixels.reshape(height, width, channels)

@@ -9,6 +9,7 @@ the run died and is reported as interrupted, resumable from its last checkpoint.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -18,7 +19,11 @@ from pathlib import Path
 import yaml
 from filelock import FileLock, Timeout
 
+from cifar_scratch.fileio import read_limited
+
 STATUSES = ("running", "interrupted", "completed", "failed")
+#: run.json, metrics.json, config.yaml and history.csv of a run are far smaller; a bigger one is not read.
+MAX_JSON_BYTES = 64_000_000
 
 
 @dataclass
@@ -41,7 +46,7 @@ class RunSummary:
 def read_json(path: Path) -> dict:
     """A JSON object file as a dict; {} when it is absent, damaged or not an object (listings never fail)."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(read_limited(path, MAX_JSON_BYTES).decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
@@ -76,8 +81,8 @@ def run_status(run_dir: Path, info: dict | None = None) -> str:
 def history_rows(run_dir: Path) -> list[dict]:
     """``history.csv`` as dicts of floats (epoch first); [] when absent or unreadable."""
     try:
-        with open(run_dir / "history.csv", newline="", encoding="utf-8") as handle:
-            raw_rows = list(csv.DictReader(handle))
+        text = read_limited(run_dir / "history.csv", MAX_JSON_BYTES).decode("utf-8")
+        raw_rows = list(csv.DictReader(io.StringIO(text, newline="")))
     except (OSError, UnicodeDecodeError, csv.Error):
         return []
     rows = []
@@ -95,8 +100,8 @@ def summarize(run_dir: Path) -> RunSummary:
     info = read_json(run_dir / "run.json")
     metrics = read_json(run_dir / "metrics.json")
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        config = yaml.safe_load(read_limited(run_dir / "config.yaml", MAX_JSON_BYTES).decode("utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
         config = {}
     config = config if isinstance(config, dict) else {}
     training = config.get("training") if isinstance(config.get("training"), dict) else {}

@@ -1,5 +1,6 @@
 """The command line through Typer's runner: exit codes, messages, the run folder as last line."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -173,6 +174,7 @@ def test_usage_errors_exit_2(tmp_path, digits_config, env):
     assert result.exit_code == 2 and "already finished after 1 epochs" in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_print_config_and_run_json_records_resumes(tmp_path, digits_config, env):
     run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
     result = invoke("train", "--resume", run_dir, "training.epochs=2", "--print-config", env=env)
@@ -243,6 +245,7 @@ def test_run_from_before_a_schema_key_was_added_still_evaluates(tmp_path, digits
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, digits_config, env):
     from tests.test_fuzz import rewrite_checkpoint
 
@@ -292,6 +295,7 @@ def test_files_where_folders_should_be_and_a_full_disk(tmp_path, digits_config, 
     assert invoke("train", "--resume", run_dir, "--quiet", env=env).exit_code == 0  # the last complete checkpoint
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_finishing_leaves_the_run_to_be_finished(tmp_path, digits_config, env, monkeypatch):
     from cifar_scratch import reports
 
@@ -330,6 +334,7 @@ def test_signal_outside_training_exits_with_its_code_and_a_message(tmp_path, dig
     assert "nothing was written" in result.stderr or command == "evaluate"
 
 
+@pytest.mark.slow
 def test_an_interrupted_evaluate_writes_nothing_and_keeps_the_earlier_results(tmp_path, digits_config, env, monkeypatch):
     from cifar_scratch import reports
 
@@ -366,6 +371,7 @@ def test_model_too_big_for_memory_is_refused_with_the_figure(tmp_path, digits_co
     assert "TB" in result.stderr and not (tmp_path / "runs").exists(), "a refused run leaves nothing behind"
 
 
+@pytest.mark.slow
 def test_evaluate_with_tta_reports_both_accuracies(tmp_path, digits_config, env):
     run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
     result = invoke("evaluate", run_dir, "--tta", "flip+translate", env=env)
@@ -433,4 +439,81 @@ def test_figures_print_no_negative_zero():
 
     assert (
         _figure(-1e-9) == "0.0000" and _figure(-0.0) == "0.0000" and _figure(-0.5) == "-0.5000" and _figure(0.12345) == "0.1235"
+    )
+
+
+@contextlib.contextmanager
+def not_blocked_by(fifo, seconds=20):
+    """Fail if the block still reads ``fifo`` after ``seconds``: a watchdog then opens it for writing and
+    closes it, which ends a blocked read (so a regression fails instead of hanging the test suite)."""
+    import threading
+
+    done, blocked = threading.Event(), []
+
+    def watchdog():
+        if not done.wait(seconds):
+            blocked.append(fifo)
+            with open(fifo, "wb"):
+                pass
+
+    thread = threading.Thread(target=watchdog, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    assert not blocked, f"blocked on {fifo} for more than {seconds} s"
+
+
+@pytest.mark.slow
+def test_fifos_and_devices_planted_as_files_are_one_error_line(tmp_path, digits_config, env):
+    os.mkfifo(tmp_path / "config.yaml")
+    with not_blocked_by(tmp_path / "config.yaml"):
+        result = invoke("train", tmp_path / "config.yaml", env=env)
+    assert (
+        result.exit_code == 2
+        and result.output.strip() == f"error: {tmp_path / 'config.yaml'}: cannot read config (not a regular file (a FIFO))"
+    )
+
+    run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    (run_dir / "run.json").unlink()
+    (run_dir / "run.json").symlink_to("/dev/zero")
+    result = invoke("evaluate", run_dir, env=env)
+    assert result.exit_code == 1
+    assert (
+        result.output.strip()
+        == f"error: {run_dir / 'run.json'}: cannot read run.json (not a regular file (a device or socket)); fix or delete it (pass --data-dir then)"
+    )
+    (run_dir / "run.json").unlink()
+    (run_dir / "config.yaml").unlink()
+    os.mkfifo(run_dir / "config.yaml")
+    with not_blocked_by(run_dir / "config.yaml"):
+        result = invoke("train", "--resume", run_dir, env=env)
+        assert result.exit_code == 2 and "cannot read config (not a regular file (a FIFO))" in result.output
+        assert invoke("runs", run_dir.parent).exit_code == 0  # listings skip what they cannot read
+
+    os.mkfifo(tmp_path / "photo.png")
+    other = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
+    with not_blocked_by(tmp_path / "photo.png"):
+        result = invoke("predict", other, tmp_path / "photo.png", env=env)
+    assert result.exit_code == 2 and result.output.strip() == f"error: {tmp_path / 'photo.png'}: not a regular file (a FIFO)"
+
+
+def test_a_20_gb_sparse_file_named_png_is_refused_from_its_size(tmp_path, env):
+    images = tmp_path / "images"
+    for cls in ("a", "b"):
+        (images / "train" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(images / "train" / cls / f"{i}.png")
+    with open(images / "train" / "a" / "huge.png", "wb") as handle:
+        handle.truncate(20 * 10**9)  # no disk used
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump({"data": {"dataset": "imagefolder", "source": str(images)}, "model": {"layers": ["flatten", "dense"]}})
+    )
+    result = invoke("train", config, "--runs-dir", tmp_path / "runs", env=env)
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"error: {images / 'train' / 'a' / 'huge.png'}: 20.0 GB is more than an image file of at most 16,777,216 pixels holds (256.0 MB at most)"
     )

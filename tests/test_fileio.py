@@ -2,7 +2,15 @@
 
 import pytest
 
-from cifar_scratch.fileio import TEMP_SUFFIX, atomic_folder, atomic_open, atomic_write_text, remove_stale_temporaries
+from cifar_scratch.fileio import (
+    TEMP_SUFFIX,
+    atomic_folder,
+    atomic_open,
+    atomic_write_text,
+    open_regular,
+    read_limited,
+    remove_stale_temporaries,
+)
 
 
 def test_atomic_open_leaves_only_the_final_file(tmp_path):
@@ -55,3 +63,32 @@ def test_stale_temporaries_are_this_programs_only(tmp_path):
     assert all(p.exists() for p in users) and not any(p.exists() for p in ours)
     assert [p.name for p in killed_swap.iterdir()] == ["mine.txt"], "a user's file is never deleted"
     assert (deeper / f".paper.abcdefgh{TEMP_SUFFIX}").exists()
+
+
+def test_open_regular_refuses_fifos_devices_and_folders_without_blocking(tmp_path):
+    import errno
+    import os
+
+    os.mkfifo(tmp_path / "fifo")  # no writer: a plain open() would block forever
+    for path, kind in ((tmp_path / "fifo", "a FIFO"), ("/dev/zero", "a device or socket"), (tmp_path, "a folder")):
+        with pytest.raises(OSError) as caught:
+            open_regular(path)
+        assert caught.value.errno == errno.EINVAL and caught.value.strerror == f"not a regular file ({kind})"
+    (tmp_path / "a").write_bytes(b"abc")
+    with open_regular(tmp_path / "a") as handle:
+        assert handle.read() == b"abc"
+
+
+def test_read_limited_checks_the_size_before_reading(tmp_path):
+    import errno
+
+    sparse = tmp_path / "run.json"
+    with open(sparse, "wb") as handle:  # 20 GB on paper, nothing on disk
+        handle.truncate(20 * 10**9)
+    with pytest.raises(OSError) as caught:
+        read_limited(sparse, 1000)
+    assert (
+        caught.value.errno == errno.EFBIG and caught.value.strerror == "20.0 GB is more than such a file holds (1.0 KB at most)"
+    )
+    (tmp_path / "b").write_bytes(b"x" * 10)
+    assert read_limited(tmp_path / "b", 10) == b"x" * 10

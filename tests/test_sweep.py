@@ -207,6 +207,7 @@ def test_a_sweep_stopped_by_sigterm_and_started_again_runs_every_job_exactly_onc
     assert_each_job_ran_once_and_the_stopped_one_resumed(result, folder, stopped)
 
 
+@pytest.mark.slow
 def test_runs_reports_a_killed_run_as_interrupted_not_running(tmp_path):
     run = tmp_path / "runs" / "20260101-000000_tiny"
     (run / "checkpoints").mkdir(parents=True)

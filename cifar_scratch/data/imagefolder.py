@@ -22,7 +22,7 @@ from tqdm import tqdm
 from cifar_scratch.data.download import check_member_names, file_digest
 from cifar_scratch.data.lock import data_lock
 from cifar_scratch.errors import DataError
-from cifar_scratch.fileio import atomic_open
+from cifar_scratch.fileio import atomic_open, format_bytes, read_limited
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 SPLITS = ("train", "test")
@@ -32,6 +32,8 @@ CACHE_VERSION = 1
 #: Largest image accepted, in pixels: datasets of this kind hold small images, and a bigger one
 #: (a decompression bomb, or a wrong folder) is refused from its header, before it is decoded.
 MAX_PIXELS = 4096 * 4096
+#: Largest image file read: 4096 x 4096 pixels of 16-bit RGBA, uncompressed, are 134 MB.
+MAX_IMAGE_BYTES = 256_000_000
 #: Everything reading a damaged archive can raise.
 ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, ValueError)
 
@@ -65,6 +67,12 @@ def _entries(source: Path) -> tuple[list[tuple[str, str, str, int, int]], str]:
     else:
         raise DataError(f"{source}: no such folder or .tar/.tar.gz archive")
     rows = [(parts[-3], parts[-2], where, size, mtime) for parts, where, size, mtime in items if _image_path(parts)]
+    for _, _, where, size, _ in rows:  # checked before anything is read: a 20 GB file named .png is not read
+        if size > MAX_IMAGE_BYTES:
+            raise DataError(
+                f"{where}: {format_bytes(size)} is more than an image file of at most {MAX_PIXELS:,} pixels holds "
+                f"({format_bytes(MAX_IMAGE_BYTES)} at most)"
+            )
     if not rows:
         raise DataError(f"{source}: no images found in the layout <split>/<class>/<image> with split in {SPLITS}")
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
@@ -126,7 +134,10 @@ def _read_encoded(source: Path, rows: list) -> list[bytes]:
     """The bytes of every row's file, in row order. An archive is read once, front to back: random
     access into a .tar.gz decompresses from the start for every member (2 minutes for CIFAR-10)."""
     if not _is_archive(source):
-        return [Path(where).read_bytes() for _, _, where, *_ in rows]
+        try:
+            return [read_limited(where, MAX_IMAGE_BYTES) for _, _, where, *_ in rows]
+        except OSError as exc:  # replaced since it was listed (by a FIFO, a bigger file)
+            raise DataError(f"{exc.filename}: {exc.strerror}") from None
     position = {where: i for i, (_, _, where, *_) in enumerate(rows)}
     encoded: list[bytes | None] = [None] * len(rows)
     try:

@@ -36,7 +36,7 @@ from cifar_scratch.config import RunConfig, build_config, dump_config, read_yaml
 from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
 from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError, UserError
-from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe, remove_stale_temporaries
+from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe, read_limited, remove_stale_temporaries
 from cifar_scratch.nn.init import patch_moment, whitening
 from cifar_scratch.nn.layers import Conv2D
 from cifar_scratch.nn.model import Sequential
@@ -136,14 +136,22 @@ def whiten_first_layer(model: Sequential, train_images: np.ndarray, normalizer: 
         raise ConfigError(f"model.layers.0.filters: {exc}") from None
 
 
+#: run.json holds a few hundred bytes per resume; anything near this is not one.
+MAX_RUN_JSON_BYTES = 16_000_000
+
+
 def read_run_info(run_dir: Path) -> dict:
     """``run.json`` as a dict ({} when absent); a damaged file is a clear error, never a traceback."""
     path = run_dir / "run.json"
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return {}
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        info = json.loads(read_limited(path, MAX_RUN_JSON_BYTES).decode("utf-8"))
+    except OSError as exc:
+        raise CheckpointError(
+            f"{path}: cannot read run.json ({exc.strerror or exc}); fix or delete it (pass --data-dir then)"
+        ) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(
             f"{path}: run.json is damaged ({type(exc).__name__}); fix or delete it (pass --data-dir then)"
         ) from None

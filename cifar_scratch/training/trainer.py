@@ -209,7 +209,23 @@ class Trainer:
 
     def restore(self, path: Path) -> CheckpointMetadata:
         """Load the full training state written by :meth:`save`; a damaged checkpoint is a CheckpointError."""
-        arrays, raw = load_checkpoint(path)
+        weights = weight_shapes(self.model, self.normalizer, path)
+        slots = {f"optim/{k}": v.shape for k, v in self.optimizer.state_arrays().items()}
+        if self.average is not None:
+            slots |= {f"ema/{k}": v.shape for k, v in self.average.average.items()}
+
+        def shapes(name: str, metadata: dict) -> tuple[int, ...] | None:
+            if name == "history/lr":  # one rate per step taken
+                return (metadata.get("step"),) if isinstance(metadata.get("step"), int) else (-1,)
+            if name == "train/permutation":
+                return (len(self.dataset.train),)
+            if name in slots:
+                return slots[name]
+            if name.startswith(("optim/", "ema/")):
+                raise CheckpointError(f"{path}: checkpoint is damaged: {name} is not state of this run's optimizer or average")
+            return weights(name, metadata)
+
+        arrays, raw = load_checkpoint(path, shapes)
         meta = read_metadata(raw, path)
         # A diverged run's last state holds its NaN weights: restored only so that its finishing can run
         # again (on best.npz) and a resume can say what happened; such a run never trains on.
@@ -438,9 +454,30 @@ def apply_weights(
     normalizer.scale[...] = arrays["data/scale"]
 
 
+def weight_shapes(model: Sequential, normalizer: Normalizer, checkpoint: Path):
+    """The :data:`~cifar_scratch.training.checkpoint.Shapes` of what :func:`load_weights` reads: parameters,
+    buffers and normalisation statistics, each of the model's own shape. A parameter or buffer the model
+    does not have is an error; other members (optimizer state, the permutation) are left unread."""
+    expected = {f"param/{k}": v.shape for k, v in model.params.items()} | {
+        f"buffer/{k}": v.shape for k, v in model.buffers.items()
+    }
+    expected |= {"data/mean": normalizer.mean.shape, "data/scale": normalizer.scale.shape}
+
+    def shapes(name: str, metadata: dict) -> tuple[int, ...] | None:
+        if name in expected:
+            return expected[name]
+        if name.startswith(("param/", "buffer/")):
+            raise CheckpointError(
+                f"{checkpoint}: does not fit the model in config.yaml (it holds {name}, which the model has not)"
+            )
+        return None
+
+    return shapes
+
+
 def load_weights(model: Sequential, normalizer: Normalizer, checkpoint: Path) -> CheckpointMetadata:
     """Put a checkpoint's weights and normalisation into ``model``/``normalizer``; return its metadata."""
-    arrays, raw = load_checkpoint(checkpoint)
+    arrays, raw = load_checkpoint(checkpoint, weight_shapes(model, normalizer, checkpoint))
     meta = read_metadata(raw, checkpoint)
     apply_weights(arrays, checkpoint, model, normalizer)
     return meta

@@ -300,6 +300,7 @@ CNN_LAYERS = (
 )
 
 
+@pytest.mark.slow
 def test_cnn_training_is_float32_and_buffers_are_checkpointed(tmp_path):
     """Every CNN layer type in a real training run: float32 throughout; BN running stats saved and restored."""
     spy = ActivationSpy()
@@ -324,6 +325,7 @@ def test_one_generator_per_run_no_global_rng(tmp_path):
     assert np.array_equal(np.random.get_state()[1], before)
 
 
+@pytest.mark.slow
 def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
     from cifar_scratch.builders import build_model
     from cifar_scratch.data import Normalizer
@@ -354,6 +356,7 @@ def test_online_augmentation_changes_training_and_offline_copies_grow_the_split(
     assert all(np.array_equal(a[k], b[k]) for k in a), "offline copies are rebuilt identically on resume"
 
 
+@pytest.mark.slow
 def test_learning_rates_actually_used_survive_an_extended_resume(tmp_path):
     """lr.png draws the rates that ran: a cosine run extended on resume keeps its first epochs' rates."""
     run_dir = start(tmp_path, ["schedule={name: cosine}"], epochs=2).run_dir
@@ -447,6 +450,7 @@ def test_resume_is_bit_identical_for_a_residual_net_with_parameter_groups(tmp_pa
     assert meta_a["rng"] == meta_b["rng"]
 
 
+@pytest.mark.slow
 def test_alternating_flips_mirror_each_image_in_every_other_epoch(tmp_path, monkeypatch):
     from cifar_scratch.training import trainer as trainer_module
 
@@ -465,6 +469,7 @@ def test_alternating_flips_mirror_each_image_in_every_other_epoch(tmp_path, monk
     assert 0.4 < np.mean(list(seen[0].values())) < 0.6, "a random half in the first epoch"
 
 
+@pytest.mark.slow
 def test_tta_metrics_are_reported_beside_the_plain_ones(tmp_path):
     from cifar_scratch.training.trainer import evaluate_split
 
@@ -482,6 +487,7 @@ def test_tta_metrics_are_reported_beside_the_plain_ones(tmp_path):
     assert np.allclose(averaged, (plain + mirrored) / 2, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_finishing_can_skip_the_training_split(tmp_path):
     measured = start(tmp_path / "a", epochs=1).metrics
     skipped = start(tmp_path / "b", ["training.evaluate_train=false"], epochs=1).metrics
@@ -506,6 +512,7 @@ WHITEN = [
 ]
 
 
+@pytest.mark.slow
 def test_whitened_first_layer_stays_fixed_and_its_bias_trains_only_for_its_epochs(tmp_path):
     one = start(tmp_path, WHITEN, epochs=1).run_dir
     three = start(tmp_path, WHITEN, epochs=3).run_dir
@@ -524,6 +531,7 @@ def test_whitened_first_layer_stays_fixed_and_its_bias_trains_only_for_its_epoch
         )
 
 
+@pytest.mark.slow
 def test_drop_last_skips_the_smaller_batch_and_needs_one_full_batch(tmp_path):
     kept = start(tmp_path / "a", epochs=2)
     dropped = start(tmp_path / "b", epochs=2, drop_last=True)
