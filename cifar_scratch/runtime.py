@@ -121,8 +121,12 @@ def threads_for(free: float, cpus: int) -> int:
 
 #: Seconds between two re-estimates of the free CPUs while a command computes.
 ADJUST_EVERY_S = 2.0
-#: The first estimate's window starts when this module is imported (with the command's imports).
+#: The shortest window an estimate is made over.
+MIN_WINDOW_S = 0.25
+#: A command's first estimate is over its start-up: from this module's import (with the command's
+#: other imports) to its first computation, if that is recent (a long-lived Python session's is not).
 _STARTED = cpu_sample()
+STARTUP_WINDOW_S = 60.0
 
 
 class Threads:
@@ -151,7 +155,8 @@ class Threads:
 
     def _estimate(self) -> int | None:
         now = self._sample()
-        if now is None or self._last is None:
+        # /proc/stat counts in ticks of 10 ms: a window much shorter than a quarter second measures noise.
+        if now is None or self._last is None or now.wall - self._last.wall < MIN_WINDOW_S:
             return None
         before, self._last = self._last, now
         return threads_for(free_cpus(before, now, self.cpus), self.cpus)
@@ -179,7 +184,8 @@ def _apply(count: int) -> None:
 def compute(threads: int | None) -> Iterator[Threads]:
     """The settings above for the duration of a command; ``threads`` None: as many as are free."""
     keep_freed_memory()
-    chosen = Threads(threads, since=_STARTED)
+    recent = _STARTED is not None and time.monotonic() - _STARTED.wall < STARTUP_WINDOW_S
+    chosen = Threads(threads, since=_STARTED if recent else None)
     previous_workers = parallel.workers()
     previous_blas = parallel.blas().limit(limits=chosen.count)  # remembers the limits to restore
     parallel.set_workers(chosen.count)

@@ -134,3 +134,8 @@ def test_busy_processes_on_every_cpu_leave_one_thread():
         for hog in hogs:
             hog.kill()
             hog.wait()
+
+
+def test_a_window_too_short_for_proc_stats_ticks_gives_no_estimate(two_cpus):
+    threads = runtime.Threads(None, sample=FakeCpus(others=2.0, step=0.01))  # 10 ms: one tick
+    assert threads.count == 2 and threads._estimate() is None
