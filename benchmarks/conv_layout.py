@@ -18,7 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cifar_scratch.diagnostics.benchmark import median_ms
-from cifar_scratch.nn.conv import Workspace, conv2d_forward
+from cifar_scratch.nn.fast.conv import Workspace, conv2d_forward
 
 SHAPES = [  # (batch, size, in channels, filters)
     (128, 32, 32, 32),

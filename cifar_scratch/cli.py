@@ -80,6 +80,20 @@ THREADS_OPTION = typer.Option(
     help=f"Threads for BLAS and the engine's pool. [default: ${runtime.THREADS_ENV}, else the CPUs other processes leave free]",
 )
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but the result path.")
+
+
+class Engine(str, Enum):
+    fast = "fast"
+    reference = "reference"
+
+
+ENGINE_OPTION = typer.Option(
+    None,
+    "--engine",
+    show_default=False,
+    help="The kernels: fast, or reference (cifar_scratch/nn/reference.py: the math, readable, slower). "
+    "[default: the config's training.engine, fast]",
+)
 DEBUG_ENV = "CIFAR_SCRATCH_DEBUG"
 
 
@@ -306,11 +320,12 @@ def train(
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
     quiet: bool = QUIET_OPTION,
     threads: Optional[int] = THREADS_OPTION,
+    engine: Optional[Engine] = ENGINE_OPTION,
 ) -> None:
     """Train a model; the run folder's path is the last line printed."""
     from cifar_scratch.training.run import resume_config, resume_run, start_run
 
-    overrides = list(overrides or [])
+    overrides = list(overrides or []) + ([f"training.engine={engine.value}"] if engine else [])
     if resume is not None and config is not None:
         # With --resume every positional argument is an override.
         overrides.insert(0, str(config))
@@ -357,6 +372,7 @@ def evaluate(
     data_dir: Optional[Path] = DATA_DIR_OPTION,
     quiet: bool = QUIET_OPTION,
     threads: Optional[int] = THREADS_OPTION,
+    engine: Optional[Engine] = ENGINE_OPTION,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix and image grids; prints the output folder."""
     from cifar_scratch.evaluate import evaluate_checkpoint
@@ -364,7 +380,7 @@ def evaluate(
     notes: list[str] = []
     with runtime.compute(threads):
         out_dir, metrics = evaluate_checkpoint(
-            target, split.value, data_dir, progress=not quiet, notes=notes, tta=tta and tta.value
+            target, split.value, data_dir, progress=not quiet, notes=notes, tta=tta and tta.value, engine=engine and engine.value
         )
     for note in notes:
         typer.echo(f"note: {note}", err=True)
@@ -402,14 +418,17 @@ def gradcheck(
     max_elements: int = typer.Option(20, "--max-elements", min=1, help="Elements probed per tensor (two forward passes each)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
     threads: Optional[int] = THREADS_OPTION,
+    engine: Optional[Engine] = ENGINE_OPTION,
 ) -> None:
     """Analytic gradients vs float64 central differences (and PyTorch); exit 1 if any tensor fails."""
     from cifar_scratch.diagnostics import gradcheck as checks
     from cifar_scratch.fileio import atomic_write_json
+    from cifar_scratch.nn import kernels
 
     resolved = load_config(config, list(overrides or [])) if config is not None else None
-    results: dict = {"threshold": threshold}
-    with runtime.compute(threads):
+    kind = engine.value if engine else resolved.training.engine if resolved else "fast"
+    results: dict = {"threshold": threshold, "engine": kind}
+    with runtime.compute(threads), kernels.using(kind):
         if resolved is None:
             if against is not None:
                 raise UsageError("--against torch compares a config's model: give a config")
@@ -466,7 +485,7 @@ def gradcheck(
         atomic_write_json(json_path, {**payload, "torch_threshold": torch_threshold, "failed": failed})
     typer.echo(
         f"\n{'FAILED' if failed else 'passed'}: {failed} of "
-        f"{sum(len(v) for v in results.values() if isinstance(v, list))} tensors outside the threshold"
+        f"{sum(len(v) for v in results.values() if isinstance(v, list))} tensors outside the threshold ({kind} kernels)"
     )
     if failed:
         raise typer.Exit(1)
@@ -483,14 +502,16 @@ def benchmark(
     threads: Optional[int] = THREADS_OPTION,
     against: Optional[Reference] = typer.Option(None, "--against", help="Time the same model in PyTorch, interleaved."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
+    engine: Optional[Engine] = ENGINE_OPTION,
 ) -> None:
     """Training and inference images/s, per-layer times, peak memory, GFLOP/s (and the ratio to PyTorch)."""
     from cifar_scratch.diagnostics.benchmark import run_benchmark
     from cifar_scratch.fileio import atomic_write_json
+    from cifar_scratch.nn import kernels
 
-    resolved = load_config(config, list(overrides or []))
+    resolved = load_config(config, list(overrides or []) + ([f"training.engine={engine.value}"] if engine else []))
     batch = batch_size or resolved.training.batch_size
-    with runtime.compute(threads) as chosen:
+    with runtime.compute(threads) as chosen, kernels.using(resolved.training.engine):
         r = run_benchmark(
             resolved,
             batch,
@@ -501,7 +522,10 @@ def benchmark(
             progress=lambda text: typer.echo(text, err=True),
         )
     m = r["machine"]
-    typer.echo(f"{resolved.name}: batch {batch}, {repeats} x {steps} steps, threads {chosen.describe()}")
+    typer.echo(
+        f"{resolved.name}: batch {batch}, {repeats} x {steps} steps, threads {chosen.describe()}, "
+        f"{resolved.training.engine} kernels"
+    )
     typer.echo(
         f"machine: {m['cpu']} ({m['cores']} cores), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
         + (f", torch {r['torch']['version']}" if r["torch"] else "")
@@ -763,12 +787,13 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="Classes to show per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     threads: Optional[int] = THREADS_OPTION,
+    engine: Optional[Engine] = ENGINE_OPTION,
 ) -> None:
     """Top-k classes with their probabilities for image files, with a run's weights and normalisation."""
     from cifar_scratch.predict import predict_images
 
     with runtime.compute(threads):
-        checkpoint, results = predict_images(target, images, top_k)
+        checkpoint, results = predict_images(target, images, top_k, engine and engine.value)
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "results": results}, indent=2))
         return

@@ -569,6 +569,12 @@ class TrainingConfig(_Section):
         "the image and its mirror (flip), and of both shifted by one pixel each way (flip+translate). "
         "Plain accuracy is reported beside it.",
     )
+    engine: Literal["fast", "reference"] = Field(
+        "fast",
+        description="The kernels that run: fast (cifar_scratch/nn/fast) or reference (cifar_scratch/nn/reference.py: "
+        "the math in plain NumPy, to read and to step through in a debugger; slower). Results agree within float32 "
+        "rounding; a run keeps its engine on resume.",
+    )
     evaluate_train: bool = Field(
         True,
         description="Measure the training split with the final weights too (train_accuracy in metrics.json); "

@@ -12,8 +12,9 @@ from cifar_scratch.config import RunConfig, load_config
 from cifar_scratch.data import Normalizer, load_dataset
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
 from cifar_scratch.fileio import atomic_folder, atomic_write_json
-from cifar_scratch.nn.functional import softmax
+from cifar_scratch.nn import kernels
 from cifar_scratch.nn.model import Sequential
+from cifar_scratch.nn.reference import softmax
 from cifar_scratch.training.run import check_checkpoint_matches, read_run_info
 from cifar_scratch.training.run_dir import EVAL_FILES
 from cifar_scratch.training.trainer import EVAL_BATCH, CheckpointMetadata, evaluate_split, load_weights
@@ -60,10 +61,12 @@ def evaluate_checkpoint(
     progress: bool = True,
     notes: list[str] | None = None,
     tta: str | None = None,
+    engine: str | None = None,
 ) -> tuple[Path, dict]:
     """Write metrics.json, confusion_matrix.json/.png, samples.png and misclassified.png; return (folder, metrics).
 
-    ``notes`` collects what the user should know about the weights measured (an unfinished run, say).
+    ``notes`` collects what the user should know about the weights measured (an unfinished run, say);
+    ``tta`` and ``engine`` default to the run's ``training.tta`` and ``training.engine``.
     """
     notes = notes if notes is not None else []
     run_dir, checkpoint = locate(target)
@@ -88,9 +91,12 @@ def evaluate_checkpoint(
             f"(step {meta.step})" + (", i.e. untrained" if meta.step == 0 else "")
         )
 
-    tta = tta or config.training.tta
+    tta, engine = tta or config.training.tta, engine or config.training.engine
     names = dataset.class_names
-    loss, accuracy, logits = evaluate_split(model, normalizer, data)
+    with kernels.using(engine):
+        loss, accuracy, logits = evaluate_split(model, normalizer, data)
+        if tta != "none":  # the report, confusion matrix and grids then show the TTA predictions
+            loss_tta, accuracy_tta, logits_tta = evaluate_split(model, normalizer, data, tta=tta)
     report = reports.classification_summary(data.labels, logits.argmax(1), names)
     metrics = {
         "checkpoint": str(checkpoint),
@@ -98,13 +104,14 @@ def evaluate_checkpoint(
         "notes": notes,
         "split": split,
         "samples": len(data),
+        "engine": engine,
         "tta": tta,
         "loss": loss,
         "accuracy": accuracy,
         **_averages(report, names, ""),
     }
-    if tta != "none":  # the report, confusion matrix and grids then show the TTA predictions
-        loss_tta, accuracy_tta, logits = evaluate_split(model, normalizer, data, tta=tta)
+    if tta != "none":
+        logits = logits_tta
         report = reports.classification_summary(data.labels, logits.argmax(1), names)
         metrics |= {"loss_tta": loss_tta, "accuracy_tta": accuracy_tta, **_averages(report, names, "_tta")}
     of = f"the TTA predictions ({tta})" if tta != "none" else "the plain predictions (no TTA)"

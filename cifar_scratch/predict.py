@@ -21,7 +21,8 @@ from cifar_scratch.builders import model_input_shape
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
 from cifar_scratch.evaluate import locate, restore_model, run_config
 from cifar_scratch.fileio import format_bytes, open_regular
-from cifar_scratch.nn.functional import softmax
+from cifar_scratch.nn import kernels
+from cifar_scratch.nn.reference import softmax
 from cifar_scratch.training.run import read_run_info
 from cifar_scratch.training.trainer import EVAL_BATCH
 
@@ -68,8 +69,9 @@ def _decode_to(handle, path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return pixels.reshape(height, width, channels)
 
 
-def predict_images(target: Path, images: list[Path], top_k: int = 3) -> tuple[Path, list[dict]]:
-    """-> (checkpoint used, one {"image", "predictions": [{"class", "probability"}...]} per image)."""
+def predict_images(target: Path, images: list[Path], top_k: int = 3, engine: str | None = None) -> tuple[Path, list[dict]]:
+    """-> (checkpoint used, one {"image", "predictions": [{"class", "probability"}...]} per image); ``engine``
+    defaults to the run's ``training.engine``."""
     if not Path(target).exists():
         raise UsageError(f"{target}: no such run folder or checkpoint")
     run_dir, checkpoint = locate(target)
@@ -83,7 +85,10 @@ def predict_images(target: Path, images: list[Path], top_k: int = 3) -> tuple[Pa
     model, normalizer, _ = restore_model(config, checkpoint, shape, len(class_names))
     pixels = np.stack([load_image(Path(path), shape) for path in images])
     model.eval()
-    logits = np.concatenate([model.forward(normalizer(pixels[i : i + EVAL_BATCH])) for i in range(0, len(pixels), EVAL_BATCH)])
+    with kernels.using(engine or config.training.engine):
+        logits = np.concatenate(
+            [model.forward(normalizer(pixels[i : i + EVAL_BATCH])) for i in range(0, len(pixels), EVAL_BATCH)]
+        )
     probabilities = softmax(logits)
     k = min(top_k, len(class_names))
     results = []

@@ -3,7 +3,7 @@
 Two settings, each measured (docs/measurements.md, "Using every core" and "Runs sharing a machine"):
 
 - Threads, for BLAS (through threadpoolctl) and the engine's pool for memory-bound work
-  (:mod:`cifar_scratch.nn.parallel`): ``--threads N`` or ``$CIFAR_SCRATCH_THREADS``; by default as
+  (:mod:`cifar_scratch.nn.fast.parallel`): ``--threads N`` or ``$CIFAR_SCRATCH_THREADS``; by default as
   many as other processes leave free of the CPUs this process may use (see :class:`Threads`).
 - glibc's allocator keeps freed memory instead of giving it back to the kernel. By default every
   array over 128 KB-32 MB is its own ``mmap``, returned with ``munmap`` when freed, so each step's
@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifar_scratch.nn import parallel
+from cifar_scratch.nn.fast import parallel
 
 THREADS_ENV = "CIFAR_SCRATCH_THREADS"
 

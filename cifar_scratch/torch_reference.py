@@ -12,8 +12,8 @@ import numpy as np
 
 from cifar_scratch.errors import UserError
 from cifar_scratch.nn import layers as L
-from cifar_scratch.nn.conv import resolve_padding
 from cifar_scratch.nn.model import Residual, Sequential
+from cifar_scratch.nn.shapes import resolve_padding
 
 
 def import_torch():

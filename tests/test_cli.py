@@ -517,3 +517,28 @@ def test_a_20_gb_sparse_file_named_png_is_refused_from_its_size(tmp_path, env):
     assert result.output.strip() == (
         f"error: {images / 'train' / 'a' / 'huge.png'}: 20.0 GB is more than an image file of at most 16,777,216 pixels holds (256.0 MB at most)"
     )
+
+
+@pytest.mark.slow
+def test_the_reference_engine_trains_records_itself_and_predicts_as_the_fast_one(tmp_path, digits_config, env):
+    fast_run = train_quiet(digits_config, tmp_path, env, "training.epochs=2")
+    result = invoke(
+        "train", digits_config, "training.epochs=2", "--engine", "reference", "--runs-dir", tmp_path / "ref", "--quiet", env=env
+    )
+    assert result.exit_code == 0, result.output
+    reference_run = Path(result.output.strip().splitlines()[-1])
+    assert yaml.safe_load((reference_run / "config.yaml").read_text())["training"]["engine"] == "reference"
+    fast_metrics, reference_metrics = (json.loads((run / "metrics.json").read_text()) for run in (fast_run, reference_run))
+    assert abs(fast_metrics["test_accuracy"] - reference_metrics["test_accuracy"]) < 0.03  # float32 rounding, 2 epochs
+    # The same weights through both engines: the same predictions, logits within float32 rounding.
+    outputs = {}
+    for engine in ("fast", "reference"):
+        out = invoke("evaluate", fast_run, "--engine", engine, "--quiet", env=env)
+        assert out.exit_code == 0, out.output
+        metrics = json.loads((fast_run / "eval" / "test" / "metrics.json").read_text())
+        assert metrics["engine"] == engine
+        outputs[engine] = metrics
+    assert outputs["fast"]["accuracy"] == outputs["reference"]["accuracy"]
+    assert outputs["fast"]["loss"] == pytest.approx(outputs["reference"]["loss"], rel=1e-5)
+    refused = invoke("train", "--resume", reference_run, "training.epochs=3", "--engine", "fast", env=env)
+    assert refused.exit_code == 2 and "training.engine: cannot change when resuming" in refused.output

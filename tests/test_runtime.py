@@ -9,7 +9,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from cifar_scratch import runtime
-from cifar_scratch.nn import parallel
+from cifar_scratch.nn.fast import parallel
 
 
 @pytest.mark.skipif(

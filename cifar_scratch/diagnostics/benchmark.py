@@ -18,7 +18,7 @@ from cifar_scratch import __version__
 from cifar_scratch.builders import build_model, build_optimizer, model_input_shape, num_classes
 from cifar_scratch.config import RunConfig
 from cifar_scratch.nn import layers as L
-from cifar_scratch.nn.functional import softmax_cross_entropy
+from cifar_scratch.nn.reference import softmax_cross_entropy
 from cifar_scratch.runtime import cores
 
 #: Keys of the JSON written by ``--json`` (documented in the README).
@@ -28,6 +28,7 @@ JSON_FIELDS = (
     "steps",
     "repeats",
     "threads",
+    "engine",
     "machine",
     "train",
     "inference",
@@ -267,6 +268,7 @@ def run_benchmark(
         "steps": steps,
         "repeats": repeats,
         "threads": threads,
+        "engine": config.training.engine,
         "machine": machine_info(threads),
     }
     for phase in ("train", "inference"):

@@ -142,7 +142,7 @@ def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0, dtype=
     rounding out of the comparison, for models whose float32 results are ill-conditioned (a
     batch-norm eps of 1e-12 on near-constant channels magnifies rounding on both sides).
     """
-    from cifar_scratch.nn.functional import softmax_cross_entropy
+    from cifar_scratch.nn.reference import softmax_cross_entropy
     from cifar_scratch.torch_reference import build_torch_model, import_torch, to_torch_input
 
     torch = import_torch()

@@ -185,7 +185,7 @@ def check_model(
     max_elements: int | None = None,
 ) -> list[TensorCheck]:
     """End to end through softmax cross-entropy: every parameter and the input, for a float64 ``model``."""
-    from cifar_scratch.nn.functional import softmax_cross_entropy
+    from cifar_scratch.nn.reference import softmax_cross_entropy
 
     rng = np.random.default_rng(seed)
 

@@ -1,4 +1,5 @@
-"""Thin stateful layers over the pure kernels in :mod:`cifar_scratch.nn.functional`.
+"""Thin stateful layers over the pure kernels of :mod:`cifar_scratch.nn.reference` (or their fast
+twins in :mod:`cifar_scratch.nn.fast`: :mod:`cifar_scratch.nn.kernels` says which run).
 
 Each layer keeps ``params`` (trained), ``grads`` (same keys, filled by ``backward``) and
 ``buffers`` (saved but not trained). Shapes in docstrings exclude the batch dimension N
@@ -13,25 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cifar_scratch.nn import functional as F
-from cifar_scratch.nn.conv import (
-    Workspace,
-    avgpool_backward,
-    avgpool_forward,
-    conv2d_backward,
-    conv2d_forward,
-    conv_geometry,
-    global_avgpool_backward,
-    global_avgpool_forward,
-    global_maxpool_backward,
-    global_maxpool_forward,
-    maxpool_backward,
-    maxpool_forward,
-    pair,
-    pool_geometry,
-)
+from cifar_scratch.nn import kernels
+from cifar_scratch.nn.fast.conv import Workspace
 from cifar_scratch.nn.init import initialize
-from cifar_scratch.nn.norm import batchnorm_backward, batchnorm_forward
+from cifar_scratch.nn.shapes import conv_geometry, pair, pool_geometry
 
 
 @dataclass(frozen=True)
@@ -186,18 +172,18 @@ class Layer(Module):
     def local(self, what: str) -> dict[str, np.ndarray]:
         return getattr(self, what)
 
-    def _hold_cache(self, cache) -> None:
-        """Keep a forward pass's cache for the backward pass: in training only, since evaluation has
-        no backward pass and a cache would keep its activations alive."""
-        self._cache = cache if self.training else None
+    def _hold_cache(self, engine, cache) -> None:
+        """Keep a forward pass's cache, and the kernels that made it, for the backward pass: in training
+        only, since evaluation has no backward pass and a cache would keep its activations alive."""
+        self._cache = (engine, cache) if self.training else None
 
     def _release_cache(self):
-        """The forward cache, dropped here: the layers after this one have already released theirs, so
-        a backward pass holds only the caches it has yet to use (the largest, the first layers', last)."""
+        """(kernels, cache) of the forward pass, dropped here: the layers after this one have already
+        released theirs, so a backward pass holds only the caches it has yet to use (the first layers', the largest, last)."""
         if self._cache is None:
             raise RuntimeError(f"{self.name}: backward without a training forward pass before it")
-        cache, self._cache = self._cache, None
-        return cache
+        held, self._cache = self._cache, None
+        return held
 
 
 class Dense(Layer):
@@ -225,12 +211,14 @@ class Dense(Layer):
         return self.output_shape
 
     def forward(self, x):
-        out, cache = F.dense_forward(x, self.params["weight"], self.params.get("bias"))
-        self._hold_cache(cache)
+        K = kernels.active()
+        out, cache = K.dense_forward(x, self.params["weight"], self.params.get("bias"))
+        self._hold_cache(K, cache)
         return out
 
     def backward(self, dout):
-        dx, dweight, dbias = F.dense_backward(dout, self._release_cache(), self.input_grad)
+        K, cache = self._release_cache()
+        dx, dweight, dbias = K.dense_backward(dout, cache, self.input_grad)
         self.grads["weight"] = dweight
         if self.use_bias:
             self.grads["bias"] = dbias
@@ -253,42 +241,38 @@ class Flatten(Layer):
 
 
 class _KernelLayer(Layer):
-    """A parameter-free layer over a pure kernel pair: ``forward(x, *options) -> (out, cache)``,
-    ``backward(dout, cache)``. Activations keep the input shape; pools define ``build``."""
+    """A parameter-free layer over a pure kernel pair, named by ``kernel_names``: (forward, backward), with
+    ``forward(x, *options) -> (out, cache)`` and ``backward(dout, cache)``. Activations keep the input
+    shape; pools define ``plan``."""
 
-    def _kernels(self):
-        raise NotImplementedError
+    kernel_names: tuple[str, str] = ("", "")
 
     def _options(self) -> tuple:
         return ()
 
     def forward(self, x):
-        forward, _ = self._kernels()
-        out, cache = forward(x, *self._options())
-        self._hold_cache(cache)
+        K = kernels.active()
+        out, cache = getattr(K, self.kernel_names[0])(x, *self._options())
+        self._hold_cache(K, cache)
         return out
 
     def backward(self, dout):
-        _, backward = self._kernels()
-        return backward(dout, self._release_cache())
+        K, cache = self._release_cache()
+        return getattr(K, self.kernel_names[1])(dout, cache)
 
 
 class ReLU(_KernelLayer):
     kind = "relu"
-
-    def _kernels(self):
-        return F.relu_forward, F.relu_backward
+    kernel_names = ("relu_forward", "relu_backward")
 
 
 class LeakyReLU(_KernelLayer):
     kind = "leaky_relu"
+    kernel_names = ("leaky_relu_forward", "leaky_relu_backward")
 
     def __init__(self, alpha: float = 0.01) -> None:
         super().__init__()
         self.alpha = alpha
-
-    def _kernels(self):
-        return F.leaky_relu_forward, F.leaky_relu_backward
 
     def _options(self):
         return (self.alpha,)
@@ -296,16 +280,12 @@ class LeakyReLU(_KernelLayer):
 
 class Tanh(_KernelLayer):
     kind = "tanh"
-
-    def _kernels(self):
-        return F.tanh_forward, F.tanh_backward
+    kernel_names = ("tanh_forward", "tanh_backward")
 
 
 class Sigmoid(_KernelLayer):
     kind = "sigmoid"
-
-    def _kernels(self):
-        return F.sigmoid_forward, F.sigmoid_backward
+    kernel_names = ("sigmoid_forward", "sigmoid_backward")
 
 
 class Dropout(Layer):
@@ -328,11 +308,16 @@ class Dropout(Layer):
         if not self.training or self.rate == 0.0:
             self._cache = None
             return x
-        out, self._cache = F.dropout_forward(x, self.rate, self._rng)
+        K = kernels.active()
+        out, mask = K.dropout_forward(x, self.rate, self._rng)
+        self._hold_cache(K, mask)
         return out
 
     def backward(self, dout):
-        return dout if self._cache is None else F.dropout_backward(dout, self._release_cache())
+        if self._cache is None:  # rate 0: the identity
+            return dout
+        K, mask = self._release_cache()
+        return K.dropout_backward(dout, mask)
 
 
 class GELU(_KernelLayer):
@@ -346,8 +331,9 @@ class GELU(_KernelLayer):
             raise ValueError(f"approximate: 'tanh' or 'none' (got {approximate!r})")
         self.approximate = approximate
 
-    def _kernels(self):
-        return F.gelu_forward if self.approximate == "tanh" else F.gelu_erf_forward, F.gelu_backward
+    @property
+    def kernel_names(self) -> tuple[str, str]:
+        return ("gelu_forward" if self.approximate == "tanh" else "gelu_erf_forward"), "gelu_backward"
 
     def _options(self) -> tuple:
         return (self.training,)  # evaluation keeps no derivative
@@ -404,12 +390,16 @@ class Conv2D(Layer):
         return self.output_shape
 
     def forward(self, x):
-        out, cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.workspace)
-        self._hold_cache(cache)
+        K = kernels.active()
+        out, cache = K.conv2d_forward(
+            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.workspace
+        )
+        self._hold_cache(K, cache)
         return out
 
     def backward(self, dout):
-        dx, dweight, dbias = conv2d_backward(dout, self._release_cache(), self.input_grad)
+        K, cache = self._release_cache()
+        dx, dweight, dbias = K.conv2d_backward(dout, cache, self.input_grad)
         self.grads["weight"] = dweight
         if self.use_bias:
             self.grads["bias"] = dbias
@@ -438,9 +428,7 @@ class _Pool(_KernelLayer):
 
 class MaxPool2D(_Pool):
     kind = "maxpool2d"
-
-    def _kernels(self):
-        return maxpool_forward, maxpool_backward
+    kernel_names = ("maxpool_forward", "maxpool_backward")
 
     def _options(self):
         return (*super()._options(), self.training)  # evaluation keeps no winners
@@ -448,9 +436,7 @@ class MaxPool2D(_Pool):
 
 class AvgPool2D(_Pool):
     kind = "avgpool2d"
-
-    def _kernels(self):
-        return avgpool_forward, avgpool_backward
+    kernel_names = ("avgpool_forward", "avgpool_backward")
 
 
 class _GlobalPool(_KernelLayer):
@@ -464,16 +450,12 @@ class _GlobalPool(_KernelLayer):
 
 class GlobalAvgPool(_GlobalPool):
     kind = "global_avgpool"
-
-    def _kernels(self):
-        return global_avgpool_forward, global_avgpool_backward
+    kernel_names = ("global_avgpool_forward", "global_avgpool_backward")
 
 
 class GlobalMaxPool(_GlobalPool):
     kind = "global_maxpool"
-
-    def _kernels(self):
-        return global_maxpool_forward, global_maxpool_backward
+    kernel_names = ("global_maxpool_forward", "global_maxpool_backward")
 
 
 class BatchNorm(Layer):
@@ -505,7 +487,8 @@ class BatchNorm(Layer):
         return input_shape
 
     def forward(self, x):
-        out, self._cache = batchnorm_forward(
+        K = kernels.active()
+        out, cache = K.batchnorm_forward(
             x,
             self.params.get("weight"),
             self.params.get("bias"),
@@ -515,10 +498,12 @@ class BatchNorm(Layer):
             self.momentum,
             self.eps,
         )
+        self._hold_cache(K, cache)
         return out
 
     def backward(self, dout):
-        dx, dgamma, dbeta = batchnorm_backward(dout, self._release_cache())
+        K, cache = self._release_cache()
+        dx, dgamma, dbeta = K.batchnorm_backward(dout, cache)
         if self.affine:
             self.grads["weight"], self.grads["bias"] = dgamma, dbeta
         return dx

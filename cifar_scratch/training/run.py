@@ -37,6 +37,7 @@ from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
 from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError, UserError
 from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe, read_limited, remove_stale_temporaries
+from cifar_scratch.nn import kernels
 from cifar_scratch.nn.init import patch_moment, whitening
 from cifar_scratch.nn.layers import Conv2D
 from cifar_scratch.nn.model import Sequential
@@ -407,7 +408,7 @@ def _train_and_finish(trainer: Trainer) -> RunResult:
     try:
         # The loop detects NaN and infinity itself and ends the run with one clear error, so NumPy's
         # floating-point warnings (overflow in matmul, invalid value in subtract) would only be noise.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), kernels.using(trainer.config.training.engine):
             trainer.fit()
             metrics = finish(trainer)
     except signals.Interrupted as exc:

@@ -22,8 +22,8 @@ from cifar_scratch.config import RunConfig
 from cifar_scratch.data import Dataset, Normalizer, Split
 from cifar_scratch.data.augment import alternate_flips, augment, is_active, tta_views
 from cifar_scratch.errors import CheckpointError
-from cifar_scratch.nn.functional import cross_entropy, softmax_cross_entropy
 from cifar_scratch.nn.model import Sequential
+from cifar_scratch.nn.reference import cross_entropy, softmax_cross_entropy
 from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.optim.schedules import Schedule

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cifar_scratch.cli import app
 from cifar_scratch.diagnostics.gradcheck import LAYER_EXAMPLES, check_layer_types, make_layer
-from cifar_scratch.nn import conv, functional
+from cifar_scratch.nn import fast
 from cifar_scratch.nn.gradcheck import check_layer, probe
 from tests.conftest import REPO
 
@@ -33,7 +33,7 @@ def test_layer_option_checks_all_types_without_a_config(tmp_path):
 
 def test_a_broken_backward_is_caught(monkeypatch):
     """A wrong input gradient (10% too large) must fail the check and give exit code 1."""
-    monkeypatch.setattr(functional, "relu_backward", lambda dout, cache: 1.1 * dout * (cache > 0))
+    monkeypatch.setattr(fast, "relu_backward", lambda dout, cache: 1.1 * dout * (cache > 0))
     result = runner.invoke(app, ["gradcheck", "--layer", "relu"])
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output and "FAILED: 1 of 1" in result.output
@@ -41,25 +41,28 @@ def test_a_broken_backward_is_caught(monkeypatch):
 
 
 def test_a_broken_convolution_weight_gradient_is_caught(monkeypatch):
-    original = conv.conv2d_backward
+    original = fast.conv2d_backward
 
     def off_by_one(dout, cache, input_grad=True):
         dx, dweight, dbias = original(dout, cache, input_grad)
         return dx, np.roll(dweight, 1, axis=2), dbias  # gradients attributed to the wrong input channel
 
-    monkeypatch.setattr("cifar_scratch.nn.layers.conv2d_backward", off_by_one)
+    monkeypatch.setattr(fast, "conv2d_backward", off_by_one)
     rows = check_layer(make_layer("conv2d", {"filters": 3}), (5, 6, 2), batch=2)
     assert {r.tensor: r.max_relative_error > 1e-6 for r in rows} == {"input": False, "weight": True, "bias": False}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["fast", "reference"])
 @pytest.mark.parametrize("name", SHIPPED)
-def test_every_shipped_config_passes_as_a_user_runs_it(name):
-    """The command with its defaults (20 elements per tensor per layer, 10 end to end), as a user runs it:
-    a check run with fewer probes passed speedrun93 while the user's default run failed on a max-pool near-tie."""
-    result = runner.invoke(app, ["gradcheck", str(REPO / "configs" / name)])
+def test_every_shipped_config_passes_as_a_user_runs_it(name, engine):
+    """The command with its defaults (20 elements per tensor per layer, 10 end to end), as a user runs it,
+    on both kernel engines: a check run with fewer probes passed speedrun93 while the user's default run
+    failed on a max-pool near-tie."""
+    result = runner.invoke(app, ["gradcheck", str(REPO / "configs" / name), "--engine", engine])
     assert result.exit_code == 0, result.output
-    assert "end to end through the loss" in result.output and "passed: 0 of" in result.output
+    assert "end to end through the loss" in result.output
+    assert "passed: 0 of" in result.output and f"({engine} kernels)" in result.output
 
 
 def test_a_kink_within_the_step_is_not_a_failure_but_a_wrong_slope_is():

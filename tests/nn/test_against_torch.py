@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cifar_scratch.nn import layers as L
-from cifar_scratch.nn.conv import resolve_padding
+from cifar_scratch.nn.shapes import resolve_padding
 
 torch = pytest.importorskip("torch", reason="PyTorch is the reference here: pip install torch==2.13.0")
 F = torch.nn.functional

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from cifar_scratch.nn.conv import Workspace, conv2d_forward, resolve_padding
+from cifar_scratch.nn import kernels
+from cifar_scratch.nn.fast.conv import Workspace, conv2d_forward
 from cifar_scratch.nn.gradcheck import check_layer
 from cifar_scratch.nn.layers import (
     GELU,
@@ -14,6 +15,7 @@ from cifar_scratch.nn.layers import (
     GlobalMaxPool,
     MaxPool2D,
 )
+from cifar_scratch.nn.shapes import resolve_padding
 
 # Odd, non-square shapes; every stride/padding/kernel variant.
 CASES = [
@@ -92,16 +94,18 @@ def test_maxpool_routes_ties_to_the_first_element_only():
     assert dx[0, :, :, 0].tolist() == [[1, 0], [0, 0]]
 
 
-def test_maxpool_and_gelu_keep_small_caches_for_backward_and_none_in_evaluation():
+def test_fast_maxpool_and_gelu_keep_small_caches_for_backward_and_none_in_evaluation():
     x = np.random.default_rng(0).standard_normal((4, 8, 8, 3)).astype(np.float32)
     pool, gelu = MaxPool2D(2), GELU()
     pool.build((8, 8, 3), np.random.default_rng(0))
     gelu.build((8, 8, 3), np.random.default_rng(0))
     pool.forward(x)
     gelu.forward(x)
-    winners, slope = pool._cache[0], gelu._cache
+    (engine, pooled), (_, slope) = pool._cache, gelu._cache
+    assert engine is kernels.ENGINES["fast"], "a layer keeps the kernels that made its cache"
+    winners = pooled[0]
     assert winners.dtype == np.uint8 and winners.shape == (4, 4, 4, 3), "which offset won, not the input"
-    assert slope.shape == x.shape and not any(isinstance(part, np.ndarray) for part in pool._cache[1:])
+    assert slope.shape == x.shape and not any(isinstance(part, np.ndarray) for part in pooled[1:])
     pool.backward(np.ones((4, 4, 4, 3), np.float32))
     gelu.backward(np.ones_like(x))
     assert pool._cache is None and gelu._cache is None, "a backward pass releases what it used"

@@ -5,9 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
-from cifar_scratch.nn import conv, parallel
-from cifar_scratch.nn import functional as F
-from cifar_scratch.nn.norm import batchnorm_backward, batchnorm_forward
+from cifar_scratch.nn.fast import conv, parallel
+from cifar_scratch.nn.fast import elementwise as F
+from cifar_scratch.nn.fast.norm import batchnorm_backward, batchnorm_forward
 
 
 @pytest.fixture

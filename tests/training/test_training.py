@@ -408,7 +408,7 @@ def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
 
 def test_training_loss_is_reported_as_plain_cross_entropy_like_validation(tmp_path):
     """With label smoothing, history's train_loss is the same quantity as val_loss (no smoothing term)."""
-    from cifar_scratch.nn.functional import softmax_cross_entropy
+    from cifar_scratch.nn.reference import softmax_cross_entropy
     from cifar_scratch.training.trainer import evaluate_split
 
     config = build_config(

@@ -1,15 +1,16 @@
-"""Batch normalisation over the last axis: (N, D) after dense layers, (N, H, W, C) after convolutions.
+"""Fast batch normalisation: the same functions as :mod:`cifar_scratch.nn.reference`.
 
-Conventions follow PyTorch: ``running = (1 - momentum) * running + momentum * batch_stat``, the
-running variance is the unbiased batch variance, and normalisation uses the biased one.
+Per-channel sums are BLAS matrix-vector products (:func:`column_sums`), and each elementwise pass
+runs block by block in the thread pool into ``out=`` buffers; the cache keeps the normalised input
+and the inverse standard deviation.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from cifar_scratch.nn import parallel
-from cifar_scratch.nn.functional import column_sums
+from cifar_scratch.nn.fast import parallel
+from cifar_scratch.nn.fast.elementwise import column_sums
 
 
 def batchnorm_forward(
@@ -25,7 +26,7 @@ def batchnorm_forward(
     """x (..., C) -> same shape. In training mode, updates ``running_mean``/``running_var`` (C,) in place.
 
     Per-channel sums are BLAS matrix-vector products; the elementwise passes run block by block in
-    the thread pool (:mod:`cifar_scratch.nn.parallel`).
+    the thread pool (:mod:`cifar_scratch.nn.fast.parallel`).
     """
     channels = x.shape[-1]
     flat = x.reshape(-1, channels)

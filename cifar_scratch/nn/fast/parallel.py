@@ -8,9 +8,8 @@ input from memory once and keeps its temporaries in cache, instead of streaming 
 through memory once per ufunc. Every element is computed by the same operations whatever the split,
 so results are bit-identical for any number of workers.
 
-Measured in ``docs/measurements.md`` ("Using every core"). One pool per process, sized by
-:func:`cifar_scratch.runtime.compute` (``--threads``); with one worker everything runs in the
-calling thread.
+One pool per process, sized by :func:`cifar_scratch.runtime.compute` (``--threads``); with one
+worker everything runs in the calling thread. What it gained: docs/engine.md, "Using every core".
 """
 
 from __future__ import annotations
@@ -73,9 +72,8 @@ def for_blocks(work: Callable[[slice], None], length: int, block: int, single_th
 
 def _spread(work: Callable[[slice], None], length: int, block: int, blocks: int) -> None:
     # Each worker claims the next block when it finishes one, instead of a fixed share: on a shared
-    # machine one core is often slowed by another process, and a fixed half-split then left the other
-    # core idle until the slow half was done (speedrun93 step: 1.82 -> 1.91 cores busy, 7% less wall
-    # time; docs/measurements.md). Which worker computes a block never changes what it computes.
+    # machine one core is often slowed by another process, and a fixed split would leave the other
+    # idle until the slow share was done. Which worker computes a block never changes what it computes.
     claim = itertools.count()  # next() on a count is atomic under the GIL
 
     def take() -> None:

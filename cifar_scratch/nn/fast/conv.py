@@ -1,24 +1,15 @@
-"""Convolution and pooling kernels on NHWC arrays, cs231n style: ``forward -> (out, cache)``, ``backward(dout, cache)``.
+"""Fast convolution and max pooling on NHWC arrays: the same functions as :mod:`cifar_scratch.nn.reference`.
 
-Layout: NHWC (channels last), chosen by measurement. im2col on NHWC gathers each kernel offset as
-one strided block copy into columns of shape (N*Ho*Wo, kh*kw*C); the GEMM with the (kh*kw*C, F)
-weight matrix then yields (N*Ho*Wo, F), which *is* the NHWC output: no transpose before or after.
-On NCHW the same GEMM needs a (K, N*Ho*Wo) column matrix whose output must be transposed back to
-NCHW for every layer, and batch norm / bias / pooling broadcast over the last axis become strided.
-Measured (``python benchmarks/conv_layout.py --threads 1``, forward im2col + GEMM): NCHW takes
-1.24x and 1.18x as long on the large early layers of cifar_cnn and fast_cnn, where most of the time
-goes, about the same on the 16x16 and 15x15 layers, and 0.77x on the small 7x7 layer.
+The convolution is im2col + one GEMM: each kernel offset's pixels are gathered as one strided copy
+into columns (N*Ho*Wo, kh*kw*C), whose product with the (kh*kw*C, F) weight matrix *is* the NHWC
+output. Blocks of images gather their columns and multiply them at once, in the thread pool
+(:mod:`cifar_scratch.nn.fast.parallel`), so the columns never leave the caches. The input gradient of
+a stride-1 convolution is itself a convolution (of dout with the flipped kernel) and reuses im2col;
+for other strides col2im, the transpose of the gather, does one strided ``+=`` per kernel offset.
+Never ``np.add.at``, never a loop over images or pixels. A :class:`Workspace` lets a layer keep its
+zero-bordered input copy between steps. Max pooling keeps which window offset won instead of its input.
 
-im2col copies the input into a zero-bordered buffer, then every window at once through a strided
-view. The input gradient of a stride-1 convolution is itself a convolution (of dout with the
-flipped kernel), so it reuses im2col; for other strides col2im, the transpose of the gather, does
-one strided ``+=`` per kernel offset (kh*kw in total). Never ``np.add.at``, never a loop over
-images or pixels.
-
-The convolutions never hold a whole batch's columns: blocks of images gather theirs and multiply at
-once, in the thread pool (:mod:`cifar_scratch.nn.parallel`), so columns stay in the caches.
-A :class:`Workspace` lets a layer keep its zero-bordered input copy between steps (a large array
-re-faulted into memory every step costs more than the copy into it). Without one the kernels are pure.
+Why NHWC, and what each of these choices measured: docs/engine.md.
 """
 
 from __future__ import annotations
@@ -27,8 +18,9 @@ import math
 
 import numpy as np
 
-from cifar_scratch.nn import parallel
-from cifar_scratch.nn.functional import column_sums
+from cifar_scratch.nn.fast import parallel
+from cifar_scratch.nn.fast.elementwise import column_sums
+from cifar_scratch.nn.shapes import conv_geometry, pair, pool_geometry
 
 
 class Workspace:
@@ -43,25 +35,6 @@ class Workspace:
         if array is None or array.shape != shape or array.dtype != dtype:
             array = self._arrays[name] = np.zeros(shape, dtype)
         return array
-
-
-def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def resolve_padding(padding: str | int, kernel: int, stride: int, size: int) -> tuple[int, int]:
-    """(before, after) padding along one axis. ``same`` follows TensorFlow/Keras: output = ceil(size / stride),
-    with any odd pixel of padding at the end."""
-    if padding == "valid":
-        return 0, 0
-    if padding == "same":
-        total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
-        return total // 2, total - total // 2
-    return int(padding), int(padding)
-
-
-def output_size(size: int, kernel: int, stride: int, before: int, after: int) -> int:
-    return (size + before + after - kernel) // stride + 1
 
 
 def _span(offset: int, pad: int, stride: int, in_size: int, out_size: int) -> tuple[slice, slice] | None:
@@ -84,13 +57,6 @@ def _offsets(kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, 
             cols = _span(j, pads[1], stride[1], in_hw[1], out_hw[1])
             if cols is not None:
                 yield i, j, rows[0], cols[0], rows[1], cols[1]
-
-
-def conv_geometry(in_hw, kernel, stride, padding):
-    """-> (pads (top, left), out (Ho, Wo)) for an input of spatial size ``in_hw``."""
-    (top, bottom), (left, right) = (resolve_padding(padding, kernel[a], stride[a], in_hw[a]) for a in (0, 1))
-    out = (output_size(in_hw[0], kernel[0], stride[0], top, bottom), output_size(in_hw[1], kernel[1], stride[1], left, right))
-    return (top, left), out
 
 
 #: im2col values per block: 1 MB of float32. The forward and backward passes gather the columns of a
@@ -261,11 +227,6 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
 
 
 # --------------------------------------------------------------------------- pooling
-def pool_geometry(in_hw, size, stride):
-    """Windows that fit entirely (floor mode, no padding, as Keras 'valid' and PyTorch's default)."""
-    return tuple((in_hw[a] - size[a]) // stride[a] + 1 for a in (0, 1))
-
-
 def _window_slices(size, stride, out_hw):
     for i in range(size[0]):
         for j in range(size[1]):
@@ -345,48 +306,3 @@ def maxpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
     parallel.for_blocks(work, in_shape[0], parallel.rows_per_block(math.prod(in_shape[1:])))
     return dx
-
-
-def avgpool_forward(x: np.ndarray, size=2, stride=None) -> tuple[np.ndarray, tuple]:
-    """x (N, H, W, C) -> (N, Ho, Wo, C), mean over each window."""
-    _, _, windows = _pool_windows(x.shape[1:3], size, stride)
-    out = x[windows[0]].copy()
-    for window in windows[1:]:
-        out += x[window]
-    out *= x.dtype.type(1.0 / len(windows))
-    return out, (x.shape, windows)
-
-
-def avgpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
-    x_shape, windows = cache
-    share = dout * dout.dtype.type(1.0 / len(windows))
-    dx = np.zeros(x_shape, dout.dtype)
-    for window in windows:
-        dx[window] += share
-    return dx
-
-
-def global_avgpool_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """x (N, H, W, C) -> (N, C)."""
-    return x.mean(axis=(1, 2), dtype=x.dtype), x.shape
-
-
-def global_avgpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
-    n, h, w, c = cache
-    dx = np.empty(cache, dout.dtype)
-    dx[...] = (dout * dout.dtype.type(1.0 / (h * w)))[:, None, None, :]
-    return dx
-
-
-def global_maxpool_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """x (N, H, W, C) -> (N, C); the first maximum of each channel gets the gradient."""
-    flat = x.reshape(x.shape[0], -1, x.shape[3])
-    index = flat.argmax(axis=1)
-    return np.take_along_axis(flat, index[:, None, :], axis=1)[:, 0, :], (index, x.shape)
-
-
-def global_maxpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
-    index, x_shape = cache
-    dx = np.zeros((x_shape[0], x_shape[1] * x_shape[2], x_shape[3]), dout.dtype)
-    np.put_along_axis(dx, index[:, None, :], dout[:, None, :], axis=1)
-    return dx.reshape(x_shape)

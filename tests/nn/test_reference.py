@@ -1,9 +1,12 @@
-"""Kernels: hand-computed values, float64 gradient checks on odd shapes, dtype preservation."""
+"""Kernels, both engines: hand-computed values, float64 gradient checks on odd shapes, dtype preservation.
+(tests/nn/test_kernels.py holds every fast kernel equal to its reference over random cases.)"""
 
 import numpy as np
 import pytest
 
-from cifar_scratch.nn import functional as F
+from cifar_scratch.nn import kernels
+from cifar_scratch.nn import reference as F
+from cifar_scratch.nn.fast.elementwise import column_sums
 from cifar_scratch.nn.gradcheck import numerical_gradient, relative_error
 
 TOL = 1e-7
@@ -43,16 +46,15 @@ def test_dense_gradients(rng):
     assert relative_error(db, numerical_gradient(loss, b)) < TOL
 
 
+@pytest.mark.parametrize("engine", list(kernels.ENGINES))
 @pytest.mark.parametrize(
-    "name,forward,backward",
-    [
-        ("relu", F.relu_forward, F.relu_backward),
-        ("leaky_relu", lambda x: F.leaky_relu_forward(x, 0.1), F.leaky_relu_backward),
-        ("tanh", F.tanh_forward, F.tanh_backward),
-        ("sigmoid", F.sigmoid_forward, F.sigmoid_backward),
-    ],
+    "name,options",
+    [("relu", ()), ("leaky_relu", (0.1,)), ("tanh", ()), ("sigmoid", ()), ("gelu", ()), ("gelu_erf", ())],
 )
-def test_activation_gradients(name, forward, backward, rng):
+def test_activation_gradients(engine, name, options, rng):
+    K = kernels.ENGINES[engine]
+    forward = lambda v: getattr(K, f"{name}_forward")(v, *options)  # noqa: E731
+    backward = getattr(K, f"{name.removesuffix('_erf')}_backward")
     x = rng.standard_normal((3, 5, 7))
     x[np.abs(x) < 1e-3] = 0.5  # keep away from the kink of relu-like functions
     check_input_gradient(forward, backward, x, rng)
@@ -115,21 +117,32 @@ def test_cross_entropy_gradient_and_stability(rng):
     assert np.isfinite(loss) and loss == pytest.approx(0.0) and grad.dtype == np.float32
 
 
+@pytest.mark.parametrize("engine", list(kernels.ENGINES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_kernels_keep_dtype(dtype, rng):
+def test_kernels_keep_dtype(engine, dtype, rng):
+    K = kernels.ENGINES[engine]
     x = rng.standard_normal((4, 6)).astype(dtype)
     w = rng.standard_normal((6, 3)).astype(dtype)
-    out, cache = F.dense_forward(x, w, np.zeros(3, dtype))
-    results = [out, *F.dense_backward(out, cache)]
-    for forward in (F.relu_forward, F.tanh_forward, F.sigmoid_forward, lambda v: F.leaky_relu_forward(v, 0.01)):
-        results.append(forward(x)[0])
-    results.append(F.softmax_cross_entropy(out, np.array([0, 1, 2, 0]), 0.1)[1])
-    results.append(F.softmax(out))
-    assert all(r.dtype == dtype for r in results)
+    out, cache = K.dense_forward(x, w, np.zeros(3, dtype))
+    results = [out, *K.dense_backward(out, cache)]
+    for name, options in (("relu", ()), ("tanh", ()), ("sigmoid", ()), ("leaky_relu", (0.01,)), ("gelu", ()), ("gelu_erf", ())):
+        y, cache = getattr(K, f"{name}_forward")(x, *options)
+        results += [y, getattr(K, f"{name.removesuffix('_erf')}_backward")(y, cache)]
+    images = rng.standard_normal((2, 5, 6, 3)).astype(dtype)
+    y, cache = K.conv2d_forward(images, rng.standard_normal((3, 3, 3, 2)).astype(dtype), np.zeros(2, dtype))
+    results += [y, *K.conv2d_backward(y, cache)]
+    for name in ("maxpool", "avgpool", "global_avgpool", "global_maxpool"):
+        y, cache = getattr(K, f"{name}_forward")(images)
+        results += [y, getattr(K, f"{name}_backward")(y, cache)]
+    y, cache = K.batchnorm_forward(images, np.ones(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype), np.ones(3, dtype), True)
+    results += [y, *K.batchnorm_backward(y, cache)]
+    results.append(K.softmax_cross_entropy(out, np.array([0, 1, 2, 0]), 0.1)[1])
+    results.append(K.softmax(out))
+    assert all(r.dtype == dtype for r in results), [r.dtype for r in results]
 
 
 def test_column_sums_match_numpy_and_keep_dtype():
     flat = np.random.default_rng(0).standard_normal((1000, 7)).astype(np.float32)
-    sums = F.column_sums(flat)
+    sums = column_sums(flat)
     assert sums.dtype == np.float32 and sums.shape == (7,)
     assert np.allclose(sums, flat.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-4)
