@@ -12,9 +12,10 @@ import os
 
 import numpy as np
 
-from cifar_scratch.config import CONTAINER_SPECS, DenseSpec, ModelConfig, ResidualSpec, RunConfig
+from cifar_scratch.config import ModelConfig, RunConfig
 from cifar_scratch.errors import ConfigError
-from cifar_scratch.nn.layers import LAYER_TYPES, Module
+from cifar_scratch.kinds.layers import CONTAINER_SPECS, LAYER_KINDS, DenseSpec, ResidualSpec
+from cifar_scratch.nn.layers import Module
 from cifar_scratch.nn.model import Residual, Sequential, training_memory
 from cifar_scratch.optim.optimizers import SGD, Adam, Hyper, Muon, Optimizer
 from cifar_scratch.optim.schedules import Schedule
@@ -39,11 +40,10 @@ def build_module(spec, units: dict[int, int] | None = None, partly: dict | None 
             module = Residual(children, spec.shortcut, spec.name)
         else:
             module = Sequential(children, spec.name)
+    elif isinstance(spec, DenseSpec) and units and id(spec) in units:  # the last dense layer: one output per class
+        module = LAYER_KINDS[spec.type].build(spec.model_copy(update={"units": units[id(spec)]}))
     else:
-        options = spec.model_dump(exclude={"type", "trainable"})
-        if isinstance(spec, DenseSpec) and units and id(spec) in units:
-            options["units"] = units[id(spec)]
-        module = LAYER_TYPES[spec.type](**options)
+        module = LAYER_KINDS[spec.type].build(spec)
     module.trainable = spec.trainable is not False
     if isinstance(spec.trainable, list) and partly is not None:
         partly[id(module)] = (module, spec.trainable, path)

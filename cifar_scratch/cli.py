@@ -432,7 +432,7 @@ def gradcheck(
         if resolved is None:
             if against is not None:
                 raise UsageError("--against torch compares a config's model: give a config")
-            results["layers"] = checks.check_layer_types([layer] if layer else list(checks.LAYER_EXAMPLES), max_elements)
+            results["layers"] = checks.check_layer_types([layer] if layer else list(checks.LAYER_KINDS), max_elements)
         else:
             results["layers"] = checks.check_config_layers(resolved, layer, max_elements)
             if layer is None:

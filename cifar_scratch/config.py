@@ -17,9 +17,7 @@ import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -27,33 +25,12 @@ from pydantic import (
 
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.fileio import open_regular
+from cifar_scratch.kinds import layers as layers_kinds
+from cifar_scratch.kinds.layers import CONTAINER_SPECS, LayerSpec, bare_layer_names
+from cifar_scratch.options import MAX_LR, MAX_SEED, Float, Int, Section
 
-#: torch_default: PyTorch's default for nn.Linear and nn.Conv2d, uniform within ±1/sqrt(fan_in).
-Init = Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "torch_default"]
 Monitor = Literal["val_loss", "val_accuracy"]
-
-
-def _not_a_bool(value: Any) -> Any:
-    # YAML's `true` would otherwise pass as 1.0 (pydantic's lax float accepts booleans).
-    if isinstance(value, bool):
-        raise ValueError(f"Input should be a number, not a boolean (got {value})")
-    return value
-
-
-#: Numbers as the schema takes them: integers are exact (no booleans, no 3.0), floats finite and not booleans.
-Int = Annotated[int, Strict()]
-PosInt = Annotated[int, Strict(), Field(gt=0)]
-NonNegInt = Annotated[int, Strict(), Field(ge=0)]
-Float = Annotated[float, BeforeValidator(_not_a_bool)]
-#: Upper bound of learning rates: far above any that trains, low enough to catch a typo such as 1e30.
-MAX_LR = 100.0
-#: Seeds go to scikit-learn as well, whose random_state must be below 2**32 (the split uses split_seed + 1).
-MAX_SEED = 2**32 - 2
-
-
-class _Section(BaseModel):
-    # allow_inf_nan=False: .inf or .nan anywhere in a config is refused with its path.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+_Section = Section  # every section's base: unknown keys and non-finite numbers refused
 
 
 # --------------------------------------------------------------------------- data
@@ -167,175 +144,19 @@ class DataConfig(_Section):
 
 
 # --------------------------------------------------------------------------- model
-class _LayerSpec(_Section):
-    trainable: Union[bool, list[str]] = Field(
-        True,
-        description="false: freeze every parameter of this layer (and, for a block, inside it); a list of "
-        "parameter names: only those train (batchnorm with trainable: [bias] keeps its scale at 1).",
-    )
-
-
-class DenseSpec(_LayerSpec):
-    type: Literal["dense"]
-    units: Optional[PosInt] = Field(None, description="Output features; may be omitted on the last layer (= number of classes).")
-    bias: bool = True
-    init: Init = "he_normal"
-
-
-class FlattenSpec(_LayerSpec):
-    type: Literal["flatten"]
-
-
-class ReLUSpec(_LayerSpec):
-    type: Literal["relu"]
-
-
-class LeakyReLUSpec(_LayerSpec):
-    type: Literal["leaky_relu"]
-    alpha: Float = Field(0.01, ge=0.0, le=1.0)
-
-
-class TanhSpec(_LayerSpec):
-    type: Literal["tanh"]
-
-
-class SigmoidSpec(_LayerSpec):
-    type: Literal["sigmoid"]
-
-
-class DropoutSpec(_LayerSpec):
-    type: Literal["dropout"]
-    rate: Float = Field(0.5, ge=0.0, lt=1.0)
-
-
-class GELUSpec(_LayerSpec):
-    type: Literal["gelu"]
-    approximate: Literal["tanh", "none"] = Field(
-        "tanh",
-        description="tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); none: x Phi(x), the erf form "
-        "(PyTorch's default; erf from Abramowitz & Stegun 7.1.26, within 1.5e-7).",
-    )
-
-
-class ScaleSpec(_LayerSpec):
-    type: Literal["scale"]
-    factor: Float = Field(description="Constant multiplier, e.g. of the logits (airbench multiplies them by 1/8).")
-
-
-Size = Union[PosInt, tuple[PosInt, PosInt]]
-
-
-class Conv2DSpec(_LayerSpec):
-    type: Literal["conv2d"]
-    filters: PosInt
-    kernel: Size = Field(3, description="Square size, or [height, width].")
-    stride: Size = 1
-    padding: Union[Literal["same", "valid"], NonNegInt] = Field(
-        "same", description="same: output = ceil(input / stride), as Keras; valid: no padding; N: N pixels on every side."
-    )
-    bias: bool = True
-    init: Literal[Init, "dirac", "dirac_partial", "whiten"] = Field(
-        "he_normal",
-        description="dirac: identity (centre tap passes channel c to filter c), all other weights 0, as "
-        "torch.nn.init.dirac_; dirac_partial: the identity on the first min(C, F) filters and PyTorch's default "
-        "uniform init on the others, as airbench; whiten: the "
-        "eigenvectors of the training images' patches over the square roots of their eigenvalues (airbench's first "
-        "layer; filters = 2 x kernel area x channels, the negated filters included), from a seeded sample.",
-    )
-
-
-class MaxPool2DSpec(_LayerSpec):
-    type: Literal["maxpool2d"]
-    size: Size = 2
-    stride: Optional[Size] = Field(None, description="Defaults to size (non-overlapping windows).")
-
-
-class AvgPool2DSpec(_LayerSpec):
-    type: Literal["avgpool2d"]
-    size: Size = 2
-    stride: Optional[Size] = Field(None, description="Defaults to size (non-overlapping windows).")
-
-
-class GlobalAvgPoolSpec(_LayerSpec):
-    type: Literal["global_avgpool"]
-
-
-class GlobalMaxPoolSpec(_LayerSpec):
-    type: Literal["global_maxpool"]
-
-
-class BatchNormSpec(_LayerSpec):
-    type: Literal["batchnorm"]
-    momentum: Float = Field(
-        0.1, gt=0.0, le=1.0, description="PyTorch convention: running = (1 - m) running + m batch (Keras 0.99 = 0.01 here)."
-    )
-    eps: Float = Field(1e-5, gt=0.0, le=1.0)
-    affine: bool = Field(True, description="Learn a scale (weight) and shift (bias) per channel.")
-
-
-def _bare_layer_names(value: Any) -> Any:
-    # `- relu` is shorthand for `- {type: relu}`.
-    if isinstance(value, list):
-        return [{"type": item} if isinstance(item, str) else item for item in value]
-    return value
-
-
-ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=60)]
-
-
-class SequentialSpec(_LayerSpec):
-    type: Literal["sequential"]
-    trainable: bool = Field(True, description="false: freeze every parameter inside the block.")
-    name: Optional[ModuleName] = Field(
-        None, description="Name in parameter paths (stage1.residual1.conv2d1.weight); default sequential<n>."
-    )
-    layers: Annotated[list[LayerSpec], BeforeValidator(_bare_layer_names)] = Field(min_length=1)
-
-
-class ResidualSpec(_LayerSpec):
-    type: Literal["residual"]
-    trainable: bool = Field(True, description="false: freeze every parameter inside the block.")
-    name: Optional[ModuleName] = Field(None, description="Name in parameter paths; default residual<n>.")
-    layers: Annotated[list[LayerSpec], BeforeValidator(_bare_layer_names)] = Field(min_length=1)
-    shortcut: Literal["auto", "identity", "conv"] = Field(
-        "auto", description="auto: identity when the block keeps the shape, else a strided 1x1 convolution."
-    )
-
-
-LayerSpec = Annotated[
-    Union[
-        DenseSpec,
-        FlattenSpec,
-        ReLUSpec,
-        LeakyReLUSpec,
-        TanhSpec,
-        SigmoidSpec,
-        GELUSpec,
-        DropoutSpec,
-        ScaleSpec,
-        Conv2DSpec,
-        MaxPool2DSpec,
-        AvgPool2DSpec,
-        GlobalAvgPoolSpec,
-        GlobalMaxPoolSpec,
-        BatchNormSpec,
-        SequentialSpec,
-        ResidualSpec,
-    ],
-    Field(discriminator="type"),
-]
-SequentialSpec.model_rebuild()
-ResidualSpec.model_rebuild()
-CONTAINER_SPECS = (SequentialSpec, ResidualSpec)
-
-
-LAYER_TYPE_NAMES = tuple(
-    typing.get_args(spec.model_fields["type"].annotation)[0] for spec in typing.get_args(LayerSpec.__origin__)
-)
-
-
 class ModelConfig(_Section):
-    layers: Annotated[list[LayerSpec], BeforeValidator(_bare_layer_names)] = Field(min_length=1)
+    layers: Annotated[list[LayerSpec], BeforeValidator(bare_layer_names)] = Field(min_length=1)
+
+
+def refresh_layer_kinds() -> None:
+    """Rebuild the schema after a layer kind was registered (:func:`cifar_scratch.kinds.layers.register_layer`):
+    the blocks' and the model's ``layers`` then take the new kind, and so does every config."""
+    union = layers_kinds.layer_union()
+    layers_kinds.LayerSpec = union
+    for model in (*CONTAINER_SPECS, ModelConfig):
+        model.model_fields["layers"].annotation = list[union]
+        model.model_rebuild(force=True)
+    RunConfig.model_rebuild(force=True)
 
 
 # --------------------------------------------------------------------------- optimizer

@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from cifar_scratch.errors import UserError
-from cifar_scratch.nn import layers as L
+from cifar_scratch.kinds.layers import LAYER_KINDS
 from cifar_scratch.nn.model import Residual, Sequential
-from cifar_scratch.nn.shapes import resolve_padding
 
 
 def import_torch():
@@ -51,86 +50,15 @@ def _torch_module(torch, module, prefix: str, names: dict, dtype):
 
 
 def _torch_leaf(torch, layer, prefix: str, names: dict, dtype):
-    nn = torch.nn
-    shape = layer.input_shape
-    p = {k: torch.tensor(v, dtype=dtype) for k, v in layer.params.items()}
-    plain = lambda t: t.detach().numpy().copy()  # noqa: E731
-
-    def mapped(module, mapping):
-        for ours, theirs, to_ours in mapping:
-            names[f"{prefix}{ours}"] = (theirs, to_ours)
-        return module
-
-    if isinstance(layer, L.Dense):
-        linear = nn.Linear(shape[0], layer.units, bias=layer.use_bias, dtype=dtype)
-        with torch.no_grad():
-            linear.weight.copy_(p["weight"].T)
-            if layer.use_bias:
-                linear.bias.copy_(p["bias"])
-        mapping = [("weight", linear.weight, lambda t: t.detach().numpy().T.copy())]
-        if layer.use_bias:
-            mapping.append(("bias", linear.bias, plain))
-        return mapped(linear, mapping)
-    if isinstance(layer, L.Flatten):
-        return nn.Sequential(_Permute(torch, (0, 2, 3, 1)), nn.Flatten()) if len(shape) == 3 else nn.Flatten()
-    if isinstance(layer, L.Conv2D):
-        (top, bottom), (left, right) = (
-            resolve_padding(layer.padding, layer.kernel[a], layer.stride[a], shape[a]) for a in (0, 1)
-        )
-        conv = nn.Conv2d(shape[2], layer.filters, layer.kernel, layer.stride, bias=layer.use_bias, dtype=dtype)
-        with torch.no_grad():
-            conv.weight.copy_(p["weight"].permute(3, 2, 0, 1))
-            if layer.use_bias:
-                conv.bias.copy_(p["bias"])
-        mapping = [("weight", conv.weight, lambda t: t.detach().permute(2, 3, 1, 0).numpy().copy())]
-        if layer.use_bias:
-            mapping.append(("bias", conv.bias, plain))
-        mapped(conv, mapping)
-        return (
-            nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), conv) if (top, bottom, left, right) != (0, 0, 0, 0) else conv
-        )
-    if isinstance(layer, L.BatchNorm):
-        kind = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-        bn = kind(shape[-1], eps=layer.eps, momentum=layer.momentum, affine=layer.affine, dtype=dtype)
-        with torch.no_grad():
-            bn.running_mean.copy_(torch.tensor(layer.buffers["running_mean"]))
-            bn.running_var.copy_(torch.tensor(layer.buffers["running_var"]))
-            if layer.affine:
-                bn.weight.copy_(p["weight"])
-                bn.bias.copy_(p["bias"])
-        mapping = [("running_mean", bn.running_mean, plain), ("running_var", bn.running_var, plain)]
-        if layer.affine:
-            mapping += [("weight", bn.weight, plain), ("bias", bn.bias, plain)]
-        return mapped(bn, mapping)
-    simple = {
-        L.MaxPool2D: lambda: nn.MaxPool2d(layer.size, layer.stride),
-        L.AvgPool2D: lambda: nn.AvgPool2d(layer.size, layer.stride),
-        L.GlobalAvgPool: lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-        L.GlobalMaxPool: lambda: nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten()),
-        L.ReLU: lambda: nn.ReLU(),
-        L.LeakyReLU: lambda: nn.LeakyReLU(layer.alpha),
-        L.Tanh: lambda: nn.Tanh(),
-        L.Sigmoid: lambda: nn.Sigmoid(),
-        L.GELU: lambda: nn.GELU(approximate=layer.approximate),
-        L.Dropout: lambda: nn.Dropout(layer.rate),
-    }
-    if isinstance(layer, L.Scale):
-        return _ScaleModule(torch)(layer.factor)
-    if type(layer) not in simple:
-        raise UserError(f"{prefix.rstrip('.')}: no PyTorch equivalent is defined for {type(layer).__name__}")
-    return simple[type(layer)]()
-
-
-def _ScaleModule(torch):
-    class ScaleModule(torch.nn.Module):
-        def __init__(self, factor):
-            super().__init__()
-            self.factor = factor
-
-        def forward(self, x):
-            return x * self.factor
-
-    return ScaleModule
+    """A leaf layer's twin, from its kind's record (:data:`cifar_scratch.kinds.layers.LAYER_KINDS`)."""
+    kind = LAYER_KINDS.get(layer.kind)
+    if kind is None or kind.torch is None:
+        raise UserError(f"{prefix.rstrip('.')}: no PyTorch twin is defined for the {layer.kind!r} layer kind")
+    params = {k: torch.tensor(v, dtype=dtype) for k, v in layer.params.items()}
+    module, mapping = kind.torch(torch, layer, params, dtype)
+    for ours, theirs, to_ours in mapping:
+        names[f"{prefix}{ours}"] = (theirs, to_ours)
+    return module
 
 
 def _ResidualModule(torch):
@@ -143,14 +71,6 @@ def _ResidualModule(torch):
             return self.body(x) + self.shortcut(x)
 
     return ResidualModule
-
-
-def _Permute(torch, dims):
-    class Permute(torch.nn.Module):
-        def forward(self, x):
-            return x.permute(*dims)
-
-    return Permute()
 
 
 def to_torch_input(x: np.ndarray, dtype=np.float32):

@@ -9,47 +9,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cifar_scratch.builders import build_model, build_module, model_input_shape, num_classes
-from cifar_scratch.config import LAYER_TYPE_NAMES, ModelConfig, RunConfig
+from cifar_scratch.config import ModelConfig, RunConfig
 from cifar_scratch.errors import ConfigError, UserError
+from cifar_scratch.kinds.layers import LAYER_KINDS
 from cifar_scratch.nn.gradcheck import TensorCheck, check_layer, check_model
 from cifar_scratch.nn.layers import Layer
 from cifar_scratch.nn.model import Residual, Sequential
-
-# Every registered layer type on odd, non-square shapes, covering its options (spec, per-sample input shape).
-LAYER_EXAMPLES: dict[str, list[tuple[dict, tuple[int, ...]]]] = {
-    "dense": [({"units": 5}, (7,)), ({"units": 3, "bias": False}, (4,))],
-    "flatten": [({}, (3, 5, 2))],
-    "relu": [({}, (3, 5, 2))],
-    "leaky_relu": [({"alpha": 0.1}, (3, 5, 2))],
-    "tanh": [({}, (3, 5, 2))],
-    "sigmoid": [({}, (3, 5, 2))],
-    "gelu": [({}, (3, 5, 2))],
-    "dropout": [({"rate": 0.3}, (11,))],
-    "scale": [({"factor": 0.125}, (3, 5, 2)), ({"factor": -2.0}, (7,))],
-    "conv2d": [
-        ({"filters": 4, "kernel": 3}, (5, 7, 3)),
-        ({"filters": 3, "kernel": [2, 3], "stride": 2, "padding": "same"}, (7, 6, 2)),
-        ({"filters": 3, "kernel": 3, "stride": 2, "padding": "valid"}, (7, 8, 2)),
-        ({"filters": 4, "kernel": 3, "padding": "valid"}, (6, 7, 2)),
-        ({"filters": 3, "kernel": 3, "padding": 2, "bias": False}, (4, 5, 2)),
-        ({"filters": 5, "kernel": 1}, (3, 4, 3)),
-        ({"filters": 3, "kernel": 2, "stride": [1, 2], "padding": 1, "init": "dirac"}, (5, 6, 3)),
-    ],
-    "maxpool2d": [({"size": 2}, (5, 7, 3)), ({"size": 3, "stride": 2}, (7, 6, 2)), ({"size": [2, 3]}, (4, 6, 3))],
-    "avgpool2d": [({"size": 2}, (5, 7, 3)), ({"size": [2, 3], "stride": 1}, (4, 5, 2))],
-    "global_avgpool": [({}, (3, 5, 4))],
-    "global_maxpool": [({}, (3, 5, 4))],
-    "batchnorm": [({}, (3, 5, 4)), ({}, (7,)), ({"affine": False}, (3, 4, 2))],
-    "sequential": [({"layers": [{"type": "conv2d", "filters": 3}, "relu", {"type": "conv2d", "filters": 2}]}, (5, 6, 2))],
-    "residual": [
-        ({"layers": [{"type": "conv2d", "filters": 3}, "relu", {"type": "conv2d", "filters": 3}]}, (5, 6, 3)),
-        (
-            {"layers": [{"type": "conv2d", "filters": 4, "stride": 2}, "batchnorm", "gelu", {"type": "conv2d", "filters": 4}]},
-            (7, 6, 2),
-        ),
-        ({"layers": [{"type": "conv2d", "filters": 3}], "shortcut": "conv"}, (4, 5, 3)),
-    ],
-}
 
 
 def make_layer(kind: str, options: dict):
@@ -68,12 +33,12 @@ class TorchCheck:
 
 def check_layer_types(kinds: list[str], max_elements: int | None = None) -> list[TensorCheck]:
     """Each example of each layer type in isolation; rows are labelled ``kind[options] shape``."""
-    unknown = [k for k in kinds if k not in LAYER_EXAMPLES]
+    unknown = [k for k in kinds if k not in LAYER_KINDS]
     if unknown:
-        raise UserError(f"--layer: unknown layer type {unknown[0]!r}; types: {', '.join(LAYER_EXAMPLES)}")
+        raise UserError(f"--layer: unknown layer type {unknown[0]!r}; types: {', '.join(LAYER_KINDS)}")
     rows = []
     for kind in kinds:
-        for options, shape in LAYER_EXAMPLES[kind]:
+        for options, shape in LAYER_KINDS[kind].examples:
             layer = make_layer(kind, options)
             label = f"{kind}{_options_text(options)} {shape}"
             for row in check_layer(layer, shape, batch=3, max_elements=max_elements):
@@ -200,6 +165,3 @@ def _torch_row(layer: str, tensor: str, ours: np.ndarray, theirs: np.ndarray) ->
 
 def as_json(rows: list) -> list[dict]:
     return [asdict(row) for row in rows]
-
-
-assert set(LAYER_EXAMPLES) == set(LAYER_TYPE_NAMES), "every layer type needs gradcheck examples"

@@ -507,25 +507,3 @@ class BatchNorm(Layer):
         if self.affine:
             self.grads["weight"], self.grads["bias"] = dgamma, dbeta
         return dx
-
-
-LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.kind: cls
-    for cls in (
-        Dense,
-        Flatten,
-        ReLU,
-        LeakyReLU,
-        Tanh,
-        Sigmoid,
-        GELU,
-        Dropout,
-        Scale,
-        Conv2D,
-        MaxPool2D,
-        AvgPool2D,
-        GlobalAvgPool,
-        GlobalMaxPool,
-        BatchNorm,
-    )
-}

@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cifar_scratch.cli import app
-from cifar_scratch.diagnostics.gradcheck import LAYER_EXAMPLES, check_layer_types, make_layer
+from cifar_scratch.diagnostics.gradcheck import check_layer_types, make_layer
+from cifar_scratch.kinds.layers import LAYER_KINDS
 from cifar_scratch.nn import fast
 from cifar_scratch.nn.gradcheck import check_layer, probe
 from tests.conftest import REPO
@@ -16,7 +17,7 @@ runner = CliRunner()
 SHIPPED = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("kind", list(LAYER_EXAMPLES))
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_every_layer_type_passes_in_float64(kind):
     for row in check_layer_types([kind]):
         assert row.max_relative_error < 1e-6, row
@@ -27,7 +28,7 @@ def test_layer_option_checks_all_types_without_a_config(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "g.json").read_text())
     kinds = {row["layer"].split("(")[0].split(" ")[0] for row in report["layers"]}
-    assert kinds == set(LAYER_EXAMPLES) and report["failed"] == 0
+    assert kinds == set(LAYER_KINDS) and report["failed"] == 0
     assert "passed: 0 of" in result.output
 
 

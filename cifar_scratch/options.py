@@ -1,0 +1,38 @@
+"""The building blocks of validated options, shared by the config schema and the kinds' records.
+
+Every section of a config refuses unknown keys and non-finite numbers; integers are exact (no
+booleans, no 3.0) and floats are finite and not booleans. Each problem becomes one line
+``dotted.path: message`` (:func:`cifar_scratch.config.format_error`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+
+
+def _not_a_bool(value: Any) -> Any:
+    # YAML's `true` would otherwise pass as 1.0 (pydantic's lax float accepts booleans).
+    if isinstance(value, bool):
+        raise ValueError(f"Input should be a number, not a boolean (got {value})")
+    return value
+
+
+#: Numbers as the schema takes them: integers are exact (no booleans, no 3.0), floats finite and not booleans.
+Int = Annotated[int, Strict()]
+PosInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
+#: Upper bound of learning rates: far above any that trains, low enough to catch a typo such as 1e30.
+MAX_LR = 100.0
+#: Seeds go to scikit-learn as well, whose random_state must be below 2**32 (the split uses split_seed + 1).
+MAX_SEED = 2**32 - 2
+#: torch_default: PyTorch's default for nn.Linear and nn.Conv2d, uniform within ±1/sqrt(fan_in).
+Init = Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "torch_default"]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys and non-finite numbers (.inf, .nan) are refused with their path."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
