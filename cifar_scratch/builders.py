@@ -6,7 +6,6 @@ owns the translation and the ``dotted.path: message`` errors that point back int
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 
@@ -15,9 +14,10 @@ import numpy as np
 from cifar_scratch.config import ModelConfig, RunConfig
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.kinds.layers import CONTAINER_SPECS, LAYER_KINDS, DenseSpec, ResidualSpec
+from cifar_scratch.kinds.optimizers import OPTIMIZER_KINDS
 from cifar_scratch.nn.layers import Module
 from cifar_scratch.nn.model import Residual, Sequential, training_memory
-from cifar_scratch.optim.optimizers import SGD, Adam, Hyper, Muon, Optimizer
+from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.optim.schedules import Schedule
 
 
@@ -127,96 +127,10 @@ def _size(n: float) -> str:
 
 
 # --------------------------------------------------------------------------- optimizer
-def parameter_hyper(
-    spec, model: Module, steps_per_epoch: int = 1, base_scale: dict[str, float] | None = None
-) -> dict[str, Hyper]:
-    """Each trainable parameter's hyperparameters: by default weight matrices and kernels take the
-    optimizer's ``weight_decay``/``l2`` and biases and batch-norm parameters none; the first
-    ``optimizer.groups`` entry whose pattern matches a name overrides that. ``base_scale`` multiplies
-    a parameter's learning rate before its group's ``lr_scale`` does (Muon's fallback_lr / lr)."""
-    decay, l2 = getattr(spec, "weight_decay", 0.0), getattr(spec, "l2", 0.0)
-    flags = {name: decays for name, (trainable, decays) in model.parameter_flags().items() if trainable}
-    for index, group in enumerate(spec.groups):
-        where = f"optimizer.groups.{index}"
-        if group.weight_decay is not None and not hasattr(spec, "weight_decay"):
-            raise ConfigError(f"{where}.weight_decay: {spec.name} has no decoupled weight decay; use l2 (or adamw)")
-        if group.l2 is not None and not hasattr(spec, "l2"):
-            raise ConfigError(f"{where}.l2: {spec.name} has no L2 penalty; use weight_decay")
-        _matching(group.params, flags, f"{where}.params")
-    hyper = {}
-    for name, decays in flags.items():
-        group = next((g for g in spec.groups if _matches(g.params, name)), None)
-        default_decay, default_l2 = (decay, l2) if decays else (0.0, 0.0)
-        hyper[name] = Hyper(
-            lr_scale=(group.lr_scale if group else 1.0) * (base_scale or {}).get(name, 1.0),
-            weight_decay=group.weight_decay if group and group.weight_decay is not None else default_decay,
-            l2=group.l2 if group and group.l2 is not None else default_l2,
-            until_step=round(group.epochs * steps_per_epoch) if group and group.epochs is not None else None,
-        )
-        if spec.lr * hyper[name].lr_scale * hyper[name].weight_decay >= 1.0:
-            raise ConfigError(f"optimizer.groups: lr * lr_scale * weight_decay must be below 1 for {name}")
-    return hyper
-
-
-def _matches(patterns: str | list[str], name: str) -> bool:
-    """Whether the dotted ``name`` matches a shell-style pattern of ``patterns`` (one or a list)."""
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in ([patterns] if isinstance(patterns, str) else patterns))
-
-
-def _matching(patterns: str | list[str], names, where: str) -> set[str]:
-    """The ``names`` that ``patterns`` match; none is a config error at ``where`` that shows some names."""
-    chosen = {name for name in names if _matches(patterns, name)}
-    if not chosen:
-        shown = ", ".join(list(names)[:6])
-        raise ConfigError(f"{where}: {patterns!r} matches no trainable parameter (names look like {shown}, ...)")
-    return chosen
-
-
 def build_optimizer(spec, model: Module, steps_per_epoch: int = 1) -> Optimizer:
     """The configured optimizer over the model's trainable parameters (frozen ones are never given to it);
-    ``steps_per_epoch`` turns a group's ``epochs`` into steps."""
-    orthogonal, fallback = set(), {}
-    if spec.name == "muon":  # the parameters Muon does not orthogonalise take SGD at fallback_lr
-        orthogonal = orthogonalized_names(spec, model)
-        fallback = dict.fromkeys(_trainable_shapes(model).keys() - orthogonal, spec.fallback_lr / spec.lr)
-    hyper = parameter_hyper(spec, model, steps_per_epoch, fallback)
-    params = {name: value for name, value in model.named_parameters().items() if name in hyper}
-    if spec.name == "sgd":
-        return SGD(params, hyper, momentum=spec.momentum, nesterov=spec.nesterov)
-    if spec.name == "muon":
-        return Muon(
-            params,
-            hyper,
-            orthogonal,
-            momentum=spec.momentum,
-            nesterov=spec.nesterov,
-            ns_steps=spec.ns_steps,
-            normalize_weights=spec.normalize_weights,
-            fallback_momentum=spec.fallback_momentum,
-            fallback_nesterov=spec.fallback_nesterov,
-        )
-    return Adam(params, hyper, betas=spec.betas, eps=spec.eps)
-
-
-def _trainable_shapes(model: Module) -> dict[str, tuple[int, ...]]:
-    """Dotted name -> shape of every trainable parameter."""
-    flags = model.parameter_flags()
-    return {name: value.shape for name, value in model.named_parameters().items() if flags[name][0]}
-
-
-def orthogonalized_names(spec, model: Module) -> set[str]:
-    """The trainable weights that take Muon's orthogonalised update: those ``optimizer.orthogonalize``
-    names (each must be 2-D or more), or by default every convolution kernel (the 4-D ones)."""
-    shapes = _trainable_shapes(model)
-    if spec.orthogonalize is None:
-        return {name for name, shape in shapes.items() if len(shape) == 4}
-    chosen = _matching(spec.orthogonalize, shapes, "optimizer.orthogonalize")
-    flat = sorted(name for name in chosen if len(shapes[name]) < 2)
-    if flat:
-        raise ConfigError(
-            f"optimizer.orthogonalize: only weights of 2 or more dimensions can be orthogonalised, not {', '.join(flat)}"
-        )
-    return chosen
+    ``steps_per_epoch`` turns a group's ``epochs`` into steps. Its kind's record builds it."""
+    return OPTIMIZER_KINDS[spec.name].build(spec, model, steps_per_epoch)
 
 
 # --------------------------------------------------------------------------- schedule

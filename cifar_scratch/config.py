@@ -26,8 +26,10 @@ from pydantic import (
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.fileio import open_regular
 from cifar_scratch.kinds import layers as layers_kinds
+from cifar_scratch.kinds import optimizers as optimizer_kinds
 from cifar_scratch.kinds.layers import CONTAINER_SPECS, LayerSpec, bare_layer_names
-from cifar_scratch.options import MAX_LR, MAX_SEED, Float, Int, Section
+from cifar_scratch.kinds.optimizers import SGDSpec
+from cifar_scratch.options import MAX_SEED, Float, Int, Section
 
 Monitor = Literal["val_loss", "val_accuracy"]
 _Section = Section  # every section's base: unknown keys and non-finite numbers refused
@@ -148,6 +150,15 @@ class ModelConfig(_Section):
     layers: Annotated[list[LayerSpec], BeforeValidator(bare_layer_names)] = Field(min_length=1)
 
 
+def refresh_optimizer_kinds() -> None:
+    """Rebuild the schema after an optimizer kind was (un)registered
+    (:func:`cifar_scratch.kinds.optimizers.register_optimizer`)."""
+    RunConfig.model_fields["optimizer"].annotation = typing.get_args(optimizer_kinds.optimizer_union())[
+        0
+    ]  # the field keeps its discriminator
+    RunConfig.model_rebuild(force=True)
+
+
 def refresh_layer_kinds() -> None:
     """Rebuild the schema after a layer kind was registered (:func:`cifar_scratch.kinds.layers.register_layer`):
     the blocks' and the model's ``layers`` then take the new kind, and so does every config."""
@@ -160,105 +171,7 @@ def refresh_layer_kinds() -> None:
 
 
 # --------------------------------------------------------------------------- optimizer
-class ParamGroup(_Section):
-    """Hyperparameters for the parameters whose dotted names match ``params`` (shell-style patterns
-    such as ``"*.bias"`` or ``"stage1.*"``); a parameter takes the first group that matches it."""
-
-    params: Union[str, list[str]] = Field(description="Pattern or list of patterns over dotted parameter names.")
-    lr_scale: Float = Field(1.0, gt=0.0, le=1e4, description="Learning-rate multiplier for these parameters.")
-    weight_decay: Optional[Float] = Field(
-        None, ge=0.0, le=1.0, description="Decoupled weight decay for these parameters (sgd, adamw)."
-    )
-    l2: Optional[Float] = Field(None, ge=0.0, le=1.0, description="L2 penalty for these parameters (sgd, adam).")
-    epochs: Optional[Float] = Field(
-        None, gt=0.0, description="Train these parameters only for the first N epochs, then keep them fixed."
-    )
-
-    @field_validator("params")
-    @classmethod
-    def _patterns(cls, value):
-        patterns = [value] if isinstance(value, str) else value
-        if not patterns or any(not p for p in patterns):
-            raise ValueError("give at least one non-empty pattern")
-        return value
-
-
-def _groups_field():
-    return Field(
-        default_factory=list,
-        description="Per-parameter hyperparameters by name pattern. Without a group, weight matrices and kernels "
-        "take the optimizer's weight_decay/l2, biases and batch-norm parameters none.",
-    )
-
-
-class SGDSpec(_Section):
-    name: Literal["sgd"]
-    lr: Float = Field(0.01, gt=0.0, le=MAX_LR)
-    momentum: Float = Field(0.0, ge=0.0, lt=1.0)
-    nesterov: bool = False
-    l2: Float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty: l2 * w is added to the gradient of every weight matrix.")
-    weight_decay: Float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay: w -= lr * weight_decay * w.")
-    groups: list[ParamGroup] = _groups_field()
-
-    @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> SGDSpec:
-        if self.nesterov and self.momentum == 0.0:
-            raise ValueError("nesterov: needs momentum > 0")
-        return self
-
-
-class _AdamFamily(_Section):
-    lr: Float = Field(0.001, gt=0.0, le=MAX_LR)
-    betas: tuple[Annotated[Float, Field(ge=0.0, lt=1.0)], Annotated[Float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
-    eps: Float = Field(1e-8, gt=0.0, le=1.0)
-
-
-class AdamSpec(_AdamFamily):
-    name: Literal["adam"]
-    l2: Float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty added to the gradient (classic Adam + L2).")
-    groups: list[ParamGroup] = _groups_field()
-
-
-class AdamWSpec(_AdamFamily):
-    name: Literal["adamw"]
-    weight_decay: Float = Field(0.01, ge=0.0, le=1.0, description="Decoupled weight decay (Loshchilov & Hutter).")
-    groups: list[ParamGroup] = _groups_field()
-
-
-class MuonSpec(SGDSpec):
-    """Muon (Jordan et al., 2024; airbench94_muon): orthogonalised Nesterov updates for convolution
-    kernels (or the weights ``orthogonalize`` names), SGD for every other trained parameter. ``l2``,
-    ``weight_decay`` and ``groups`` are SGD's, and so is the rule that Nesterov needs momentum."""
-
-    name: Literal["muon"]
-    lr: Float = Field(0.02, gt=0.0, le=MAX_LR, description="Step size of the orthogonalised updates (the schedule's peak).")
-    momentum: Float = Field(0.95, ge=0.0, lt=1.0)
-    nesterov: bool = True
-    ns_steps: Int = Field(5, ge=1, le=50, description="Newton-Schulz iterations per orthogonalised update.")
-    normalize_weights: bool = Field(
-        False,
-        description="Before each update, rescale every orthogonalised weight to Frobenius norm sqrt(output "
-        "channels), as airbench94_muon does for kernels that feed batch norm.",
-    )
-    orthogonalize: Optional[Union[str, list[str]]] = Field(
-        None,
-        description="Patterns over dotted names of the weights (2-D or more) that take orthogonalised updates; "
-        "default: every convolution kernel.",
-    )
-    fallback_lr: Float = Field(
-        0.01, gt=0.0, le=MAX_LR, description="SGD learning rate of every other parameter, at the schedule's peak."
-    )
-    fallback_momentum: Float = Field(0.9, ge=0.0, lt=1.0)
-    fallback_nesterov: bool = False
-
-    @model_validator(mode="after")
-    def _fallback_nesterov_needs_momentum(self) -> MuonSpec:
-        if self.fallback_nesterov and self.fallback_momentum == 0.0:
-            raise ValueError("fallback_nesterov: needs fallback_momentum > 0")
-        return self
-
-
-OptimizerSpec = Annotated[Union[SGDSpec, AdamSpec, AdamWSpec, MuonSpec], Field(discriminator="name")]
+OptimizerSpec = optimizer_kinds.optimizer_union()
 
 
 # --------------------------------------------------------------------------- schedule

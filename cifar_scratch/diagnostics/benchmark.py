@@ -17,6 +17,8 @@ from threadpoolctl import threadpool_info
 from cifar_scratch import __version__
 from cifar_scratch.builders import build_model, build_optimizer, model_input_shape, num_classes
 from cifar_scratch.config import RunConfig
+from cifar_scratch.errors import UserError
+from cifar_scratch.kinds.optimizers import OPTIMIZER_KINDS
 from cifar_scratch.nn import layers as L
 from cifar_scratch.nn.reference import softmax_cross_entropy
 from cifar_scratch.runtime import cores
@@ -192,29 +194,17 @@ class TorchModel:
     """The same architecture and weights in PyTorch (CPU, float32), same batch and optimizer family."""
 
     def __init__(self, ours: OurModel, config: RunConfig, threads: int | None):
-        from cifar_scratch.torch_reference import build_torch_model, import_torch, to_torch_input, torch_muon
+        from cifar_scratch.torch_reference import build_torch_model, import_torch, to_torch_input
 
         torch = self.torch = import_torch()
         if threads:
             torch.set_num_threads(threads)
         self.model, names = build_torch_model(ours.model)
-        spec = config.optimizer
         trained = [p for p in self.model.parameters() if p.requires_grad]
-        if spec.name == "sgd":
-            self.optimizers = [
-                torch.optim.SGD(trained, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.l2)
-            ]
-        elif spec.name == "muon":  # the kernels ours orthogonalises, and SGD for the other parameters, as ours
-            kernels = [names[name][0] for name in sorted(ours.optimizer.orthogonal)]
-            others = [p for p in trained if not any(p is k for k in kernels)]
-            self.optimizers = [
-                torch_muon(torch, kernels, spec.lr, spec.momentum, spec.nesterov, spec.ns_steps, spec.normalize_weights),
-                torch.optim.SGD(others, lr=spec.fallback_lr, momentum=spec.fallback_momentum, nesterov=spec.fallback_nesterov),
-            ]
-        else:
-            kind = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
-            decay = spec.weight_decay if spec.name == "adamw" else spec.l2
-            self.optimizers = [kind(trained, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=decay)]
+        kind = OPTIMIZER_KINDS[config.optimizer.name]
+        if kind.torch is None:
+            raise UserError(f"--against torch: no PyTorch twin is defined for the {kind.name!r} optimizer")
+        self.optimizers = kind.torch(torch, config.optimizer, trained, names, ours.optimizer)
         self.x = to_torch_input(ours.x)
         self.labels = torch.from_numpy(ours.labels)
         self.smoothing = ours.smoothing

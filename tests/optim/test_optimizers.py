@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cifar_scratch.builders import build_optimizer
-from cifar_scratch.config import AdamSpec, AdamWSpec, SGDSpec
+from cifar_scratch.kinds.optimizers import AdamSpec, AdamWSpec, SGDSpec
 from cifar_scratch.nn.layers import Dense
 from cifar_scratch.nn.model import Sequential
 
@@ -141,7 +141,7 @@ def two_layer_model():
 
 
 def test_muon_orthogonalises_the_chosen_weights_and_gives_the_rest_sgd():
-    from cifar_scratch.config import MuonSpec
+    from cifar_scratch.kinds.optimizers import MuonSpec
     from cifar_scratch.optim.optimizers import orthogonalize
 
     spec = MuonSpec(
@@ -176,8 +176,8 @@ def test_muon_orthogonalises_the_chosen_weights_and_gives_the_rest_sgd():
 
 
 def test_muon_orthogonalises_convolution_kernels_by_default_and_refuses_vectors():
-    from cifar_scratch.config import MuonSpec
     from cifar_scratch.errors import ConfigError
+    from cifar_scratch.kinds.optimizers import MuonSpec
     from cifar_scratch.nn.layers import Conv2D, Flatten
 
     model = Sequential([Conv2D(4), Flatten(), Dense(2)])
