@@ -13,6 +13,7 @@ import numpy as np
 
 from cifar_scratch.config import ModelConfig, RunConfig
 from cifar_scratch.errors import ConfigError
+from cifar_scratch.kinds.datasets import DATASET_KINDS
 from cifar_scratch.kinds.layers import CONTAINER_SPECS, LAYER_KINDS, DenseSpec, ResidualSpec
 from cifar_scratch.kinds.optimizers import OPTIMIZER_KINDS
 from cifar_scratch.nn.layers import Module
@@ -146,19 +147,23 @@ def build_schedule(config: RunConfig, steps_per_epoch: int) -> Schedule:
 
 
 def model_input_shape(config: RunConfig) -> tuple[int, ...]:
-    """Per-sample input shape of the config's data, without loading it (image folders are loaded)."""
+    """Per-sample input shape of the config's data: its dataset's record says it, else (an image folder) the data."""
     data = config.data
-    if data.dataset in ("mnist", "fashion_mnist"):
-        return (28, 28, 1)
-    if data.dataset == "digits":
-        return (8, 8, 1)
-    if data.dataset == "cifar10":
-        return (32, 32, 1 if data.grayscale else 3)
-    from cifar_scratch.data import load_dataset, resolve_data_dir
+    shape = DATASET_KINDS[data.dataset].image_shape
+    if shape is None:
+        from cifar_scratch.data import load_dataset, resolve_data_dir
 
-    return load_dataset(data, resolve_data_dir(), progress=False).image_shape
+        return load_dataset(data, resolve_data_dir(), progress=False).image_shape
+    return (*shape[:2], 1) if data.grayscale else shape
 
 
 def num_classes(config: RunConfig) -> int:
-    """Classes the config's model predicts (its class subset, else the 10 of every shipped dataset)."""
-    return len(config.data.classes) if config.data.classes else 10
+    """Classes the config's model predicts: its class subset, else its dataset's (an image folder's: the data's)."""
+    if config.data.classes:
+        return len(config.data.classes)
+    names = DATASET_KINDS[config.data.dataset].class_names
+    if names is None:
+        from cifar_scratch.data import load_dataset, resolve_data_dir
+
+        return len(load_dataset(config.data, resolve_data_dir(), progress=False).class_names)
+    return len(names)

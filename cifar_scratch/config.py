@@ -29,17 +29,13 @@ from cifar_scratch.kinds import layers as layers_kinds
 from cifar_scratch.kinds import optimizers as optimizer_kinds
 from cifar_scratch.kinds.layers import CONTAINER_SPECS, LayerSpec, bare_layer_names
 from cifar_scratch.kinds.optimizers import SGDSpec
-from cifar_scratch.options import MAX_SEED, Float, Int, Section
+from cifar_scratch.options import MAX_SEED, OFFICIAL_SOURCE, Float, Int, Section
 
 Monitor = Literal["val_loss", "val_accuracy"]
 _Section = Section  # every section's base: unknown keys and non-finite numbers refused
 
 
 # --------------------------------------------------------------------------- data
-#: ``data.source`` for a dataset's official release (found in the data dir, else downloaded).
-OFFICIAL_SOURCE = "official"
-
-
 class AugmentConfig(_Section):
     """Random transforms of training images (never of validation or test images)."""
 
@@ -70,7 +66,10 @@ class AugmentConfig(_Section):
 
 
 class DataConfig(_Section):
-    dataset: Literal["cifar10", "mnist", "fashion_mnist", "digits", "imagefolder"] = "cifar10"
+    dataset: str = Field(
+        "cifar10",
+        description="cifar10 | mnist | fashion_mnist | digits | imagefolder (the records of cifar_scratch/kinds/datasets.py).",
+    )
     source: Union[str, list[str], None] = Field(
         None,
         description="Where the images come from: 'official' (the dataset's official release: the data dir, then "
@@ -108,14 +107,28 @@ class DataConfig(_Section):
             return [OFFICIAL_SOURCE]
         return [self.source] if isinstance(self.source, str) else list(self.source)
 
+    @field_validator("dataset")
+    @classmethod
+    def _a_dataset_kind(cls, value: str) -> str:
+        from cifar_scratch.kinds.datasets import DATASET_KINDS
+
+        if value not in DATASET_KINDS:
+            close = difflib.get_close_matches(value, list(DATASET_KINDS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown dataset {value!r}{hint}; choose from {', '.join(DATASET_KINDS)}")
+        return value
+
     @model_validator(mode="after")
     def _source_needed(self) -> DataConfig:
-        if self.dataset == "imagefolder" and not self.source:
-            raise ValueError("source: required when dataset is 'imagefolder'")
-        if self.dataset == "digits" and self.source:
-            raise ValueError("source: not used by the digits dataset")
-        if self.dataset == "imagefolder" and OFFICIAL_SOURCE in self.sources:
-            raise ValueError(f"source: an image folder has no {OFFICIAL_SOURCE} release; give the folder or archive")
+        from cifar_scratch.kinds.datasets import DATASET_KINDS
+
+        kind = DATASET_KINDS[self.dataset]
+        if kind.needs_source and not self.source:
+            raise ValueError(f"source: required when dataset is {self.dataset!r}")
+        if not kind.paths and not kind.official and self.source:
+            raise ValueError(f"source: not used by the {self.dataset} dataset")
+        if not kind.official and self.source and OFFICIAL_SOURCE in self.sources:
+            raise ValueError(f"source: the {self.dataset} dataset has no {OFFICIAL_SOURCE} release; give the folder or archive")
         return self
 
     @field_validator("source")

@@ -28,6 +28,8 @@ Float = Annotated[float, BeforeValidator(_not_a_bool)]
 MAX_LR = 100.0
 #: Seeds go to scikit-learn as well, whose random_state must be below 2**32 (the split uses split_seed + 1).
 MAX_SEED = 2**32 - 2
+#: ``data.source`` for a dataset's official release (found in the data dir, else downloaded).
+OFFICIAL_SOURCE = "official"
 #: torch_default: PyTorch's default for nn.Linear and nn.Conv2d, uniform within ±1/sqrt(fan_in).
 Init = Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "torch_default"]
 

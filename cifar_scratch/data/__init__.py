@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from cifar_scratch.config import OFFICIAL_SOURCE, DataConfig
+from cifar_scratch.config import DataConfig
 from cifar_scratch.errors import ConfigError, DataError, DataUnavailable
 
 DATA_DIR_ENV = "CIFAR_SCRATCH_DATA"
@@ -183,61 +183,25 @@ def _per_class_choice(labels: np.ndarray, fraction: float, seed: int, key: str) 
     return np.sort(np.concatenate(held))
 
 
-def _load_raw(
-    config: DataConfig, data_dir: Path, progress: bool
-) -> tuple[Split, Split | None, tuple[str, ...], str, str | None, list[str]]:
+def _load_raw(config: DataConfig, data_dir: Path, progress: bool):
     """-> train, test (None when the source has none), class names, description, the source used, and why
-    each source before it was passed over: ``data.source``'s candidates are tried in order."""
-    if config.dataset == "digits":
-        from cifar_scratch.data import digits
+    each source before it was passed over: ``data.source``'s candidates are tried in order, each by the
+    dataset's record (:mod:`cifar_scratch.kinds.datasets`)."""
+    from cifar_scratch.kinds.datasets import DATASET_KINDS
 
-        images, labels = digits.load()
-        return Split(images, labels), None, digits.CLASSES, "scikit-learn digits (8x8)", None, []
+    kind = DATASET_KINDS[config.dataset]
+    if not kind.official and not kind.paths:  # a dataset without sources (scikit-learn's digits)
+        return (*kind.load(config, None, data_dir, progress), None, [])
     candidates, passed = config.sources, []
     for source in candidates:
         try:
-            return (*_load_source(config, source, data_dir, progress), source, passed)
+            return (*kind.load(config, source, data_dir, progress), source, passed)
         except DataUnavailable as exc:
             if len(candidates) == 1:
                 raise
             reason = str(exc).removeprefix("data.source: ")
             passed.append(reason if reason.startswith(source) else f"{source}: {reason}")
     raise DataUnavailable(f"data.source: none of its {len(candidates)} sources is available: {'; '.join(passed)}")
-
-
-def _load_source(
-    config: DataConfig, source: str, data_dir: Path, progress: bool
-) -> tuple[Split, Split | None, tuple[str, ...], str]:
-    """One source: ``official`` or a path (see :class:`DataConfig`); DataUnavailable when it is not there."""
-    if config.dataset in ("mnist", "fashion_mnist"):
-        from cifar_scratch.data import mnist
-
-        release = mnist.RELEASES[config.dataset]
-        folder = None if source == OFFICIAL_SOURCE else Path(source)
-        arrays, folder = mnist.load(release, data_dir, config.download, progress, folder)
-        train = Split(arrays["train_images"], arrays["train_labels"])
-        test = Split(arrays["test_images"], arrays["test_labels"])
-        return train, test, release.classes, f"{release.title} (official IDX files, {folder})"
-    if source == OFFICIAL_SOURCE:  # the official CIFAR-10 release
-        from cifar_scratch.data import cifar10
-
-        folder = cifar10.prepare(data_dir, config.download, progress)
-        train, test, names = cifar10.load(folder)
-        return Split(*train), Split(*test), names, f"CIFAR-10 (official python release, {folder})"
-    from cifar_scratch.data import cifar10, imagefolder
-
-    path = Path(source).expanduser()
-    if not path.exists():
-        alone = config.dataset == "cifar10" and len(config.sources) == 1
-        hint = f" (set data.source={OFFICIAL_SOURCE} to use the official CIFAR-10 release)" if alone else ""
-        raise DataUnavailable(f"data.source: {path} does not exist{hint}")
-    arrays = imagefolder.load(path, data_dir / "imagefolder", progress)
-    names = tuple(str(n) for n in arrays["class_names"])
-    if config.dataset == "cifar10" and names != cifar10.CLASSES:
-        raise DataError(f"data.source: {path} has classes {list(names)}, not the 10 CIFAR-10 classes")
-    train = Split(arrays["train_images"], arrays["train_labels"])
-    test = Split(arrays["test_images"], arrays["test_labels"]) if "test_images" in arrays else None
-    return train, test, names, f"{'CIFAR-10 copy' if config.dataset == 'cifar10' else 'image folder'} ({path})"
 
 
 def load_dataset(config: DataConfig, data_dir: Path, progress: bool = True) -> Dataset:

@@ -72,7 +72,7 @@ def test_source_lists_are_validated_and_made_absolute(tmp_path):
     ):
         with pytest.raises(ConfigError, match=error):
             load_config(path, [f"data.source={source}"])
-    with pytest.raises(ConfigError, match="an image folder has no official release"):
+    with pytest.raises(ConfigError, match="the imagefolder dataset has no official release"):
         load_config(path, ["data.dataset=imagefolder", "data.source=[official]"])
 
 
