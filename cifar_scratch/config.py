@@ -68,7 +68,8 @@ class AugmentConfig(_Section):
 class DataConfig(_Section):
     dataset: str = Field(
         "cifar10",
-        description="cifar10 | mnist | fashion_mnist | digits | imagefolder (the records of cifar_scratch/kinds/datasets.py).",
+        description="The dataset: one of the records of cifar_scratch/kinds/datasets.py.",
+        json_schema_extra={"choices": "datasets"},
     )
     source: Union[str, list[str], None] = Field(
         None,
@@ -81,7 +82,7 @@ class DataConfig(_Section):
     )
     download: bool = Field(True, description="cifar10/mnist/fashion_mnist: download the official files when they are missing.")
     classes: list[Any] | None = Field(None, description="Class subset by name or index; labels become 0..k-1 in this order.")
-    grayscale: bool = False
+    grayscale: bool = Field(False, description="Convert the images to one channel of ITU-R BT.601 luma.")
     val_fraction: Float = Field(0.1, ge=0.0, lt=1.0, description="Share of the training split held out for validation.")
     test_fraction: Float = Field(
         0.1, gt=0.0, lt=1.0, description="Share of the training split held out as test set when the source has no test split."
@@ -198,8 +199,8 @@ class ConstantSchedule(_Warmup):
 
 class StepSchedule(_Warmup):
     name: Literal["step"]
-    step_epochs: Int = Field(10, gt=0)
-    gamma: Float = Field(0.1, gt=0.0, le=1.0)
+    step_epochs: Int = Field(10, gt=0, description="Epochs between two drops of the rate.")
+    gamma: Float = Field(0.1, gt=0.0, le=1.0, description="Multiplier at each drop.")
 
 
 class ExponentialSchedule(_Warmup):
@@ -209,12 +210,12 @@ class ExponentialSchedule(_Warmup):
 
 class CosineSchedule(_Warmup):
     name: Literal["cosine"]
-    min_lr: Float = Field(0.0, ge=0.0)
+    min_lr: Float = Field(0.0, ge=0.0, description="The rate never goes below this.")
 
 
 class OneCycleSchedule(_Section):
     name: Literal["onecycle"]
-    pct_start: Float = Field(0.3, gt=0.0, lt=1.0)
+    pct_start: Float = Field(0.3, gt=0.0, lt=1.0, description="Share of the steps spent rising to optimizer.lr.")
     div_factor: Float = Field(25.0, gt=1.0, description="Start at lr / div_factor.")
     final_div_factor: Float = Field(1e4, gt=1.0, description="End at lr / (div_factor * final_div_factor).")
 
@@ -247,11 +248,11 @@ class PiecewiseSchedule(_Section):
 
 class PlateauSchedule(_Warmup):
     name: Literal["plateau"]
-    monitor: Monitor = "val_loss"
-    factor: Float = Field(0.1, gt=0.0, lt=1.0)
-    patience: Int = Field(5, ge=0)
-    threshold: Float = Field(1e-4, ge=0.0)
-    min_lr: Float = Field(0.0, ge=0.0)
+    monitor: Monitor = Field("val_loss", description="The metric whose plateau lowers the rate.")
+    factor: Float = Field(0.1, gt=0.0, lt=1.0, description="Multiplier of the rate at a plateau.")
+    patience: Int = Field(5, ge=0, description="Epochs without improvement (by more than threshold) before the rate drops.")
+    threshold: Float = Field(1e-4, ge=0.0, description="Smallest change of the metric that counts as improvement (relative).")
+    min_lr: Float = Field(0.0, ge=0.0, description="The rate never goes below this.")
 
 
 ScheduleSpec = Annotated[
@@ -272,7 +273,7 @@ ScheduleSpec = Annotated[
 # --------------------------------------------------------------------------- training
 class EarlyStoppingConfig(_Section):
     patience: Int = Field(5, ge=1, description="Epochs without improvement of training.monitor before stopping.")
-    min_delta: Float = Field(0.0, ge=0.0)
+    min_delta: Float = Field(0.0, ge=0.0, description="Smallest change of training.monitor that counts as improvement.")
 
 
 #: Test-time augmentation: the views whose logits are averaged (airbench's mirror and 1-pixel shifts).
@@ -295,15 +296,22 @@ class EMAConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: Int = Field(10, gt=0, le=1_000_000)
-    batch_size: Int = Field(128, gt=0, le=1_000_000)
+    epochs: Int = Field(10, gt=0, le=1_000_000, description="Passes over the training split.")
+    batch_size: Int = Field(128, gt=0, le=1_000_000, description="Images per training step.")
     drop_last: bool = Field(
         False,
         description="Skip the last, smaller batch of each epoch (PyTorch's DataLoader option): every step sees "
         "batch_size images, as airbench trains.",
     )
-    seed: Int = Field(0, ge=0, le=MAX_SEED)
-    label_smoothing: Float = Field(0.0, ge=0.0, lt=1.0)
+    seed: Int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the run's one np.random.Generator: initialisation, shuffling, dropout, augmentation.",
+    )
+    label_smoothing: Float = Field(
+        0.0, ge=0.0, lt=1.0, description="The target is (1 - s) one_hot + s / K; history reports plain cross-entropy."
+    )
     monitor: Monitor = Field("val_loss", description="Metric that picks the best checkpoint and drives early stopping.")
     early_stopping: EarlyStoppingConfig | None = None
     checkpoint_every: Int = Field(1, gt=0, description="Write checkpoints/last.npz every N epochs (and always at the end).")
@@ -330,12 +338,16 @@ class TrainingConfig(_Section):
 
 
 class OutputConfig(_Section):
-    runs_dir: str = "runs"
-    plots: bool = True
+    runs_dir: str = Field(
+        "runs", description="Where run folders go (--runs-dir overrides it); config.yaml records the folder used."
+    )
+    plots: bool = Field(True, description="Draw loss, accuracy, learning-rate and confusion-matrix plots.")
 
 
 class RunConfig(_Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    name: str = Field(
+        "run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100, description="The run folder's suffix: runs/<time>_<name>."
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig
     optimizer: OptimizerSpec = Field(default_factory=lambda: SGDSpec(name="sgd"))

@@ -120,8 +120,8 @@ def _simple(make):
 class DenseSpec(LayerOptions):
     type: Literal["dense"]
     units: Optional[PosInt] = Field(None, description="Output features; may be omitted on the last layer (= number of classes).")
-    bias: bool = True
-    init: Init = "he_normal"
+    bias: bool = Field(True, description="Add a trained bias (units,).")
+    init: Init = Field("he_normal", description="Initialisation of the weight (fan-in / fan-out based).")
 
 
 def _dense_twin(torch, layer, params, dtype):
@@ -157,7 +157,7 @@ register_layer(LayerKind(ReLUSpec, L.ReLU, (({}, (3, 5, 2)),), _simple(lambda nn
 
 class LeakyReLUSpec(LayerOptions):
     type: Literal["leaky_relu"]
-    alpha: Float = Field(0.01, ge=0.0, le=1.0)
+    alpha: Float = Field(0.01, ge=0.0, le=1.0, description="Slope for negative inputs.")
 
 
 register_layer(
@@ -200,7 +200,9 @@ register_layer(
 
 class DropoutSpec(LayerOptions):
     type: Literal["dropout"]
-    rate: Float = Field(0.5, ge=0.0, lt=1.0)
+    rate: Float = Field(
+        0.5, ge=0.0, lt=1.0, description="Share of units zeroed in training (inverted dropout: the rest are scaled up)."
+    )
 
 
 register_layer(LayerKind(DropoutSpec, L.Dropout, (({"rate": 0.3}, (11,)),), _simple(lambda nn, layer: nn.Dropout(layer.rate))))
@@ -228,13 +230,13 @@ Size = Union[PosInt, tuple[PosInt, PosInt]]
 
 class Conv2DSpec(LayerOptions):
     type: Literal["conv2d"]
-    filters: PosInt
+    filters: PosInt = Field(description="Output channels.")
     kernel: Size = Field(3, description="Square size, or [height, width].")
-    stride: Size = 1
+    stride: Size = Field(1, description="Step between windows, or [vertical, horizontal].")
     padding: Union[Literal["same", "valid"], NonNegInt] = Field(
         "same", description="same: output = ceil(input / stride), as Keras; valid: no padding; N: N pixels on every side."
     )
-    bias: bool = True
+    bias: bool = Field(True, description="Add a trained bias (filters,).")
     init: Literal[Init, "dirac", "dirac_partial", "whiten"] = Field(
         "he_normal",
         description="dirac: identity (centre tap passes channel c to filter c), all other weights 0, as "
@@ -276,7 +278,7 @@ register_layer(
 
 class MaxPool2DSpec(LayerOptions):
     type: Literal["maxpool2d"]
-    size: Size = 2
+    size: Size = Field(2, description="Window side, or [height, width]; windows that do not fit are dropped.")
     stride: Optional[Size] = Field(None, description="Defaults to size (non-overlapping windows).")
 
 
@@ -292,7 +294,7 @@ register_layer(
 
 class AvgPool2DSpec(LayerOptions):
     type: Literal["avgpool2d"]
-    size: Size = 2
+    size: Size = Field(2, description="Window side, or [height, width]; windows that do not fit are dropped.")
     stride: Optional[Size] = Field(None, description="Defaults to size (non-overlapping windows).")
 
 
@@ -340,7 +342,7 @@ class BatchNormSpec(LayerOptions):
     momentum: Float = Field(
         0.1, gt=0.0, le=1.0, description="PyTorch convention: running = (1 - m) running + m batch (Keras 0.99 = 0.01 here)."
     )
-    eps: Float = Field(1e-5, gt=0.0, le=1.0)
+    eps: Float = Field(1e-5, gt=0.0, le=1.0, description="Added to the variance before its square root.")
     affine: bool = Field(True, description="Learn a scale (weight) and shift (bias) per channel.")
 
 
@@ -380,14 +382,18 @@ class SequentialSpec(LayerOptions):
     name: Optional[ModuleName] = Field(
         None, description="Name in parameter paths (stage1.residual1.conv2d1.weight); default sequential<n>."
     )
-    layers: Annotated[list[LayerSpec], BeforeValidator(bare_layer_names)] = Field(min_length=1)
+    layers: Annotated[list[LayerSpec], BeforeValidator(bare_layer_names)] = Field(
+        min_length=1, description="The layers inside the block, in order."
+    )
 
 
 class ResidualSpec(LayerOptions):
     type: Literal["residual"]
     trainable: bool = Field(True, description="false: freeze every parameter inside the block.")
     name: Optional[ModuleName] = Field(None, description="Name in parameter paths; default residual<n>.")
-    layers: Annotated[list[LayerSpec], BeforeValidator(bare_layer_names)] = Field(min_length=1)
+    layers: Annotated[list[LayerSpec], BeforeValidator(bare_layer_names)] = Field(
+        min_length=1, description="The layers inside the block, in order."
+    )
     shortcut: Literal["auto", "identity", "conv"] = Field(
         "auto", description="auto: identity when the block keeps the shape, else a strided 1x1 convolution."
     )

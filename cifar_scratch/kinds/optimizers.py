@@ -110,9 +110,9 @@ def _groups_field():
 # --------------------------------------------------------------------------- sgd
 class SGDSpec(Section):
     name: Literal["sgd"]
-    lr: Float = Field(0.01, gt=0.0, le=MAX_LR)
-    momentum: Float = Field(0.0, ge=0.0, lt=1.0)
-    nesterov: bool = False
+    lr: Float = Field(0.01, gt=0.0, le=MAX_LR, description="Learning rate (the schedule's peak).")
+    momentum: Float = Field(0.0, ge=0.0, lt=1.0, description="Heavy-ball momentum, PyTorch's form: v = momentum v + g.")
+    nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0).")
     l2: Float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty: l2 * w is added to the gradient of every weight matrix.")
     weight_decay: Float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay: w -= lr * weight_decay * w.")
     groups: list[ParamGroup] = _groups_field()
@@ -145,9 +145,11 @@ register_optimizer(
 
 # --------------------------------------------------------------------------- adam, adamw
 class _AdamFamily(Section):
-    lr: Float = Field(0.001, gt=0.0, le=MAX_LR)
-    betas: tuple[Annotated[Float, Field(ge=0.0, lt=1.0)], Annotated[Float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
-    eps: Float = Field(1e-8, gt=0.0, le=1.0)
+    lr: Float = Field(0.001, gt=0.0, le=MAX_LR, description="Learning rate (the schedule's peak).")
+    betas: tuple[Annotated[Float, Field(ge=0.0, lt=1.0)], Annotated[Float, Field(ge=0.0, lt=1.0)]] = Field(
+        (0.9, 0.999), description="Decay rates of the first and second moment estimates."
+    )
+    eps: Float = Field(1e-8, gt=0.0, le=1.0, description="Added to the square root of the second moment.")
 
 
 class AdamSpec(_AdamFamily):
@@ -184,8 +186,8 @@ class MuonSpec(SGDSpec):
 
     name: Literal["muon"]
     lr: Float = Field(0.02, gt=0.0, le=MAX_LR, description="Step size of the orthogonalised updates (the schedule's peak).")
-    momentum: Float = Field(0.95, ge=0.0, lt=1.0)
-    nesterov: bool = True
+    momentum: Float = Field(0.95, ge=0.0, lt=1.0, description="Momentum of the orthogonalised updates.")
+    nesterov: bool = Field(True, description="Nesterov momentum for the orthogonalised updates.")
     ns_steps: Int = Field(5, ge=1, le=50, description="Newton-Schulz iterations per orthogonalised update.")
     normalize_weights: bool = Field(
         False,
@@ -200,8 +202,8 @@ class MuonSpec(SGDSpec):
     fallback_lr: Float = Field(
         0.01, gt=0.0, le=MAX_LR, description="SGD learning rate of every other parameter, at the schedule's peak."
     )
-    fallback_momentum: Float = Field(0.9, ge=0.0, lt=1.0)
-    fallback_nesterov: bool = False
+    fallback_momentum: Float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum of every other parameter.")
+    fallback_nesterov: bool = Field(False, description="Nesterov momentum for every other parameter.")
 
     @model_validator(mode="after")
     def _fallback_nesterov_needs_momentum(self) -> MuonSpec:
