@@ -16,10 +16,8 @@ import typing
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from cifar_scratch.config import (
     AugmentConfig,
@@ -103,9 +101,9 @@ def _cell(text: str) -> str:
 
 
 def _default(field: FieldInfo) -> str:
-    if field.default is PydanticUndefined and field.default_factory is None:
+    if field.is_required():
         return "required"
-    value = field.default_factory() if field.default is PydanticUndefined else field.default
+    value = field.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         return "(its defaults)"
     return f"`{json.dumps(value)}`" if not isinstance(value, str) else f"`{value}`"
@@ -152,15 +150,14 @@ def _bounds(metadata) -> str:
     low = high = None
     for item in metadata:
         inner = getattr(item, "metadata", None) or [item]  # a FieldInfo carries its constraints as metadata
-        for constraint in inner:
-            if isinstance(constraint, annotated_types.Gt):
-                low = ("(", constraint.gt)
-            elif isinstance(constraint, annotated_types.Ge):
-                low = ("[", constraint.ge)
-            elif isinstance(constraint, annotated_types.Lt):
-                high = (constraint.lt, ")")
-            elif isinstance(constraint, annotated_types.Le):
-                high = (constraint.le, "]")
+        for constraint in inner:  # pydantic's constraints (annotated-types' Gt, Ge, Lt, Le) by their attribute
+            for attribute, bound in (("gt", "low"), ("ge", "low"), ("lt", "high"), ("le", "high")):
+                value = getattr(constraint, attribute, None)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    if bound == "low":
+                        low = ("(" if attribute == "gt" else "[", value)
+                    else:
+                        high = (value, ")" if attribute == "lt" else "]")
     low, high = (_number(bound) for bound in (low, high))
     if low and high:
         return f" in {low}, {high}"
