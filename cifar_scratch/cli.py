@@ -692,7 +692,7 @@ def runs(
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="Show at most this many runs."),
 ) -> None:
     """Past runs, newest first: status, best monitored metric, epochs, age."""
-    from cifar_scratch.run_index import age, find_runs, summarize
+    from cifar_scratch.runs.index import age, find_runs, summarize
 
     if not root.exists():
         raise UsageError(f"{root}: no such folder")
@@ -746,10 +746,10 @@ def compare(
     ),
 ) -> None:
     """A table of the config keys that differ between runs against their results, and a figure of their curves."""
-    from cifar_scratch import compare as comparing
     from cifar_scratch import reports
     from cifar_scratch import sweep as sweeps
-    from cifar_scratch.run_index import history_rows
+    from cifar_scratch.runs import compare as comparing
+    from cifar_scratch.runs.folder import RunFolder
 
     runs = comparing.collect(paths)
     columns, rows = comparing.table(runs, group_seeds)
@@ -774,7 +774,7 @@ def compare(
     target = figure or (sweep_dirs[0] / "compare.png" if len(sweep_dirs) == 1 else None)
     if target is None:
         return
-    curves = list(zip(comparing.labels(runs), (history_rows(run.path) for run in runs)))
+    curves = list(zip(comparing.labels(runs), (RunFolder(run.path).read_history() for run in runs)))
     reports.plot_comparison(curves, target, panels)
     typer.echo(f"figure: {target}", err=fmt is not TableFormat.table)
 

@@ -15,8 +15,8 @@ from cifar_scratch.fileio import atomic_folder, atomic_write_json
 from cifar_scratch.nn import kernels
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.nn.reference import softmax
-from cifar_scratch.training.run import check_checkpoint_matches, read_run_info
-from cifar_scratch.training.run_dir import EVAL_FILES
+from cifar_scratch.runs.folder import RunFolder
+from cifar_scratch.training.run import check_checkpoint_matches
 from cifar_scratch.training.trainer import EVAL_BATCH, CheckpointMetadata, evaluate_split, load_weights
 
 GRID_SIZE = 32
@@ -28,19 +28,21 @@ def locate(target: Path) -> tuple[Path, Path]:
     if target.is_file():
         if target.suffix in (".yaml", ".yml"):
             raise UsageError(f"{target}: this is a config, not a run folder; train it first: cifar-scratch train {target}")
-        run_dir = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+        run_dir = target.parent.parent if target.parent.name == RunFolder.CHECKPOINTS else target.parent
         return run_dir, target
-    for name in ("best.npz", "last.npz"):
-        if (target / "checkpoints" / name).is_file():
-            return target, target / "checkpoints" / name
+    folder = RunFolder(target)
+    for checkpoint in (folder.best, folder.last):
+        if checkpoint.is_file():
+            return target, checkpoint
     raise CheckpointError(f"{target}: no checkpoints/best.npz or checkpoints/last.npz (is it a run folder?)")
 
 
 def run_config(run_dir: Path) -> RunConfig:
     """The config a run folder was trained with (its config.yaml)."""
-    if not (run_dir / "config.yaml").is_file():
+    path = RunFolder(run_dir).config
+    if not path.is_file():
         raise CheckpointError(f"{run_dir}: config.yaml is missing, so the model cannot be rebuilt")
-    return load_config(run_dir / "config.yaml")
+    return load_config(path)
 
 
 def restore_model(
@@ -71,7 +73,7 @@ def evaluate_checkpoint(
     notes = notes if notes is not None else []
     run_dir, checkpoint = locate(target)
     config = run_config(run_dir)
-    info = read_run_info(run_dir)
+    info = RunFolder(run_dir).read_info()
     data_dir = data_dir or Path(info.get("data_dir", "data"))
     dataset = load_dataset(config.data, data_dir, progress)
     data = dataset.split(split)
@@ -85,7 +87,7 @@ def evaluate_checkpoint(
             f"the run is not finished (run.json status: {status or 'unknown'}, {meta.epoch} of "
             f"{config.training.epochs} epochs trained)"
         )
-    if checkpoint.name == "last.npz" and target.is_dir():
+    if checkpoint.name == RunFolder.LAST and target.is_dir():
         notes.append(
             f"no best checkpoint yet: measuring checkpoints/last.npz, the weights after epoch {meta.epoch} "
             f"(step {meta.step})" + (", i.e. untrained" if meta.step == 0 else "")
@@ -121,8 +123,8 @@ def evaluate_checkpoint(
 
     # Everything goes into a temporary folder that replaces eval/<split>/ whole: an interrupted
     # evaluate leaves the previous results, never a mix of old and new files.
-    out_dir = run_dir / "eval" / (split if checkpoint.name == "best.npz" else f"{split}-{checkpoint.stem}")
-    with atomic_folder(out_dir, EVAL_FILES) as staging:
+    out_dir = RunFolder(run_dir).evaluation(split, checkpoint)
+    with atomic_folder(out_dir, RunFolder.EVAL_FILES) as staging:
         atomic_write_json(staging / "metrics.json", metrics)
         atomic_write_json(
             staging / "confusion_matrix.json",

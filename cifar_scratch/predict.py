@@ -23,7 +23,7 @@ from cifar_scratch.evaluate import locate, restore_model, run_config
 from cifar_scratch.fileio import format_bytes, open_regular
 from cifar_scratch.nn import kernels
 from cifar_scratch.nn.reference import softmax
-from cifar_scratch.training.run import read_run_info
+from cifar_scratch.runs.folder import RunFolder
 from cifar_scratch.training.trainer import EVAL_BATCH
 
 #: Largest image accepted, in pixels, checked from the header before decoding (decompression bombs).
@@ -76,7 +76,7 @@ def predict_images(target: Path, images: list[Path], top_k: int = 3, engine: str
         raise UsageError(f"{target}: no such run folder or checkpoint")
     run_dir, checkpoint = locate(target)
     config = run_config(run_dir)
-    info = read_run_info(run_dir)
+    info = RunFolder(run_dir).read_info()
     class_names = info.get("class_names")
     if not isinstance(class_names, list) or not class_names:
         raise CheckpointError(f"{run_dir}: run.json lists no class_names")

@@ -51,7 +51,8 @@ from cifar_scratch import signals
 from cifar_scratch.config import ConfigError, build_config, format_error, read_yaml_mapping
 from cifar_scratch.errors import UsageError, UserError
 from cifar_scratch.fileio import atomic_write_text
-from cifar_scratch.run_index import read_json, run_status
+from cifar_scratch.runs.folder import RunFolder
+from cifar_scratch.runs.index import read_json, run_status
 
 #: Metrics a sweep can rank jobs by: keys of a run's metrics.json.
 METRICS = (
@@ -290,7 +291,7 @@ class SweepFolder:
         for job in jobs:
             entry = ledger.get(job.index, {})
             run_dir = entry.get("run_dir")
-            metrics = read_json(Path(run_dir) / "metrics.json") if run_dir else {}
+            metrics = read_json(RunFolder(run_dir).metrics) if run_dir else {}
             row = {"job": job.index, "status": entry.get("status", "pending"), **job.params}
             row[spec.metric.name] = metric_value(metrics, spec.metric.name)
             for column in RESULT_COLUMNS:
@@ -388,7 +389,7 @@ def plan(folder: SweepFolder, jobs: list[Job], retry_failed: bool) -> tuple[list
                 done.append(job)
                 continue
             for run_dir in runs:
-                if (run_dir / "checkpoints" / "last.npz").exists() and run_status(run_dir) != "failed":
+                if RunFolder(run_dir).last.exists() and run_status(run_dir) != "failed":
                     resume = run_dir
                     break
         todo.append((job, resume))

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cifar_scratch.errors import UsageError
-from cifar_scratch.run_index import read_json
+from cifar_scratch.runs.folder import RunFolder
+from cifar_scratch.runs.index import read_json
 from cifar_scratch.sweep import Job, JobOutcome, SweepFolder, SweepSpec, metric_value
 
 
@@ -67,7 +68,7 @@ class BayesSearch:
     def _value(self, run_dir: str | Path | None) -> float | None:
         if not run_dir:
             return None
-        value = metric_value(read_json(Path(run_dir) / "metrics.json"), self.spec.metric.name)
+        value = metric_value(read_json(RunFolder(run_dir).metrics), self.spec.metric.name)
         return value if value is not None and math.isfinite(value) else None
 
     def _add_finished(self, job: Job, entry: dict) -> None:

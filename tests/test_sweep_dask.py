@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from cifar_scratch.errors import CheckpointError
-from cifar_scratch.run_index import find_runs
+from cifar_scratch.runs.index import find_runs
 
 from .conftest import digits_tree
 from .test_sweep import (

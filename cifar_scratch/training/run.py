@@ -1,33 +1,17 @@
-"""A run's life: set up from a config, train, resume, and finish with metrics and plots.
-
-Layout of a run folder::
-
-    config.yaml          resolved config: exactly what ran
-    run.json             command, versions, data dir, dataset, status
-    summary.txt          model summary
-    history.csv/.jsonl   one row per epoch
-    metrics.json         final metrics of the best weights (train/val/test)
-    checkpoints/         last.npz (full state, for --resume), best.npz
-    plots/               loss, accuracy, learning rate, confusion matrices
-"""
+"""A run's life: set up from a config, train, resume, and finish with metrics and plots, in a run
+folder (:class:`cifar_scratch.runs.folder.RunFolder`, which owns its layout)."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 import os
 import platform
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from cifar_scratch import __version__, reports, signals
@@ -35,16 +19,15 @@ from cifar_scratch.builders import build_model, build_optimizer, build_schedule
 from cifar_scratch.config import RunConfig, build_config, dump_config, read_yaml_mapping
 from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
-from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError, UserError
-from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe, read_limited, remove_stale_temporaries
+from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError
+from cifar_scratch.fileio import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from cifar_scratch.nn import kernels
 from cifar_scratch.nn.init import patch_moment, whitening
 from cifar_scratch.nn.layers import Conv2D
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.optim.averaging import WeightAverage
-from cifar_scratch.training.run_dir import EVAL_FILES, create_run_dir, written_folders
+from cifar_scratch.runs.folder import RunFolder, now
 from cifar_scratch.training.trainer import (
-    HISTORY_FIELDS,
     Callback,
     Trainer,
     evaluate_split,
@@ -68,16 +51,7 @@ class HistoryWriter(Callback):
     """Rewrites history.csv and history.jsonl atomically after each epoch, from the checkpointed history."""
 
     def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
-        write_history(trainer.run_dir, trainer.state.history)
-
-
-def write_history(run_dir: Path, history: list[dict]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(run_dir / "history.csv", text.getvalue())
-    atomic_write_text(run_dir / "history.jsonl", "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in history))
+        RunFolder(trainer.run_dir).write_history(trainer.state.history)
 
 
 def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, callbacks: list[Callback]) -> Trainer:
@@ -137,52 +111,6 @@ def whiten_first_layer(model: Sequential, train_images: np.ndarray, normalizer: 
         raise ConfigError(f"model.layers.0.filters: {exc}") from None
 
 
-#: run.json holds a few hundred bytes per resume; anything near this is not one.
-MAX_RUN_JSON_BYTES = 16_000_000
-
-
-def read_run_info(run_dir: Path) -> dict:
-    """``run.json`` as a dict ({} when absent); a damaged file is a clear error, never a traceback."""
-    path = run_dir / "run.json"
-    if not path.exists() and not path.is_symlink():
-        return {}
-    try:
-        info = json.loads(read_limited(path, MAX_RUN_JSON_BYTES).decode("utf-8"))
-    except OSError as exc:
-        raise CheckpointError(
-            f"{path}: cannot read run.json ({exc.strerror or exc}); fix or delete it (pass --data-dir then)"
-        ) from None
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CheckpointError(
-            f"{path}: run.json is damaged ({type(exc).__name__}); fix or delete it (pass --data-dir then)"
-        ) from None
-    if not isinstance(info, dict):
-        raise CheckpointError(f"{path}: run.json is damaged (not a JSON object); fix or delete it (pass --data-dir then)")
-    return info
-
-
-def _write_run_info(run_dir: Path, updates: dict) -> None:
-    path = run_dir / "run.json"
-    try:
-        info = read_run_info(run_dir)
-    except CheckpointError:
-        info = {}  # rewritten whole: a damaged run.json must not stop the run from recording its state
-    info.update(updates)
-    atomic_write_json(path, info)
-
-
-def _record_failure(run_dir: Path, status: str, error: str) -> None:
-    """Best effort: a run that stops on an error says so in run.json (the disk may be what failed)."""
-    try:
-        _write_run_info(run_dir, {"status": status, "error": error, "stopped": _now()})
-    except (OSError, UserError):
-        pass
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def git_commit() -> str | None:
     """The commit of the code that runs, with ``+dirty`` for uncommitted changes; None outside a git checkout."""
     source = Path(__file__).resolve().parents[2]
@@ -230,12 +158,12 @@ def start_run(
         }
     )
     trainer.config = config
-    run_dir = trainer.run_dir = create_run_dir(runs_dir, config.name)
-    with run_lock(run_dir):
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
-        atomic_write_text(run_dir / "summary.txt", trainer.model.summary() + "\n")
-        _write_run_info(
-            run_dir,
+    folder = RunFolder.create(runs_dir, config.name)
+    trainer.run_dir = folder.path
+    with folder.lock():
+        atomic_write_text(folder.config, dump_config(config))
+        atomic_write_text(folder.summary, trainer.model.summary() + "\n")
+        folder.update_info(
             {
                 "cifar_scratch": __version__,
                 "git_commit": git_commit(),
@@ -245,7 +173,7 @@ def start_run(
                 "command": sys.argv,
                 "overrides": list(overrides),
                 "cwd": os.getcwd(),
-                "started": _now(),
+                "started": now(),
                 "data_dir": str(data_dir.resolve()),
                 "dataset": dataset.description,
                 "data_source": dataset.source,
@@ -273,14 +201,15 @@ def resume_run(
     were not all written (stopped in its last seconds) only finishes. ``overrides`` may only touch
     :data:`RESUMABLE_KEYS` (for example ``training.epochs=30`` to train longer).
     """
-    run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
+    run_dir = folder.path
     config = resume_config(run_dir, overrides)
-    last = run_dir / "checkpoints" / "last.npz"
+    last = folder.last
     if not last.exists():
         raise CheckpointError(f"{run_dir}: not a resumable run folder (checkpoints/last.npz is missing)")
-    info = read_run_info(run_dir)
-    with run_lock(run_dir):
-        removed = remove_stale_temporaries(written_folders(run_dir), owned=EVAL_FILES)
+    info = folder.read_info()
+    with folder.lock():
+        removed = remove_stale_temporaries(folder.written_folders(), owned=RunFolder.EVAL_FILES)
         data_dir = data_dir or Path(info.get("data_dir", "data"))
         dataset = load_dataset(config.data, data_dir, progress)
         trainer = build_trainer(config, dataset, run_dir, list(callbacks))
@@ -304,23 +233,23 @@ def resume_run(
                 f"{run_dir}: run already finished after {state.epoch} epochs ({state.stop_reason}); "
                 f"pass training.epochs=N with N > {state.epoch} to train longer"
             )
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        atomic_write_text(folder.config, dump_config(config))
         resumes = info.get("resumes") if isinstance(info.get("resumes"), list) else []
         resume = {
-            "time": _now(),
+            "time": now(),
             "overrides": list(overrides),
             "from_epoch": state.epoch,
             "from_step": state.step,
             "removed_temporaries": len(removed),
             "git_commit": git_commit(),
         }
-        _write_run_info(run_dir, {"status": "running", "resumes": [*resumes, resume]})
+        folder.update_info({"status": "running", "resumes": [*resumes, resume]})
         return _train_and_finish(trainer)
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
     """The run's config with resume overrides applied; anything but :data:`RESUMABLE_KEYS` is refused."""
-    config_path = run_dir / "config.yaml"
+    config_path = RunFolder(run_dir).config
     if not config_path.exists():
         hint = " (it is a config file: train it with 'cifar-scratch train FILE')" if run_dir.is_file() else ""
         raise CheckpointError(f"{run_dir}: not a resumable run folder (config.yaml is missing){hint}")
@@ -388,23 +317,9 @@ def changed_keys(old, new, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-@contextmanager
-def run_lock(run_dir: Path):
-    """One process at a time trains or finishes a run folder (a second ``--resume`` is refused)."""
-    lock = FileLock(run_dir / ".lock")
-    try:
-        lock.acquire(blocking=False)
-    except Timeout:
-        raise UserError(f"{run_dir}: another process is training this run right now") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 def _train_and_finish(trainer: Trainer) -> RunResult:
     """Train (or finish) and record the outcome in run.json: completed, interrupted or failed."""
-    run_dir = trainer.run_dir
+    run_dir, folder = trainer.run_dir, RunFolder(trainer.run_dir)
     try:
         # The loop detects NaN and infinity itself and ends the run with one clear error, so NumPy's
         # floating-point warnings (overflow in matmul, invalid value in subtract) would only be noise.
@@ -414,10 +329,10 @@ def _train_and_finish(trainer: Trainer) -> RunResult:
     except signals.Interrupted as exc:
         exc.run_dir = run_dir
         exc.checkpoint = trainer.last_path if trainer.last_path.exists() else None
-        _record_failure(run_dir, "interrupted", f"{exc} after {trainer.state.epoch} epochs")
+        folder.record_failure("interrupted", f"{exc} after {trainer.state.epoch} epochs")
         raise
     except Exception as exc:
-        _record_failure(run_dir, "failed", f"{type(exc).__name__}: {exc}")
+        folder.record_failure("failed", f"{type(exc).__name__}: {exc}")
         raise
     state = trainer.state
     if state.diverged:
@@ -426,9 +341,9 @@ def _train_and_finish(trainer: Trainer) -> RunResult:
             if state.best_epoch
             else "no epoch finished before it, so metrics.json has no metrics"
         )
-        _record_failure(run_dir, "failed", state.stop_reason)
+        folder.record_failure("failed", state.stop_reason)
         raise TrainingFailed(f"{state.stop_reason}; {best}. Lower optimizer.lr or check the data normalisation")
-    _write_run_info(run_dir, {"status": "completed", "finished": _now(), "error": None})
+    folder.update_info({"status": "completed", "finished": now(), "error": None})
     return RunResult(run_dir, metrics)
 
 
@@ -440,7 +355,7 @@ def finish(trainer: Trainer) -> dict:
     A run that diverged before its first finished epoch has no weights worth measuring: its
     metrics.json says so instead.
     """
-    state, run_dir, dataset = trainer.state, trainer.run_dir, trainer.dataset
+    state, folder, dataset = trainer.state, RunFolder(trainer.run_dir), trainer.dataset
     if trainer.best_path.exists():
         load_weights(trainer.model, trainer.normalizer, trainer.best_path)
     metrics: dict = {
@@ -459,11 +374,11 @@ def finish(trainer: Trainer) -> dict:
         metrics |= _measure(trainer)
     else:
         metrics["note"] = "the run diverged before any epoch finished with finite weights: there is nothing to measure"
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    atomic_write_json(folder.metrics, metrics)
     if trainer.config.output.plots:
-        reports.plot_history(state.history, run_dir / "plots", state.best_epoch)
+        reports.plot_history(state.history, folder.plots, state.best_epoch)
         reports.plot_lr(
-            state.lrs, trainer.steps_per_epoch, trainer.config.schedule.name, run_dir / "plots" / "lr.png", state.best_epoch
+            state.lrs, trainer.steps_per_epoch, trainer.config.schedule.name, folder.plots / "lr.png", state.best_epoch
         )
     return metrics
 
@@ -495,5 +410,5 @@ def _measure(trainer: Trainer) -> dict:
             metrics["test_macro_f1_tta"] = report["macro avg"]["f1-score"]
         if trainer.config.output.plots:  # of the TTA predictions when TTA is on, and titled so
             title = f"test, TTA {tta}" if tta != "none" else "test"
-            reports.plot_confusion(report["confusion_matrix"], dataset.class_names, trainer.run_dir / "plots", title)
+            reports.plot_confusion(report["confusion_matrix"], dataset.class_names, RunFolder(trainer.run_dir).plots, title)
     return metrics

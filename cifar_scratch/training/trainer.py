@@ -27,10 +27,10 @@ from cifar_scratch.nn.reference import cross_entropy, softmax_cross_entropy
 from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.optim.schedules import Schedule
+from cifar_scratch.runs.folder import RunFolder
 from cifar_scratch.training.checkpoint import group, load_checkpoint, save_checkpoint
 
 EVAL_BATCH = 256  # bounds the im2col buffers of convolutions in eval mode
-HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time")
 
 
 #: Second seed word of the stream that draws the parity bits of alternating flips.
@@ -168,11 +168,11 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     @property
     def last_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.npz"
+        return RunFolder(self.run_dir).last
 
     @property
     def best_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "best.npz"
+        return RunFolder(self.run_dir).best
 
     def save(self, path: Path) -> None:
         s = self.state

@@ -2,14 +2,12 @@
 
 A run records its status in ``run.json`` (running, completed, interrupted, failed). A process killed
 outright (SIGKILL, out of memory, power loss) cannot write anything, so "running" is believed only
-while some process holds the run's lock (:func:`cifar_scratch.training.run.run_lock`); otherwise
+while some process holds the run's lock (:meth:`cifar_scratch.runs.folder.RunFolder.lock`); otherwise
 the run died and is reported as interrupted, resumable from its last checkpoint.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
-from filelock import FileLock, Timeout
 
 from cifar_scratch.fileio import read_limited
+from cifar_scratch.runs.folder import RunFolder
 
 STATUSES = ("running", "interrupted", "completed", "failed")
 #: run.json, metrics.json, config.yaml and history.csv of a run are far smaller; a bigger one is not read.
@@ -52,60 +50,30 @@ def read_json(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def is_locked(run_dir: Path) -> bool:
-    """Whether a process trains or finishes this run right now (holds its lock)."""
-    lock_path = run_dir / ".lock"
-    if not lock_path.exists():
-        return False
-    lock = FileLock(lock_path)
-    try:
-        lock.acquire(blocking=False)
-    except Timeout:
-        return True
-    except OSError:  # a read-only folder: nobody can be training in it
-        return False
-    lock.release()
-    return False
-
-
 def run_status(run_dir: Path, info: dict | None = None) -> str:
-    info = read_json(run_dir / "run.json") if info is None else info
+    folder = RunFolder(run_dir)
+    info = folder.read_info_or_empty() if info is None else info
     status = info.get("status")
     if status not in STATUSES:
         return "unknown"
-    if status == "running" and not is_locked(run_dir):
+    if status == "running" and not folder.is_locked():
         return "interrupted"  # killed without a chance to say so
     return status
 
 
-def history_rows(run_dir: Path) -> list[dict]:
-    """``history.csv`` as dicts of floats (epoch first); [] when absent or unreadable."""
-    try:
-        text = read_limited(run_dir / "history.csv", MAX_JSON_BYTES).decode("utf-8")
-        raw_rows = list(csv.DictReader(io.StringIO(text, newline="")))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return []
-    rows = []
-    for raw in raw_rows:
-        try:
-            rows.append({key: float(value) for key, value in raw.items() if value not in (None, "")})
-        except ValueError:
-            continue
-    return rows
-
-
 def summarize(run_dir: Path) -> RunSummary:
     """Everything a listing needs, read without loading checkpoints; never raises for a damaged run."""
-    run_dir = Path(run_dir)
-    info = read_json(run_dir / "run.json")
-    metrics = read_json(run_dir / "metrics.json")
+    folder = RunFolder(run_dir)
+    run_dir = folder.path
+    info = folder.read_info_or_empty()
+    metrics = read_json(folder.metrics)
     try:
-        config = yaml.safe_load(read_limited(run_dir / "config.yaml", MAX_JSON_BYTES).decode("utf-8")) or {}
+        config = yaml.safe_load(read_limited(folder.config, MAX_JSON_BYTES).decode("utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
         config = {}
     config = config if isinstance(config, dict) else {}
     training = config.get("training") if isinstance(config.get("training"), dict) else {}
-    history = history_rows(run_dir)
+    history = folder.read_history(MAX_JSON_BYTES)
     started = None
     if isinstance(info.get("started"), str):
         try:
@@ -142,9 +110,9 @@ def summarize(run_dir: Path) -> RunSummary:
 def find_runs(root: Path) -> list[Path]:
     """Run folders at ``root`` or below it (a run folder itself, a runs dir, a sweep folder), by name (newest first)."""
     root = Path(root)
-    if (root / "run.json").exists() or ((root / "config.yaml").exists() and (root / "checkpoints").is_dir()):
+    if RunFolder(root).looks_like_a_run():
         return [root]  # a run folder (one whose run.json was lost still has its config and checkpoints)
-    found = {path.parent for path in root.rglob("run.json")}
+    found = {path.parent for path in root.rglob(RunFolder.INFO)}
     # Hidden folders are half-received copies (a Dask job's run folder being unpacked), not runs.
     found = {path for path in found if not any(part.startswith(".") for part in path.relative_to(root).parts)}
     return sorted(found, key=lambda path: path.name, reverse=True)

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from cifar_scratch import compare
-from cifar_scratch.run_index import RunSummary
+from cifar_scratch.runs import compare
+from cifar_scratch.runs.index import RunSummary
 
 
 def run(name, seed, lr, epochs, accuracy, seconds=0.169):

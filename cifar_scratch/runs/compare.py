@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from cifar_scratch.errors import UsageError
-from cifar_scratch.run_index import RunSummary, find_runs, summarize
+from cifar_scratch.runs.index import RunSummary, find_runs, summarize
 from cifar_scratch.tables import text_table
 
 #: Result columns, in the order shown; each is a key of metrics.json.
