@@ -26,8 +26,8 @@ from cifar_scratch.config import TTA_MODES, dump_config, load_config
 from cifar_scratch.data import DATA_DIR_ENV, resolve_data_dir
 from cifar_scratch.errors import UsageError, UserError
 from cifar_scratch.tables import text_table
-from cifar_scratch.training.checkpoint import load_checkpoint
-from cifar_scratch.training.trainer import Callback, Trainer, read_metadata
+from cifar_scratch.training.checkpoint import load_checkpoint, read_metadata
+from cifar_scratch.training.trainer import Callback, Trainer
 
 
 class OneLineUsageErrors(TyperGroup):

@@ -561,6 +561,32 @@ def _kind_first(value: Any) -> Any:
     return value
 
 
+#: Keys that may change on --resume; anything else would make config.yaml lie about what ran.
+RESUMABLE_KEYS = ("training.epochs", "training.early_stopping", "training.checkpoint_every", "output.plots")
+
+
+def lookup(tree, dotted: str):
+    """The value at a dotted path of a config tree (None where there is none)."""
+    for key in dotted.split("."):
+        if isinstance(tree, dict):
+            tree = tree.get(key)
+        elif isinstance(tree, list) and key.isdigit() and int(key) < len(tree):
+            tree = tree[int(key)]
+        else:
+            return None
+    return tree
+
+
+def changed_keys(old, new, prefix: str = "") -> list[str]:
+    """Dotted paths where two config trees differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        return [c for k in keys for c in changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [c for i, (a, b) in enumerate(zip(old, new)) for c in changed_keys(a, b, f"{prefix}{i}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 # --------------------------------------------------------------------------- error lines
 def format_error(err: dict, tree: dict, root: type[BaseModel] | None = None) -> str:
     """One pydantic error -> ``dotted.path: message (got X)`` with union tags removed; ``root``: the

@@ -16,8 +16,8 @@ from cifar_scratch.nn import kernels
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.nn.reference import softmax
 from cifar_scratch.runs.folder import RunFolder
-from cifar_scratch.training.run import check_checkpoint_matches
-from cifar_scratch.training.trainer import EVAL_BATCH, CheckpointMetadata, evaluate_split, load_weights
+from cifar_scratch.training.checkpoint import CheckpointMetadata, check_checkpoint_matches, load_weights
+from cifar_scratch.training.evaluation import EVAL_BATCH, evaluate_split
 
 GRID_SIZE = 32
 

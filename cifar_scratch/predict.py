@@ -24,7 +24,7 @@ from cifar_scratch.fileio import format_bytes, open_regular
 from cifar_scratch.nn import kernels
 from cifar_scratch.nn.reference import softmax
 from cifar_scratch.runs.folder import RunFolder
-from cifar_scratch.training.trainer import EVAL_BATCH
+from cifar_scratch.training.evaluation import EVAL_BATCH
 
 #: Largest image accepted, in pixels, checked from the header before decoding (decompression bombs).
 MAX_PIXELS = 100_000_000

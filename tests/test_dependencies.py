@@ -69,3 +69,15 @@ def test_the_check_sees_an_undeclared_import(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("import click\nimport numpy\n\ndef f():\n    import torch\n")
     assert _imports(source) == [("click", True), ("numpy", True), ("torch", False)]
+
+
+def test_evaluate_and_predict_load_weights_without_the_training_loop():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, cifar_scratch.evaluate, cifar_scratch.predict; "
+        "print(sorted(m for m in sys.modules if m in ('cifar_scratch.training.trainer', 'cifar_scratch.training.run')))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]"

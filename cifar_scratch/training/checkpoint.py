@@ -12,11 +12,16 @@ import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
-from cifar_scratch.errors import CheckpointError
+from cifar_scratch.config import RESUMABLE_KEYS, RunConfig, changed_keys, lookup
+from cifar_scratch.data import Normalizer
+from cifar_scratch.errors import CheckpointError, ConfigError
 from cifar_scratch.fileio import atomic_open, json_safe, open_regular
+from cifar_scratch.nn.model import Sequential
 
 FORMAT = "cifar-scratch-checkpoint"
 VERSION = 2  # 2: metadata holds the resolved config and the data fingerprint
@@ -115,3 +120,146 @@ def group(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     """``group({"param/dense1.weight": a}, "param")`` -> ``{"dense1.weight": a}``."""
     start = prefix + "/"
     return {name[len(start) :]: value for name, value in arrays.items() if name.startswith(start)}
+
+
+# --------------------------------------------------------------------------- what a checkpoint holds
+class _RunningMeans(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    loss_sum: Optional[float]  # null in JSON once the loss was NaN
+    correct: NonNegativeInt
+    seen: NonNegativeInt
+    elapsed: float
+
+
+class _HistoryRow(BaseModel):
+    epoch: NonNegativeInt
+    train_loss: Optional[float]
+    train_accuracy: Optional[float]
+    val_loss: Optional[float]
+    val_accuracy: Optional[float]
+    lr: float
+    epoch_time: float
+
+
+class CheckpointMetadata(BaseModel):
+    """What :meth:`Trainer.save` writes besides the arrays; validated on load so that a damaged
+    checkpoint is one clear error instead of a crash somewhere later."""
+
+    model_config = ConfigDict(extra="allow")
+    epoch: NonNegativeInt
+    step: NonNegativeInt
+    batch_in_epoch: NonNegativeInt
+    running: _RunningMeans
+    history: list[_HistoryRow]
+    best_value: Optional[float]
+    best_epoch: Optional[NonNegativeInt]
+    bad_epochs: NonNegativeInt
+    stop_reason: Optional[str]
+    optimizer_steps: NonNegativeInt
+    schedule: dict[str, Any]
+    rng: dict[str, Any]
+    class_names: list[str]
+    input_shape: list[int]
+    config: dict[str, Any]
+    data: dict[str, str]
+
+
+def read_metadata(raw: dict, path: Path) -> CheckpointMetadata:
+    try:
+        return CheckpointMetadata.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "metadata"
+        raise CheckpointError(f"{path}: checkpoint is damaged: metadata {where}: {err['msg']}") from None
+
+
+def check_array(array: np.ndarray | None, shape: tuple, dtype, what: str, finite: bool = True) -> None:
+    if array is None:
+        raise CheckpointError(f"{what} is missing")
+    if array.shape != tuple(shape) or array.dtype != dtype:
+        raise CheckpointError(f"{what} has shape {array.shape} and type {array.dtype}, expected {tuple(shape)} {np.dtype(dtype)}")
+    if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise CheckpointError(f"{what} holds NaN or infinite values (training had diverged)")
+
+
+def apply_weights(
+    arrays: dict[str, np.ndarray], checkpoint: Path, model: Sequential, normalizer: Normalizer, finite: bool = True
+) -> None:
+    """Copy a checkpoint's parameters, buffers and normalisation statistics into ``model`` and ``normalizer``;
+    ``finite``: refuse NaN or infinite weights (all but a diverged run's last state)."""
+    params, buffers = group(arrays, "param"), group(arrays, "buffer")
+    damaged = f"{checkpoint}: checkpoint is damaged"
+    # Type and finiteness are checked before anything is copied, so a refused checkpoint changes nothing.
+    for kind, named in (("param", params), ("buffer", buffers)):
+        for name, array in named.items():
+            check_array(array, array.shape, np.float32, f"{damaged}: {kind}/{name}", finite)
+    for name in ("mean", "scale"):
+        check_array(arrays.get(f"data/{name}"), normalizer.mean.shape, np.float32, f"{damaged}: data/{name}")
+    try:
+        model.load_state_dict({**params, **buffers})
+    except ValueError as exc:
+        raise CheckpointError(f"{checkpoint}: does not fit the model in config.yaml ({exc})") from None
+    normalizer.mean[...] = arrays["data/mean"]
+    normalizer.scale[...] = arrays["data/scale"]
+
+
+def weight_shapes(model: Sequential, normalizer: Normalizer, checkpoint: Path):
+    """The :data:`~cifar_scratch.training.checkpoint.Shapes` of what :func:`load_weights` reads: parameters,
+    buffers and normalisation statistics, each of the model's own shape. A parameter or buffer the model
+    does not have is an error; other members (optimizer state, the permutation) are left unread."""
+    expected = {f"param/{k}": v.shape for k, v in model.params.items()} | {
+        f"buffer/{k}": v.shape for k, v in model.buffers.items()
+    }
+    expected |= {"data/mean": normalizer.mean.shape, "data/scale": normalizer.scale.shape}
+
+    def shapes(name: str, metadata: dict) -> tuple[int, ...] | None:
+        if name in expected:
+            return expected[name]
+        if name.startswith(("param/", "buffer/")):
+            raise CheckpointError(
+                f"{checkpoint}: does not fit the model in config.yaml (it holds {name}, which the model has not)"
+            )
+        return None
+
+    return shapes
+
+
+def load_weights(model: Sequential, normalizer: Normalizer, checkpoint: Path) -> CheckpointMetadata:
+    """Put a checkpoint's weights and normalisation into ``model``/``normalizer``; return its metadata."""
+    arrays, raw = load_checkpoint(checkpoint, weight_shapes(model, normalizer, checkpoint))
+    meta = read_metadata(raw, checkpoint)
+    apply_weights(arrays, checkpoint, model, normalizer)
+    return meta
+
+
+def check_checkpoint_matches(meta, config: RunConfig, fingerprint: dict, class_names, checkpoint: Path) -> None:
+    """Refuse a checkpoint whose recorded config or data differ from what the run folder now says.
+
+    Without this, an edited ``config.yaml`` (say ``data.split_seed``) would silently mix training
+    images into the test split.
+    """
+    # Where the run folder and the data live may change (a moved folder, a copied dataset): the data
+    # fingerprint, not the path, says whether the images are the same.
+    movable = ("output.runs_dir", "data.source")
+    current = config.model_dump(mode="json")
+    try:  # a key added to the schema since the checkpoint was written reads as its default (the old behaviour)
+        recorded = RunConfig.model_validate(meta.config).model_dump(mode="json")
+    except ValidationError:
+        recorded = meta.config
+    differences = [k for k in changed_keys(recorded, current) if not k.startswith(RESUMABLE_KEYS) and k not in movable]
+    if differences:
+        raise ConfigError(
+            [
+                f"{k}: config.yaml says {lookup(current, k)!r}, but {checkpoint.name} was trained with "
+                f"{lookup(recorded, k)!r} (config.yaml was edited after the run started; restore it or start a new run)"
+                for k in differences[:10]
+            ]
+        )
+    if list(meta.class_names) != list(class_names):
+        raise CheckpointError(f"{checkpoint}: trained on classes {meta.class_names}, but the data now has {list(class_names)}")
+    changed = [split for split, digest in meta.data.items() if fingerprint.get(split) != digest]
+    if changed:
+        raise CheckpointError(
+            f"{checkpoint}: the {', '.join(changed)} split{'s' if len(changed) > 1 else ''} of the data differ from the images "
+            f"this run was trained on (the dataset files changed); results would not be comparable"
+        )

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import ValidationError
 
 from cifar_scratch import __version__, reports, signals
 from cifar_scratch.builders import build_model, build_optimizer, build_schedule
-from cifar_scratch.config import RunConfig, build_config, dump_config, read_yaml_mapping
+from cifar_scratch.config import RESUMABLE_KEYS, RunConfig, build_config, changed_keys, dump_config, read_yaml_mapping
 from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
 from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError
@@ -27,18 +26,11 @@ from cifar_scratch.nn.layers import Conv2D
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.runs.folder import RunFolder, now
-from cifar_scratch.training.trainer import (
-    Callback,
-    Trainer,
-    evaluate_split,
-    load_weights,
-    steps_per_epoch,
-)
+from cifar_scratch.training.checkpoint import check_checkpoint_matches, load_weights
+from cifar_scratch.training.evaluation import evaluate_split
+from cifar_scratch.training.trainer import Callback, Trainer, steps_per_epoch
 
 OFFLINE_AUGMENT_STREAM = 1  # second seed word of the generator that draws data.augment.copies
-
-#: Keys that may change on --resume; anything else would make config.yaml lie about what ran.
-RESUMABLE_KEYS = ("training.epochs", "training.early_stopping", "training.checkpoint_every", "output.plots")
 
 
 @dataclass
@@ -261,60 +253,6 @@ def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
     if refused:
         raise ConfigError([f"{k}: cannot change when resuming (allowed: {', '.join(RESUMABLE_KEYS)})" for k in refused])
     return config
-
-
-def check_checkpoint_matches(meta, config: RunConfig, fingerprint: dict, class_names, checkpoint: Path) -> None:
-    """Refuse a checkpoint whose recorded config or data differ from what the run folder now says.
-
-    Without this, an edited ``config.yaml`` (say ``data.split_seed``) would silently mix training
-    images into the test split.
-    """
-    # Where the run folder and the data live may change (a moved folder, a copied dataset): the data
-    # fingerprint, not the path, says whether the images are the same.
-    movable = ("output.runs_dir", "data.source")
-    current = config.model_dump(mode="json")
-    try:  # a key added to the schema since the checkpoint was written reads as its default (the old behaviour)
-        recorded = RunConfig.model_validate(meta.config).model_dump(mode="json")
-    except ValidationError:
-        recorded = meta.config
-    differences = [k for k in changed_keys(recorded, current) if not k.startswith(RESUMABLE_KEYS) and k not in movable]
-    if differences:
-        raise ConfigError(
-            [
-                f"{k}: config.yaml says {_lookup(current, k)!r}, but {checkpoint.name} was trained with "
-                f"{_lookup(recorded, k)!r} (config.yaml was edited after the run started; restore it or start a new run)"
-                for k in differences[:10]
-            ]
-        )
-    if list(meta.class_names) != list(class_names):
-        raise CheckpointError(f"{checkpoint}: trained on classes {meta.class_names}, but the data now has {list(class_names)}")
-    changed = [split for split, digest in meta.data.items() if fingerprint.get(split) != digest]
-    if changed:
-        raise CheckpointError(
-            f"{checkpoint}: the {', '.join(changed)} split{'s' if len(changed) > 1 else ''} of the data differ from the images "
-            f"this run was trained on (the dataset files changed); results would not be comparable"
-        )
-
-
-def _lookup(tree, dotted: str):
-    for key in dotted.split("."):
-        if isinstance(tree, dict):
-            tree = tree.get(key)
-        elif isinstance(tree, list) and key.isdigit() and int(key) < len(tree):
-            tree = tree[int(key)]
-        else:
-            return None
-    return tree
-
-
-def changed_keys(old, new, prefix: str = "") -> list[str]:
-    """Dotted paths where two config trees differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = list(dict.fromkeys([*old, *new]))
-        return [c for k in keys for c in changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [c for i, (a, b) in enumerate(zip(old, new)) for c in changed_keys(a, b, f"{prefix}{i}.")]
-    return [] if old == new else [prefix.rstrip(".")]
 
 
 def _train_and_finish(trainer: Trainer) -> RunResult:

@@ -12,15 +12,13 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
 from cifar_scratch import signals
 from cifar_scratch.config import RunConfig
-from cifar_scratch.data import Dataset, Normalizer, Split
-from cifar_scratch.data.augment import alternate_flips, augment, is_active, tta_views
+from cifar_scratch.data import Dataset, Normalizer
+from cifar_scratch.data.augment import alternate_flips, augment, is_active
 from cifar_scratch.errors import CheckpointError
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.nn.reference import cross_entropy, softmax_cross_entropy
@@ -28,10 +26,17 @@ from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.optim.schedules import Schedule
 from cifar_scratch.runs.folder import RunFolder
-from cifar_scratch.training.checkpoint import group, load_checkpoint, save_checkpoint
-
-EVAL_BATCH = 256  # bounds the im2col buffers of convolutions in eval mode
-
+from cifar_scratch.training.checkpoint import (
+    CheckpointMetadata,
+    apply_weights,
+    check_array,
+    group,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+    weight_shapes,
+)
+from cifar_scratch.training.evaluation import evaluate_split
 
 #: Second seed word of the stream that draws the parity bits of alternating flips.
 ALTERNATE_FLIP_STREAM = 2
@@ -67,73 +72,6 @@ class TrainState:
     @property
     def diverged(self) -> bool:
         return (self.stop_reason or "").startswith(DIVERGED)
-
-
-class _Running(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    loss_sum: Optional[float]  # null in JSON once the loss was NaN
-    correct: NonNegativeInt
-    seen: NonNegativeInt
-    elapsed: float
-
-
-class _HistoryRow(BaseModel):
-    epoch: NonNegativeInt
-    train_loss: Optional[float]
-    train_accuracy: Optional[float]
-    val_loss: Optional[float]
-    val_accuracy: Optional[float]
-    lr: float
-    epoch_time: float
-
-
-class CheckpointMetadata(BaseModel):
-    """What :meth:`Trainer.save` writes besides the arrays; validated on load so that a damaged
-    checkpoint is one clear error instead of a crash somewhere later."""
-
-    model_config = ConfigDict(extra="allow")
-    epoch: NonNegativeInt
-    step: NonNegativeInt
-    batch_in_epoch: NonNegativeInt
-    running: _Running
-    history: list[_HistoryRow]
-    best_value: Optional[float]
-    best_epoch: Optional[NonNegativeInt]
-    bad_epochs: NonNegativeInt
-    stop_reason: Optional[str]
-    optimizer_steps: NonNegativeInt
-    schedule: dict[str, Any]
-    rng: dict[str, Any]
-    class_names: list[str]
-    input_shape: list[int]
-    config: dict[str, Any]
-    data: dict[str, str]
-
-
-def evaluate_split(
-    model: Sequential, normalizer: Normalizer, split: Split, batch_size: int = EVAL_BATCH, tta: str = "none"
-) -> tuple[float, float, np.ndarray]:
-    """Eval-mode pass over a split -> (mean loss, accuracy, logits (N, K) float32).
-
-    With test-time augmentation (``tta``: flip, flip+translate) the logits are the weighted mean over the views.
-    """
-    was_training = model.training
-    model.eval()
-    chunks = []
-    for i in range(0, len(split), batch_size):
-        (first, weight), *others = tta_views(split.images[i : i + batch_size], tta)
-        logits = model.forward(normalizer(first))
-        if others:
-            logits = logits * logits.dtype.type(weight)
-            for view, weight in others:
-                logits += logits.dtype.type(weight) * model.forward(normalizer(view))
-        chunks.append(logits)
-    if was_training:
-        model.train()
-    if not chunks:
-        return float("nan"), float("nan"), np.zeros((0, model.output_shape[0]), np.float32)
-    logits = np.concatenate(chunks)
-    return cross_entropy(logits, split.labels), float((logits.argmax(1) == split.labels).mean()), logits
 
 
 class Trainer:
@@ -239,7 +177,7 @@ class Trainer:
                 f"{damaged}: optimizer state {sorted(set(slots) ^ set(stored_slots))[:3]} missing or unexpected"
             )
         for name, array in slots.items():
-            _check_array(stored_slots[name], array.shape, np.float32, f"{damaged}: optim/{name}", finite)
+            check_array(stored_slots[name], array.shape, np.float32, f"{damaged}: optim/{name}", finite)
         permutation = arrays.get("train/permutation")
         if permutation is not None and not (
             permutation.ndim == 1
@@ -255,7 +193,7 @@ class Trainer:
         if self.average is not None:
             stored = group(arrays, "ema")
             for name, value in self.average.average.items():
-                _check_array(stored.get(name), value.shape, np.float32, f"{damaged}: ema/{name}", finite)
+                check_array(stored.get(name), value.shape, np.float32, f"{damaged}: ema/{name}", finite)
                 value[...] = stored[name]
         try:
             self.optimizer.load_state_arrays(stored_slots, meta.optimizer_steps)
@@ -413,74 +351,6 @@ def all_finite(arrays: dict[str, np.ndarray]) -> bool:
 
 def _nan_if_none(value: float | None) -> float:
     return float("nan") if value is None else value
-
-
-def read_metadata(raw: dict, path: Path) -> CheckpointMetadata:
-    try:
-        return CheckpointMetadata.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(map(str, err["loc"])) or "metadata"
-        raise CheckpointError(f"{path}: checkpoint is damaged: metadata {where}: {err['msg']}") from None
-
-
-def _check_array(array: np.ndarray | None, shape: tuple, dtype, what: str, finite: bool = True) -> None:
-    if array is None:
-        raise CheckpointError(f"{what} is missing")
-    if array.shape != tuple(shape) or array.dtype != dtype:
-        raise CheckpointError(f"{what} has shape {array.shape} and type {array.dtype}, expected {tuple(shape)} {np.dtype(dtype)}")
-    if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise CheckpointError(f"{what} holds NaN or infinite values (training had diverged)")
-
-
-def apply_weights(
-    arrays: dict[str, np.ndarray], checkpoint: Path, model: Sequential, normalizer: Normalizer, finite: bool = True
-) -> None:
-    """Copy a checkpoint's parameters, buffers and normalisation statistics into ``model`` and ``normalizer``;
-    ``finite``: refuse NaN or infinite weights (all but a diverged run's last state)."""
-    params, buffers = group(arrays, "param"), group(arrays, "buffer")
-    damaged = f"{checkpoint}: checkpoint is damaged"
-    # Type and finiteness are checked before anything is copied, so a refused checkpoint changes nothing.
-    for kind, named in (("param", params), ("buffer", buffers)):
-        for name, array in named.items():
-            _check_array(array, array.shape, np.float32, f"{damaged}: {kind}/{name}", finite)
-    for name in ("mean", "scale"):
-        _check_array(arrays.get(f"data/{name}"), normalizer.mean.shape, np.float32, f"{damaged}: data/{name}")
-    try:
-        model.load_state_dict({**params, **buffers})
-    except ValueError as exc:
-        raise CheckpointError(f"{checkpoint}: does not fit the model in config.yaml ({exc})") from None
-    normalizer.mean[...] = arrays["data/mean"]
-    normalizer.scale[...] = arrays["data/scale"]
-
-
-def weight_shapes(model: Sequential, normalizer: Normalizer, checkpoint: Path):
-    """The :data:`~cifar_scratch.training.checkpoint.Shapes` of what :func:`load_weights` reads: parameters,
-    buffers and normalisation statistics, each of the model's own shape. A parameter or buffer the model
-    does not have is an error; other members (optimizer state, the permutation) are left unread."""
-    expected = {f"param/{k}": v.shape for k, v in model.params.items()} | {
-        f"buffer/{k}": v.shape for k, v in model.buffers.items()
-    }
-    expected |= {"data/mean": normalizer.mean.shape, "data/scale": normalizer.scale.shape}
-
-    def shapes(name: str, metadata: dict) -> tuple[int, ...] | None:
-        if name in expected:
-            return expected[name]
-        if name.startswith(("param/", "buffer/")):
-            raise CheckpointError(
-                f"{checkpoint}: does not fit the model in config.yaml (it holds {name}, which the model has not)"
-            )
-        return None
-
-    return shapes
-
-
-def load_weights(model: Sequential, normalizer: Normalizer, checkpoint: Path) -> CheckpointMetadata:
-    """Put a checkpoint's weights and normalisation into ``model``/``normalizer``; return its metadata."""
-    arrays, raw = load_checkpoint(checkpoint, weight_shapes(model, normalizer, checkpoint))
-    meta = read_metadata(raw, checkpoint)
-    apply_weights(arrays, checkpoint, model, normalizer)
-    return meta
 
 
 def steps_per_epoch(samples: int, batch_size: int, drop_last: bool = False) -> int:

@@ -330,7 +330,7 @@ def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
     from cifar_scratch.builders import build_model
     from cifar_scratch.data import Normalizer
     from cifar_scratch.errors import CheckpointError
-    from cifar_scratch.training.trainer import load_weights
+    from cifar_scratch.training.checkpoint import load_weights
 
     run_dir = start(tmp_path, epochs=1).run_dir
     other = build_config(digits_tree(), ["model.layers.1.units=5"])
@@ -409,7 +409,7 @@ def test_resume_removes_temporaries_of_a_killed_write(tmp_path):
 def test_training_loss_is_reported_as_plain_cross_entropy_like_validation(tmp_path):
     """With label smoothing, history's train_loss is the same quantity as val_loss (no smoothing term)."""
     from cifar_scratch.nn.reference import softmax_cross_entropy
-    from cifar_scratch.training.trainer import evaluate_split
+    from cifar_scratch.training.evaluation import evaluate_split
 
     config = build_config(
         digits_tree(epochs=1),
@@ -471,7 +471,7 @@ def test_alternating_flips_mirror_each_image_in_every_other_epoch(tmp_path, monk
 
 @pytest.mark.slow
 def test_tta_metrics_are_reported_beside_the_plain_ones(tmp_path):
-    from cifar_scratch.training.trainer import evaluate_split
+    from cifar_scratch.training.evaluation import evaluate_split
 
     result = start(tmp_path, ["training.tta=flip"], epochs=1)
     m = result.metrics
