@@ -348,7 +348,7 @@ class RunConfig(_Section):
     name: str = Field(
         "run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100, description="The run folder's suffix: runs/<time>_<name>."
     )
-    data: DataConfig = DataConfig()
+    data: DataConfig = Field(default_factory=DataConfig)  # built when validated: its checks read the dataset records
     model: ModelConfig
     optimizer: OptimizerSpec = Field(default_factory=lambda: SGDSpec(name="sgd"))
     schedule: ScheduleSpec = Field(default_factory=lambda: ConstantSchedule(name="constant"))

@@ -8,6 +8,8 @@ import re
 import sys
 from importlib.metadata import packages_distributions, requires
 
+import pytest
+
 from tests.conftest import REPO
 
 PACKAGE = REPO / "cifar_scratch"
@@ -81,3 +83,25 @@ def test_evaluate_and_predict_load_weights_without_the_training_loop():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """An import cycle shows only when its module is imported first: each module, alone, in its own interpreter."""
+    import concurrent.futures
+    import subprocess
+    import sys
+
+    modules = sorted(
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__main__.py"
+    )
+
+    def first(module):
+        result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, cwd=REPO)
+        return module, result.stderr.strip().splitlines()[-1:] if result.returncode else []
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        failures = {module: error for module, error in pool.map(first, modules) if error}
+    assert not failures, failures

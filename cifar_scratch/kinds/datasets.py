@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifar_scratch.data import Split, cifar10, digits, imagefolder, mnist
+# The data package's modules, not its __init__'s names: the config imports this module while
+# cifar_scratch.data may still be importing (its validators run when the schema is built).
+from cifar_scratch.data import cifar10, digits, imagefolder, mnist
 from cifar_scratch.errors import DataError, DataUnavailable
 from cifar_scratch.options import OFFICIAL_SOURCE
 
@@ -51,6 +53,8 @@ def register_dataset(kind: DatasetKind) -> DatasetKind:
 
 
 def _split(arrays: dict, name: str):
+    from cifar_scratch.data import Split
+
     return Split(arrays[f"{name}_images"], arrays[f"{name}_labels"]) if f"{name}_images" in arrays else None
 
 
@@ -65,6 +69,8 @@ def _image_folder(config, path: Path, data_dir: Path, progress: bool, hint: str 
 # --------------------------------------------------------------------------- CIFAR-10
 def _load_cifar10(config, source: str, data_dir: Path, progress: bool):
     """The official python release, or a folder or archive in CIFAR-10 layout (the JPEG copy, say)."""
+    from cifar_scratch.data import Split
+
     if source == OFFICIAL_SOURCE:
         folder = cifar10.prepare(data_dir, config.download, progress)
         train, test, names = cifar10.load(folder)
@@ -100,6 +106,8 @@ for _name, _release in mnist.RELEASES.items():
 # --------------------------------------------------------------------------- scikit-learn's digits
 def _load_digits(config, source, data_dir: Path, progress: bool):
     """scikit-learn's bundled 8x8 digits: offline, no source."""
+    from cifar_scratch.data import Split
+
     images, labels = digits.load()
     return Split(images, labels), None, digits.CLASSES, "scikit-learn digits (8x8)"
 
