@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 runtime problem (data, checkpoint), 2 bad config or usa
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import signal
@@ -609,79 +608,40 @@ def sweep(
     data_dir: Optional[Path] = DATA_DIR_OPTION,
 ) -> None:
     """Run every job of a sweep as a train run; again, it skips finished jobs and resumes interrupted ones."""
-    from cifar_scratch import sweep as sweeps
+    from cifar_scratch.sweeps import run_sweep
 
-    on_dask = executor is Executor.dask
-    if on_dask and not address:
+    if executor is Executor.dask and not address:
         raise UsageError("--executor dask: give the scheduler with --address tcp://HOST:8786")
-    if address and not on_dask:
+    if address and executor is not Executor.dask:
         raise UsageError("--address: only used with --executor dask")
-    if on_dask and importlib.util.find_spec("distributed") is None:
-        raise UsageError('--executor dask: needs the dask extra (pip install -e ".[dask]")')
-    if on_dask and jobs != 1:
-        raise UsageError("--jobs: with --executor dask the workers decide how many jobs run at once (one per worker thread)")
-    spec = sweeps.load_spec(spec_path)
-    bayes = spec.method == "bayes"
-    if bayes:
-        from cifar_scratch.sweep_bayes import BayesSearch, require_optuna
 
-        require_optuna()
-    sweeps.check_jobs(spec, sweeps.probe_jobs(spec))
-    folder = sweeps.SweepFolder(out or sweeps.default_folder(spec_path, spec, runs_dir or Path("runs")))
-    folder.prepare(spec)
-    lock = sweeps.acquire(folder)
-    try:
-        search = BayesSearch(spec, folder) if bayes else None
-        all_jobs = folder.jobs(spec)
-        todo, done = sweeps.plan(folder, all_jobs, retry_failed)
-        per_job = threads or max(1, runtime.cores() // jobs)
-        resuming = sum(resume is not None for _, resume in todo)
-        if on_dask:
-            where = f"on the Dask cluster at {address}, " + (
-                f"{threads} threads each" if threads else "cores / worker threads each"
-            )
-        else:
-            where = f"{jobs} at a time, {per_job} thread{'s' * (per_job > 1)} each"
+    def started(plan) -> None:
+        spec = plan.spec
         typer.echo(
-            f"sweep {folder.path}: "
-            + (f"bayes search of {spec.run_cap} jobs, {len(all_jobs)} so far, " if bayes else f"{len(all_jobs)} jobs, ")
-            + f"{len(done)} done, {len(todo)} to run"
-            + (f" ({resuming} resumed)" if resuming else "")
-            + f"; {where}"
+            f"sweep {plan.folder}: "
+            + (f"bayes search of {spec.run_cap} jobs, {plan.jobs} so far, " if spec.method == "bayes" else f"{plan.jobs} jobs, ")
+            + f"{plan.done} done, {plan.todo} to run"
+            + (f" ({plan.resumed} resumed)" if plan.resumed else "")
+            + f"; {plan.where}"
         )
 
-        def report(outcome) -> None:
-            where = f"  {outcome.run_dir}" if outcome.run_dir else ""
-            why = f"  ({outcome.error})" if outcome.error and outcome.status != "completed" else ""
-            typer.echo(
-                f"job {outcome.job.index:>3} {outcome.status:<11} {outcome.seconds:7.1f}s  "
-                f"{' '.join(outcome.job.overrides)}{where}{why}"
-            )
-            if search is not None:
-                search.tell(outcome)
-            folder.write_results(spec, folder.jobs(spec))
+    def finished(outcome) -> None:
+        where = f"  {outcome.run_dir}" if outcome.run_dir else ""
+        why = f"  ({outcome.error})" if outcome.error and outcome.status != "completed" else ""
+        typer.echo(
+            f"job {outcome.job.index:>3} {outcome.status:<11} {outcome.seconds:7.1f}s  {' '.join(outcome.job.overrides)}{where}{why}"
+        )
 
-        try:
-            if on_dask:
-                from cifar_scratch.sweep_dask import run_dask
-
-                outcomes = run_dask(spec, folder, todo, address, threads, data_dir, fail_fast, report, more=search and search.ask)
-            else:
-                outcomes = sweeps.run_local(
-                    spec, folder, todo, jobs, per_job, data_dir, fail_fast, report, more=search and search.ask
-                )
-        finally:
-            rows = folder.write_results(spec, folder.jobs(spec))
-    finally:
-        lock.release()
-    failed = [o for o in outcomes if o.status == "failed"]
-    best = sweeps.best_row(spec, rows)
+    result = run_sweep(
+        spec_path, jobs, address, out, runs_dir, threads, fail_fast, retry_failed, data_dir, on_start=started, on_outcome=finished
+    )
+    best = result.best
     if best is not None:
-        params = " ".join(f"{key}={best[key]}" for key in spec.parameters)
-        typer.echo(f"best {spec.metric.name}: {best[spec.metric.name]:.4f} (job {best['job']}: {params})")
-    typer.echo(f"results: {folder.results_path}")
-    if failed:
-        typer.echo(f"error: {len(failed)} job(s) failed; see {folder.logs_dir}", err=True)
+        params = " ".join(f"{key}={best[key]}" for key in result.spec.parameters)
+        typer.echo(f"best {result.spec.metric.name}: {best[result.spec.metric.name]:.4f} (job {best['job']}: {params})")
+    typer.echo(f"results: {result.folder.results_path}")
+    if result.failed:
+        typer.echo(f"error: {len(result.failed)} job(s) failed; see {result.folder.logs_dir}", err=True)
         raise typer.Exit(1)
 
 
@@ -747,9 +707,9 @@ def compare(
 ) -> None:
     """A table of the config keys that differ between runs against their results, and a figure of their curves."""
     from cifar_scratch import reports
-    from cifar_scratch import sweep as sweeps
     from cifar_scratch.runs import compare as comparing
     from cifar_scratch.runs.folder import RunFolder
+    from cifar_scratch.sweeps import SweepFolder, load_spec
 
     runs = comparing.collect(paths)
     columns, rows = comparing.table(runs, group_seeds)
@@ -761,8 +721,8 @@ def compare(
     sweep_dirs = [p for p in paths if (p / "spec.yaml").is_file() and (p / "jobs.jsonl").is_file()]
     panels = []
     if len(sweep_dirs) == 1:
-        folder = sweeps.SweepFolder(sweep_dirs[0])
-        spec = sweeps.load_spec(folder.spec_path)
+        folder = SweepFolder(sweep_dirs[0])
+        spec = load_spec(folder.spec_path)
         results = folder.results(spec, folder.jobs(spec))
         scored = [row for row in results if row.get(spec.metric.name) is not None]
         panels = [

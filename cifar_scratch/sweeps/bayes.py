@@ -20,7 +20,8 @@ from typing import Any
 from cifar_scratch.errors import UsageError
 from cifar_scratch.runs.folder import RunFolder
 from cifar_scratch.runs.index import read_json
-from cifar_scratch.sweep import Job, JobOutcome, SweepFolder, SweepSpec, metric_value
+from cifar_scratch.sweeps.ledger import JobOutcome, SweepFolder
+from cifar_scratch.sweeps.spec import Job, SweepSpec, metric_value
 
 
 def require_optuna():

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from cifar_scratch import sweep as sweeps
+from cifar_scratch import sweeps
 
-from .test_sweep import invoke, ledger, write_spec
+from .test_local import invoke, ledger, write_spec
 
 pytest.importorskip("optuna", reason="method: bayes needs the optuna extra: pip install -e '.[optuna]'")
-from cifar_scratch.sweep_bayes import BayesSearch  # noqa: E402
+from cifar_scratch.sweeps.bayes import BayesSearch  # noqa: E402
 
 PARAMETERS = {
     "optimizer.lr": {"distribution": "log_uniform", "min": 0.01, "max": 0.3},

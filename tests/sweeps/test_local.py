@@ -13,11 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cifar_scratch import sweep as sweeps
+from cifar_scratch import sweeps
 from cifar_scratch.cli import app
 from cifar_scratch.errors import ConfigError
-
-from .conftest import digits_tree
+from tests.conftest import REPO, digits_tree
 
 runner = CliRunner()
 
@@ -305,7 +304,7 @@ def test_predict_prints_the_top_classes_of_png_files_of_any_size(tmp_path, digit
 
 
 def test_shipped_sweep_specs_are_valid_and_their_jobs_validate(monkeypatch):
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     monkeypatch.chdir(repo)  # a spec's base is relative to the current folder, as the README runs them
     specs = sorted((repo / "sweeps").glob("*.yaml"))
     assert specs

@@ -43,7 +43,9 @@ from cifar_scratch import __version__, signals
 from cifar_scratch.config import dump_config, load_config
 from cifar_scratch.data import resolve_data_dir
 from cifar_scratch.errors import CheckpointError, UsageError, UserError
-from cifar_scratch.sweep import Job, JobOutcome, SweepFolder, SweepSpec, exit_status, last_error
+from cifar_scratch.sweeps.ledger import JobOutcome, SweepFolder
+from cifar_scratch.sweeps.local import exit_status, last_error
+from cifar_scratch.sweeps.spec import Job, SweepSpec
 
 #: How often a running job checks whether the sweep asked it to stop.
 STOP_POLL_S = 1.0

@@ -16,9 +16,9 @@ import yaml
 
 from cifar_scratch.errors import CheckpointError
 from cifar_scratch.runs.index import find_runs
+from tests.conftest import digits_tree
 
-from .conftest import digits_tree
-from .test_sweep import (
+from .test_local import (
     assert_each_job_ran_once_and_the_stopped_one_resumed,
     invoke,
     ledger,
@@ -28,7 +28,7 @@ from .test_sweep import (
 )
 
 distributed = pytest.importorskip("distributed", reason="the Dask executor needs the dask extra: pip install -e '.[dask]'")
-sweep_dask = pytest.importorskip("cifar_scratch.sweep_dask")
+sweep_dask = pytest.importorskip("cifar_scratch.sweeps.on_dask")
 
 
 def train_processes(marker: str) -> dict[int, tuple[int, float]]:
