@@ -191,7 +191,7 @@ def run_dask(
     poll_s: float = 0.2,
     more: Callable[[], Job | None] | None = None,
 ) -> list[JobOutcome]:
-    """Run ``todo`` on the Dask cluster at ``address``; the counterpart of :func:`sweep.run_local`.
+    """Run ``todo`` on the Dask cluster at ``address``; the counterpart of :func:`cifar_scratch.sweeps.local.run_local`.
 
     Every job of ``todo`` is submitted at once and the scheduler spreads them over the workers; then
     ``more()`` is asked for a job whenever fewer jobs are out than the cluster has worker threads. Each finished
