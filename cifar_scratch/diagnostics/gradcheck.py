@@ -12,7 +12,7 @@ from cifar_scratch.builders import build_model, build_module, model_input_shape,
 from cifar_scratch.config import ModelConfig, RunConfig
 from cifar_scratch.errors import ConfigError, UserError
 from cifar_scratch.kinds.layers import LAYER_KINDS
-from cifar_scratch.nn.gradcheck import TensorCheck, check_layer, check_model
+from cifar_scratch.nn.finite_differences import TensorCheck, check_layer, check_model
 from cifar_scratch.nn.layers import Layer
 from cifar_scratch.nn.model import Residual, Sequential
 

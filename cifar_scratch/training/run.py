@@ -28,7 +28,7 @@ from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.runs.folder import RunFolder, now
 from cifar_scratch.training.checkpoint import check_checkpoint_matches, load_weights
 from cifar_scratch.training.evaluation import evaluate_split
-from cifar_scratch.training.trainer import Callback, Trainer, steps_per_epoch
+from cifar_scratch.training.trainer import Callback, Trainer, TrainingParts, steps_per_epoch
 
 OFFLINE_AUGMENT_STREAM = 1  # second seed word of the generator that draws data.augment.copies
 
@@ -46,8 +46,9 @@ class HistoryWriter(Callback):
         RunFolder(trainer.run_dir).write_history(trainer.state.history)
 
 
-def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, callbacks: list[Callback]) -> Trainer:
-    """Everything a run needs, built from the config with one seeded generator."""
+def assemble(config: RunConfig, dataset: Dataset) -> TrainingParts:
+    """Everything a run needs, built from the config with one seeded generator; any ConfigError
+    (model size, whitening, drop_last) is raised here, before a run folder exists."""
     rng = np.random.default_rng(config.training.seed)
     normalizer = Normalizer.fit(dataset.train.images, config.data.normalize)
     fingerprint = dataset.fingerprint()
@@ -64,13 +65,17 @@ def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path | None, cal
         raise ConfigError(f"training.drop_last: {exc}") from None
     optimizer = build_optimizer(config.optimizer, model, batches)
     schedule = build_schedule(config, batches)
-    trainer = Trainer(config, dataset, model, normalizer, optimizer, schedule, rng, run_dir, [HistoryWriter(), *callbacks])
-    trainer.data_fingerprint = fingerprint
+    average = None
     ema = config.training.ema
     if ema is not None:
-        warmup, start = (round(epochs * trainer.steps_per_epoch) for epochs in (ema.warmup_epochs, ema.start_epochs))
-        trainer.average = WeightAverage(model.state_dict(), ema.decay, ema.every, warmup, ema.lookahead, start)
-    return trainer
+        warmup, start = (round(epochs * batches) for epochs in (ema.warmup_epochs, ema.start_epochs))
+        average = WeightAverage(model.state_dict(), ema.decay, ema.every, warmup, ema.lookahead, start)
+    return TrainingParts(dataset, model, normalizer, optimizer, schedule, rng, batches, fingerprint, average)
+
+
+def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path, callbacks: list[Callback]) -> Trainer:
+    """A :class:`Trainer` for ``config`` that keeps its run in ``run_dir`` (history written after each epoch)."""
+    return Trainer(config, assemble(config, dataset), run_dir, [HistoryWriter(), *callbacks])
 
 
 #: Images sampled for the whitening of a first convolution (init: whiten); every patch of each is used.
@@ -139,7 +144,6 @@ def start_run(
     dotted overrides, already applied to ``config``) are recorded in ``run.json`` for listings.
     """
     dataset = load_dataset(config.data, data_dir, progress)
-    trainer = build_trainer(config, dataset, None, list(callbacks))
     runs_dir = Path(runs_dir or config.output.runs_dir).expanduser().resolve()
     # config.yaml (and every checkpoint) records what ran: the folder used and the one data source used,
     # so a resume or evaluate reads that source and no other.
@@ -149,9 +153,9 @@ def start_run(
             "data": config.data.model_copy(update={"source": dataset.source}),
         }
     )
-    trainer.config = config
+    parts = assemble(config, dataset)  # what can refuse the config refuses it here, before the folder exists
     folder = RunFolder.create(runs_dir, config.name)
-    trainer.run_dir = folder.path
+    trainer = Trainer(config, parts, folder.path, [HistoryWriter(), *callbacks])
     with folder.lock():
         atomic_write_text(folder.config, dump_config(config))
         atomic_write_text(folder.summary, trainer.model.summary() + "\n")

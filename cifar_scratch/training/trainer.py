@@ -74,26 +74,30 @@ class TrainState:
         return (self.stop_reason or "").startswith(DIVERGED)
 
 
+@dataclass
+class TrainingParts:
+    """What a :class:`Trainer` runs, built from a config (``training.run.assemble``): by the time they
+    exist, everything that could refuse the config has had its say, so a run folder can follow."""
+
+    dataset: Dataset  # the splits, with any offline augmented copies appended to train
+    model: Sequential
+    normalizer: Normalizer
+    optimizer: Optimizer
+    schedule: Schedule
+    rng: np.random.Generator  # the run's one generator: shuffling, dropout, augmentation
+    steps_per_epoch: int
+    data_fingerprint: dict[str, str]  # of the splits as loaded: a resume or evaluate refuses other data
+    average: WeightAverage | None = None  # training.ema
+
+
 class Trainer:
-    def __init__(
-        self,
-        config: RunConfig,
-        dataset: Dataset,
-        model: Sequential,
-        normalizer: Normalizer,
-        optimizer: Optimizer,
-        schedule: Schedule,
-        rng: np.random.Generator,
-        run_dir: Path,
-        callbacks: list[Callback] = (),
-    ):
-        self.config, self.dataset, self.model, self.normalizer = config, dataset, model, normalizer
-        self.optimizer, self.schedule, self.rng, self.run_dir = optimizer, schedule, rng, run_dir
-        self.callbacks = list(callbacks)
+    def __init__(self, config: RunConfig, parts: TrainingParts, run_dir: Path, callbacks: list[Callback] = ()):
+        self.config, self.run_dir, self.callbacks = config, run_dir, list(callbacks)
+        self.dataset, self.model, self.normalizer = parts.dataset, parts.model, parts.normalizer
+        self.optimizer, self.schedule, self.rng = parts.optimizer, parts.schedule, parts.rng
+        self.steps_per_epoch, self.data_fingerprint, self.average = parts.steps_per_epoch, parts.data_fingerprint, parts.average
         self.state = TrainState()
-        self.data_fingerprint: dict[str, str] = {}  # set by the run layer; saved to detect a changed dataset
-        self.average: WeightAverage | None = None  # training.ema, set by the run layer
-        self.steps_per_epoch = schedule.steps_per_epoch  # the schedule was built for this split and batch
+        dataset = parts.dataset
         augment_config = config.data.augment
         self.online_augment = augment_config if is_active(augment_config) and augment_config.copies == 0 else None
         # Per-image parity bits of alternating flips, from their own stream: resume recomputes them.

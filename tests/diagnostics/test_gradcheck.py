@@ -10,7 +10,7 @@ from cifar_scratch.cli import app
 from cifar_scratch.diagnostics.gradcheck import check_layer_types, make_layer
 from cifar_scratch.kinds.layers import LAYER_KINDS
 from cifar_scratch.nn import fast
-from cifar_scratch.nn.gradcheck import check_layer, probe
+from cifar_scratch.nn.finite_differences import check_layer, probe
 from tests.conftest import REPO
 
 runner = CliRunner()

@@ -5,7 +5,7 @@ import pytest
 
 from cifar_scratch.nn import kernels
 from cifar_scratch.nn.fast.conv import Workspace, conv2d_forward
-from cifar_scratch.nn.gradcheck import check_layer
+from cifar_scratch.nn.finite_differences import check_layer
 from cifar_scratch.nn.layers import (
     GELU,
     AvgPool2D,

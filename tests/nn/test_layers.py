@@ -6,7 +6,7 @@ import pytest
 from cifar_scratch.builders import build_model
 from cifar_scratch.config import ModelConfig
 from cifar_scratch.errors import ConfigError
-from cifar_scratch.nn.gradcheck import numerical_gradient, relative_error
+from cifar_scratch.nn.finite_differences import numerical_gradient, relative_error
 from cifar_scratch.nn.layers import Dense, Dropout, Flatten
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.nn.reference import softmax_cross_entropy

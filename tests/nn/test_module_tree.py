@@ -6,7 +6,7 @@ import pytest
 from cifar_scratch.builders import build_model, build_optimizer
 from cifar_scratch.config import ModelConfig, build_config
 from cifar_scratch.errors import ConfigError
-from cifar_scratch.nn.gradcheck import check_model
+from cifar_scratch.nn.finite_differences import check_model
 from cifar_scratch.nn.reference import softmax_cross_entropy
 
 RESNET = [

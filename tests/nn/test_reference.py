@@ -7,7 +7,7 @@ import pytest
 from cifar_scratch.nn import kernels
 from cifar_scratch.nn import reference as F
 from cifar_scratch.nn.fast.elementwise import column_sums
-from cifar_scratch.nn.gradcheck import numerical_gradient, relative_error
+from cifar_scratch.nn.finite_differences import numerical_gradient, relative_error
 
 TOL = 1e-7
 
