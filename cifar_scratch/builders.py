@@ -13,6 +13,7 @@ import numpy as np
 
 from cifar_scratch.config import ModelConfig, RunConfig
 from cifar_scratch.errors import ConfigError
+from cifar_scratch.fileio import format_bytes
 from cifar_scratch.kinds.datasets import DATASET_KINDS
 from cifar_scratch.kinds.layers import CONTAINER_SPECS, LAYER_KINDS, DenseSpec, ResidualSpec
 from cifar_scratch.kinds.optimizers import OPTIMIZER_KINDS
@@ -86,9 +87,9 @@ def build_model(
     available = available_memory()
     if available is not None and parameters + activations > available:
         raise ConfigError(
-            f"model.layers: a training step would need about {_size(parameters + activations)} (parameters and optimizer "
-            f"state {_size(parameters)}, activations for a batch of {batch_size} {_size(activations)}), more than the "
-            f"{_size(available)} of memory available; use fewer units/filters, a smaller kernel or padding, or a smaller batch"
+            f"model.layers: a training step would need about {format_bytes(parameters + activations)} (parameters and optimizer "
+            f"state {format_bytes(parameters)}, activations for a batch of {batch_size} {format_bytes(activations)}), more than the "
+            f"{format_bytes(available)} of memory available; use fewer units/filters, a smaller kernel or padding, or a smaller batch"
         )
     if math.prod(plan.output_shape) != num_classes or len(plan.output_shape) != 1:
         raise ConfigError(f"model.layers: the model outputs {plan.output_shape}, expected ({num_classes},) class scores")
@@ -117,14 +118,6 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 # --------------------------------------------------------------------------- optimizer

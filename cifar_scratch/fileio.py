@@ -57,13 +57,13 @@ def read_limited(path: str | Path, limit: int) -> bytes:
     return data
 
 
-def format_bytes(count: int) -> str:
-    """1536 -> '1.5 KB', in powers of 1000 (as file browsers show sizes)."""
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if count < 1000 or unit == "TB":
-            return f"{count:,} bytes" if unit == "bytes" else f"{count:.1f} {unit}"
+def format_bytes(count: float) -> str:
+    """1536 -> '1.5 KB', 999 -> '999 bytes', in powers of 1000 (as file browsers show sizes)."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if count < 1000 or unit == "PB":
+            return f"{count:,.0f} bytes" if unit == "bytes" else f"{count:,.1f} {unit}"
         count /= 1000
-    return f"{count:.1f} PB"
+    raise AssertionError("unreachable")
 
 
 #: Ends the name of every temporary this program writes, so that cleaning up after a kill removes

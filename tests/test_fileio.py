@@ -92,3 +92,9 @@ def test_read_limited_checks_the_size_before_reading(tmp_path):
     )
     (tmp_path / "b").write_bytes(b"x" * 10)
     assert read_limited(tmp_path / "b", 10) == b"x" * 10
+
+
+def test_format_bytes_in_powers_of_1000():
+    from cifar_scratch.fileio import format_bytes
+
+    assert [format_bytes(n) for n in (999, 1536, 20e9, 3.2e18)] == ["999 bytes", "1.5 KB", "20.0 GB", "3,200.0 PB"]
