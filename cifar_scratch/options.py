@@ -7,6 +7,7 @@ booleans, no 3.0) and floats are finite and not booleans. Each problem becomes o
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
@@ -38,3 +39,11 @@ class Section(BaseModel):
     """A config section: unknown keys and non-finite numbers (.inf, .nan) are refused with their path."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def refresh_config(rebuild: str) -> None:
+    """After a kind was (un)registered, call ``cifar_scratch.config.<rebuild>()`` to rebuild the schema's
+    union, once the schema exists: the built-in kinds register while it is still being built."""
+    config = sys.modules.get("cifar_scratch.config")
+    if config is not None and hasattr(config, "RunConfig"):
+        getattr(config, rebuild)()

@@ -29,7 +29,7 @@ from pydantic import BeforeValidator, Field
 
 from cifar_scratch.nn import layers as L
 from cifar_scratch.nn.shapes import resolve_padding
-from cifar_scratch.options import Float, Init, NonNegInt, PosInt, Section
+from cifar_scratch.options import Float, Init, NonNegInt, PosInt, Section, refresh_config
 
 
 class LayerOptions(Section):
@@ -71,19 +71,14 @@ def register_layer(kind: LayerKind) -> LayerKind:
     if not kind.examples:
         raise ValueError(f"{kind.name}: a layer kind needs at least one gradcheck example")
     LAYER_KINDS[kind.name] = kind
-    if "LayerSpec" in globals():  # after the built-in kinds: rebuild the config's union with the new one
-        from cifar_scratch import config
-
-        config.refresh_layer_kinds()
+    refresh_config("refresh_layer_kinds")
     return kind
 
 
 def unregister_layer(name: str) -> None:
     """Remove a kind registered with :func:`register_layer` (configs refuse its ``type`` again)."""
     del LAYER_KINDS[name]
-    from cifar_scratch import config
-
-    config.refresh_layer_kinds()
+    refresh_config("refresh_layer_kinds")
 
 
 def layer_union():

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.nn.layers import Module
 from cifar_scratch.optim.optimizers import SGD, Adam, Hyper, Muon, Optimizer
-from cifar_scratch.options import MAX_LR, Float, Int, Section
+from cifar_scratch.options import MAX_LR, Float, Int, Section, refresh_config
 
 
 @dataclass(frozen=True)
@@ -52,22 +52,14 @@ def register_optimizer(kind: OptimizerKind) -> OptimizerKind:
     if kind.name in OPTIMIZER_KINDS:
         raise ValueError(f"an optimizer kind named {kind.name!r} is registered already")
     OPTIMIZER_KINDS[kind.name] = kind
-    _refresh()
+    refresh_config("refresh_optimizer_kinds")
     return kind
 
 
 def unregister_optimizer(name: str) -> None:
     """Remove a kind registered with :func:`register_optimizer` (configs refuse its name again)."""
     del OPTIMIZER_KINDS[name]
-    _refresh()
-
-
-def _refresh() -> None:
-    import sys
-
-    config = sys.modules.get("cifar_scratch.config")
-    if config is not None and hasattr(config, "RunConfig"):  # after the built-in kinds: rebuild the config's union
-        config.refresh_optimizer_kinds()
+    refresh_config("refresh_optimizer_kinds")
 
 
 def optimizer_union():
