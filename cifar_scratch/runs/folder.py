@@ -31,6 +31,8 @@ from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe
 
 #: run.json holds a few hundred bytes per resume; anything near this is not one.
 MAX_INFO_BYTES = 16_000_000
+#: A run's other small files (metrics.json, config.yaml, history.csv) are far smaller; a bigger one is not read.
+MAX_FILE_BYTES = 64_000_000
 #: The columns of history.csv.
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time")
 
@@ -218,10 +220,10 @@ class RunFolder:
             self.path / self.HISTORY_JSONL, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in history)
         )
 
-    def read_history(self, limit: int = 64_000_000) -> list[dict]:
+    def read_history(self) -> list[dict]:
         """``history.csv`` as dicts of floats (epoch first); [] when absent or unreadable; empty cells are left out."""
         try:
-            raw_rows = list(csv.DictReader(io.StringIO(read_limited(self.history, limit).decode("utf-8"), newline="")))
+            raw_rows = list(csv.DictReader(io.StringIO(read_limited(self.history, MAX_FILE_BYTES).decode("utf-8"), newline="")))
         except (OSError, UnicodeDecodeError, csv.Error):
             return []
         rows = []

@@ -17,11 +17,9 @@ from pathlib import Path
 import yaml
 
 from cifar_scratch.fileio import read_limited
-from cifar_scratch.runs.folder import RunFolder
+from cifar_scratch.runs.folder import MAX_FILE_BYTES, RunFolder
 
 STATUSES = ("running", "interrupted", "completed", "failed")
-#: run.json, metrics.json, config.yaml and history.csv of a run are far smaller; a bigger one is not read.
-MAX_JSON_BYTES = 64_000_000
 
 
 @dataclass
@@ -44,7 +42,7 @@ class RunSummary:
 def read_json(path: Path) -> dict:
     """A JSON object file as a dict; {} when it is absent, damaged or not an object (listings never fail)."""
     try:
-        value = json.loads(read_limited(path, MAX_JSON_BYTES).decode("utf-8"))
+        value = json.loads(read_limited(path, MAX_FILE_BYTES).decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
@@ -68,12 +66,12 @@ def summarize(run_dir: Path) -> RunSummary:
     info = folder.read_info_or_empty()
     metrics = read_json(folder.metrics)
     try:
-        config = yaml.safe_load(read_limited(folder.config, MAX_JSON_BYTES).decode("utf-8")) or {}
+        config = yaml.safe_load(read_limited(folder.config, MAX_FILE_BYTES).decode("utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
         config = {}
     config = config if isinstance(config, dict) else {}
     training = config.get("training") if isinstance(config.get("training"), dict) else {}
-    history = folder.read_history(MAX_JSON_BYTES)
+    history = folder.read_history()
     started = None
     if isinstance(info.get("started"), str):
         try:
