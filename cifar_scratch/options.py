@@ -42,8 +42,8 @@ class Section(BaseModel):
 
 
 def refresh_config(rebuild: str) -> None:
-    """After a kind was (un)registered, call ``cifar_scratch.config.<rebuild>()`` to rebuild the schema's
+    """After a kind was (un)registered, call ``cifar_scratch.config.schema.<rebuild>()`` to rebuild the schema's
     union, once the schema exists: the built-in kinds register while it is still being built."""
-    config = sys.modules.get("cifar_scratch.config")
+    config = sys.modules.get("cifar_scratch.config.schema")
     if config is not None and hasattr(config, "RunConfig"):
         getattr(config, rebuild)()

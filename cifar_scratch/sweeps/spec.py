@@ -17,7 +17,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cifar_scratch.config import ConfigError, build_config, format_error, read_yaml_mapping
+from cifar_scratch.config import build_config, format_error, read_yaml_mapping
+from cifar_scratch.errors import ConfigError
 
 #: Metrics a sweep can rank jobs by: keys of a run's metrics.json.
 METRICS = (

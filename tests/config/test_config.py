@@ -7,6 +7,7 @@ import yaml
 
 from cifar_scratch.config import RunConfig, build_config, dump_config, load_config
 from cifar_scratch.errors import ConfigError
+from tests.conftest import REPO
 
 BASE = {"model": {"layers": ["flatten", {"type": "dense", "units": 8}, "relu", {"type": "dense"}]}}
 
@@ -71,9 +72,7 @@ def test_yaml_errors_name_the_file_and_line(tmp_path):
 
 
 def test_shipped_configs_are_valid():
-    from pathlib import Path
-
-    configs = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+    configs = sorted((REPO / "configs").glob("*.yaml"))
     assert configs, "no shipped configs found"
     for path in configs:
         load_config(path)

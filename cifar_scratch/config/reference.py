@@ -1,10 +1,10 @@
 """The config reference, written from the schema: every key, its type and range, its default, its description.
 
-    python -m cifar_scratch.config_reference docs/guide.md     # rewrite the reference in that file
-    python -m cifar_scratch.config_reference                   # print it
+    python -m cifar_scratch.config.reference docs/guide.md     # rewrite the reference in that file
+    python -m cifar_scratch.config.reference                   # print it
 
 The reference lies between two markers in the file; a test fails when it differs from what the schema
-says now (tests/test_config_reference.py), so the documentation cannot drift from the code.
+says now (tests/config/test_reference.py), so the documentation cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from cifar_scratch.config import (
+from cifar_scratch.config.schema import (
     AugmentConfig,
     DataConfig,
     EarlyStoppingConfig,
@@ -32,14 +32,14 @@ from cifar_scratch.kinds.datasets import DATASET_KINDS
 from cifar_scratch.kinds.layers import LAYER_KINDS
 from cifar_scratch.kinds.optimizers import OPTIMIZER_KINDS, ParamGroup
 
-START = "<!-- config reference: written by `python -m cifar_scratch.config_reference docs/guide.md`; do not edit by hand -->"
+START = "<!-- config reference: written by `python -m cifar_scratch.config.reference docs/guide.md`; do not edit by hand -->"
 END = "<!-- end of the config reference -->"
 
 
 def render() -> str:
     """The whole reference as Markdown."""
     parts = [
-        "Every key, from the schema (`cifar_scratch/config.py` and the records in `cifar_scratch/kinds/`). A key left out "
+        "Every key, from the schema (`cifar_scratch/config/schema.py` and the records in `cifar_scratch/kinds/`). A key left out "
         "takes its default; the run's `config.yaml` writes every default out.",
         _section("top level", RunConfig, skip=("data", "model", "optimizer", "schedule", "training", "output")),
         _section("data", DataConfig, skip=("augment",)),

@@ -5,8 +5,8 @@ import re
 
 import yaml
 
-from cifar_scratch import config_reference
 from cifar_scratch.config import RunConfig, build_config
+from cifar_scratch.config import reference as config_reference
 from tests.conftest import REPO
 
 GUIDE = REPO / "docs" / "guide.md"
@@ -16,7 +16,7 @@ def test_the_guides_config_reference_is_what_the_schema_says():
     text = GUIDE.read_text(encoding="utf-8")
     written = text[text.index(config_reference.START) + len(config_reference.START) : text.index(config_reference.END)]
     assert written.strip() == config_reference.render().strip(), (
-        "docs/guide.md's config reference is stale: run python -m cifar_scratch.config_reference docs/guide.md"
+        "docs/guide.md's config reference is stale: run python -m cifar_scratch.config.reference docs/guide.md"
     )
 
 
