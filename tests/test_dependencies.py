@@ -78,7 +78,7 @@ def test_evaluate_and_predict_load_weights_without_the_training_loop():
     import sys
 
     probe = (
-        "import sys, cifar_scratch.evaluate, cifar_scratch.predict; "
+        "import sys, cifar_scratch.inference.evaluate, cifar_scratch.inference.predict; "
         "print(sorted(m for m in sys.modules if m in ('cifar_scratch.training.trainer', 'cifar_scratch.training.run')))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from cifar_scratch.config import load_config
-from cifar_scratch.evaluate import evaluate_checkpoint
+from cifar_scratch.inference.evaluate import evaluate_checkpoint
 from cifar_scratch.training.run import start_run
 from tests.conftest import REPO, SHARED_JPEG
 

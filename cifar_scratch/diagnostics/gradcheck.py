@@ -10,7 +10,7 @@ import numpy as np
 
 from cifar_scratch.builders import build_model, build_module, model_input_shape, num_classes
 from cifar_scratch.config import ModelConfig, RunConfig
-from cifar_scratch.errors import ConfigError, UserError
+from cifar_scratch.errors import ConfigError, UsageError, UserError
 from cifar_scratch.kinds.layers import LAYER_KINDS
 from cifar_scratch.nn.finite_differences import TensorCheck, check_layer, check_model
 from cifar_scratch.nn.layers import Layer
@@ -107,8 +107,8 @@ def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0, dtype=
     rounding out of the comparison, for models whose float32 results are ill-conditioned (a
     batch-norm eps of 1e-12 on near-constant channels magnifies rounding on both sides).
     """
+    from cifar_scratch.diagnostics.torch_reference import build_torch_model, import_torch, to_torch_input
     from cifar_scratch.nn.reference import softmax_cross_entropy
-    from cifar_scratch.torch_reference import build_torch_model, import_torch, to_torch_input
 
     torch = import_torch()
     dtype = np.dtype(dtype)
@@ -161,6 +161,26 @@ def _torch_row(layer: str, tensor: str, ours: np.ndarray, theirs: np.ndarray) ->
     diff = float(np.abs(ours - theirs).max(initial=0.0))
     scale = float(np.abs(theirs).max(initial=0.0))
     return TorchCheck(layer, tensor, tuple(ours.shape), diff, diff / scale if scale > 0 else diff)
+
+
+def run_checks(config: RunConfig | None, layer: str | None, max_elements: int, torch_dtype: str | None = None) -> dict[str, list]:
+    """What ``cifar-scratch gradcheck`` checks, in the kernels now in use (:func:`cifar_scratch.nn.kernels.using`).
+
+    Without a config: the examples of one layer kind (``layer``) or of all. With one: its layers one by one
+    (only those of kind ``layer`` if given) and, when no kind is singled out, the whole model through the
+    loss; with ``torch_dtype`` also the same model in PyTorch. -> ``{"layers": [...], "model": [...],
+    "torch": [...]}``, the keys that were checked.
+    """
+    if config is None:
+        if torch_dtype is not None:
+            raise UsageError("--against torch compares a config's model: give a config")
+        return {"layers": check_layer_types([layer] if layer else list(LAYER_KINDS), max_elements)}
+    results: dict[str, list] = {"layers": check_config_layers(config, layer, max_elements)}
+    if layer is None:
+        results["model"] = check_config_model(config, max_elements=max(4, max_elements // 2))
+    if torch_dtype is not None:
+        results["torch"] = check_against_torch(config, dtype=torch_dtype)
+    return results
 
 
 def as_json(rows: list) -> list[dict]:

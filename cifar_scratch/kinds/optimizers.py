@@ -119,7 +119,7 @@ class SGDSpec(Section):
 def trained_parameters(spec, model: Module, steps_per_epoch: int, base_scale: dict | None = None):
     """(trainable parameters, their hyperparameters) of ``model`` under ``spec``."""
     hyper = parameter_hyper(spec, model, steps_per_epoch, base_scale)
-    return {name: value for name, value in model.named_parameters().items() if name in hyper}, hyper
+    return {name: value for name, value in model.params.items() if name in hyper}, hyper
 
 
 def _sgd_twin(torch, spec, trained, names, ours):
@@ -224,14 +224,42 @@ def _build_muon(spec, model: Module, steps_per_epoch: int) -> Optimizer:
 
 def _muon_twin(torch, spec, trained, names, ours):
     """The kernels ours orthogonalises take our Muon update in torch, and SGD the other parameters, as ours."""
-    from cifar_scratch.torch_reference import torch_muon
-
     kernels = [names[name][0] for name in sorted(ours.orthogonal)]
     others = [p for p in trained if not any(p is k for k in kernels)]
     return [
         torch_muon(torch, kernels, spec.lr, spec.momentum, spec.nesterov, spec.ns_steps, spec.normalize_weights),
         torch.optim.SGD(others, lr=spec.fallback_lr, momentum=spec.fallback_momentum, nesterov=spec.fallback_nesterov),
     ]
+
+
+def torch_muon(torch, params, lr: float, momentum: float, nesterov: bool, ns_steps: int, normalize_weights: bool):
+    """Our Muon update (``optim.optimizers.Muon``) for torch weights in float32, for ``benchmark --against
+    torch``: torch.optim.Muon takes only 2-D weights, and its bfloat16 iteration would time another thing."""
+    from cifar_scratch.optim.optimizers import NEWTON_SCHULZ
+
+    class Muon(torch.optim.Optimizer):
+        def __init__(self):
+            super().__init__(params, {"lr": lr})
+
+        @torch.no_grad()
+        def step(self):
+            a, b, c = NEWTON_SCHULZ
+            for p in self.param_groups[0]["params"]:
+                velocity = self.state[p].setdefault("velocity", torch.zeros_like(p))
+                velocity.mul_(momentum).add_(p.grad)
+                direction = p.grad + momentum * velocity if nesterov else velocity
+                if normalize_weights:
+                    p.mul_(len(p) ** 0.5 / p.norm())
+                x = direction.reshape(len(p), -1)
+                x = x / (x.norm() + 1e-7)
+                tall = x.shape[0] > x.shape[1]
+                x = x.T if tall else x
+                for _ in range(ns_steps):
+                    gram = x @ x.T
+                    x = a * x + (b * gram + c * gram @ gram) @ x
+                p.sub_(self.param_groups[0]["lr"] * (x.T if tall else x).reshape(p.shape))
+
+    return Muon()
 
 
 register_optimizer(OptimizerKind(MuonSpec, _build_muon, _muon_twin))
@@ -286,7 +314,7 @@ def _matching(patterns: str | list[str], names, where: str) -> set[str]:
 def _trainable_shapes(model: Module) -> dict[str, tuple[int, ...]]:
     """Dotted name -> shape of every trainable parameter."""
     flags = model.parameter_flags()
-    return {name: value.shape for name, value in model.named_parameters().items() if flags[name][0]}
+    return {name: value.shape for name, value in model.params.items() if flags[name][0]}
 
 
 def orthogonalized_names(spec, model: Module) -> set[str]:

@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 
 from cifar_scratch.errors import UsageError
+from cifar_scratch.runs.folder import RunFolder
 from cifar_scratch.runs.index import RunSummary, find_runs, summarize
 from cifar_scratch.tables import text_table
 
@@ -200,3 +201,12 @@ def labels(runs: list[RunSummary]) -> list[str]:
     return [
         " ".join(f"{key.split('.')[-1]}={config.get(key)}" for key in keys) or run.path.name for run, config in zip(runs, configs)
     ]
+
+
+def draw(runs: list[RunSummary], path: Path, panels: list[tuple[str, str, list, list]] = ()) -> None:
+    """The runs' curves, one line each labelled by :func:`labels`, and a sweep's metric by parameter
+    (``panels``), into the PNG ``path``."""
+    from cifar_scratch import reports  # matplotlib: only when a figure is drawn
+
+    curves = list(zip(labels(runs), (RunFolder(run.path).read_history() for run in runs)))
+    reports.plot_comparison(curves, path, panels)

@@ -87,10 +87,8 @@ def run_sweep(
     """Run (or go on with) the sweep of ``spec_path``: here with ``jobs`` at a time, or on the Dask
     cluster at ``address``. Every job's config is validated before the first starts."""
     on_dask = address is not None
-    if on_dask and importlib.util.find_spec("distributed") is None:
-        raise UsageError('--executor dask: needs the dask extra (pip install -e ".[dask]")')
-    if on_dask and jobs != 1:
-        raise UsageError("--jobs: with --executor dask the workers decide how many jobs run at once (one per worker thread)")
+    if on_dask:
+        _check_dask(jobs)
     spec = load_spec(spec_path)
     search = None
     if spec.method == "bayes":
@@ -135,6 +133,13 @@ def run_sweep(
     finally:
         lock.release()
     return SweepResult(folder, spec, outcomes, rows)
+
+
+def _check_dask(jobs: int) -> None:
+    if importlib.util.find_spec("distributed") is None:
+        raise UsageError('--executor dask: needs the dask extra (pip install -e ".[dask]")')
+    if jobs != 1:
+        raise UsageError("--jobs: with --executor dask the workers decide how many jobs run at once (one per worker thread)")
 
 
 __all__ = [

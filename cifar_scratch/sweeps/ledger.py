@@ -51,6 +51,10 @@ class SweepFolder:
     def name(self) -> str:
         return self.path.name
 
+    def exists(self) -> bool:
+        """Whether ``path`` is a sweep folder (it has a spec and a ledger), not a run or runs folder."""
+        return self.spec_path.is_file() and self.ledger_path.is_file()
+
     def job_name(self, job: Job) -> str:
         # A config name (letters, digits, _ . -): the run folder is <stamp>_<this>.
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).lstrip("-_.")[:90]
@@ -153,6 +157,16 @@ class SweepFolder:
             row["run_dir"] = run_dir or ""
             rows.append(row)
         return rows
+
+    def metric_by_parameter(self, spec: SweepSpec) -> list[tuple[str, str, list, list]]:
+        """One panel per swept key that took more than one value: (key, metric, values, metric values)
+        over the jobs with a result, for :func:`cifar_scratch.reports.plot_comparison`."""
+        scored = [row for row in self.results(spec, self.jobs(spec)) if row.get(spec.metric.name) is not None]
+        return [
+            (key, spec.metric.name, [row[key] for row in scored], [row[spec.metric.name] for row in scored])
+            for key in spec.parameters
+            if len({json.dumps(row[key], default=str) for row in scored}) > 1  # a fixed value says nothing
+        ]
 
     def write_results(self, spec: SweepSpec, jobs: list[Job]) -> list[dict]:
         """Rewrite results.csv from :meth:`results`; -> the rows."""

@@ -60,26 +60,61 @@ def run_local(
     ledger records it as interrupted, and the sweep re-raises the interruption (exit 130/143).
     A second signal kills the jobs at once; they resume from their previous checkpoint.
     """
+    jobs = _LocalJobs(spec, folder, threads, data_dir)
     queue = list(todo)
-    running: list[RunningJob] = []
-    outcomes: list[JobOutcome] = []
     stop_starting = False
+    try:
+        while True:
+            while len(jobs.running) < workers and not stop_starting:
+                if queue:
+                    jobs.start(*queue.pop(0))
+                elif more is not None and (job := more()) is not None:
+                    jobs.start(job, None)
+                else:
+                    break
+            if not jobs.running:
+                break
+            time.sleep(poll_s)
+            for outcome in jobs.collect():
+                on_outcome(outcome)
+                if outcome.status == "failed" and fail_fast:
+                    stop_starting = True
+                    queue.clear()
+    except signals.Interrupted as exc:
+        stopped = len(jobs.running)
+        _stop(jobs.running, jobs.finish)
+        exc.hint = (
+            f"{stopped} running job(s) stopped and recorded as interrupted in {folder.ledger_path}; "
+            "run the same sweep command again to resume them and run the rest"
+        )
+        raise
+    return jobs.outcomes
 
-    def start(job: Job, resume: Path | None) -> None:
+
+class _LocalJobs:
+    """The child processes of a sweep on this machine: started, polled, and recorded in the ledger."""
+
+    def __init__(self, spec: SweepSpec, folder: SweepFolder, threads: int, data_dir: Path | None):
+        self.spec, self.folder, self.threads, self.data_dir = spec, folder, threads, data_dir
+        self.running: list[RunningJob] = []
+        self.outcomes: list[JobOutcome] = []
+
+    def start(self, job: Job, resume: Path | None) -> None:
+        folder = self.folder
         log = folder.logs_dir / f"job-{job.index:03d}.log"
         folder.logs_dir.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
             handle.flush()
             process = subprocess.Popen(
-                job_command(spec, folder, job, resume, threads, data_dir),
+                job_command(self.spec, folder, job, resume, self.threads, self.data_dir),
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        running.append(RunningJob(job, process, log, resume is not None, time.perf_counter()))  # before a signal can strike
+        self.running.append(RunningJob(job, process, log, resume is not None, time.perf_counter()))  # before a signal can strike
         folder.record(
             {
                 "job": job.index,
@@ -91,46 +126,24 @@ def run_local(
             }
         )
 
-    def finish(item: RunningJob, code: int) -> JobOutcome:
-        runs = folder.job_runs(item.job)
+    def collect(self) -> list[JobOutcome]:
+        """The outcomes of the jobs that have ended since the last call."""
+        ended = []
+        for item in list(self.running):
+            code = item.process.poll()
+            if code is not None:
+                self.running.remove(item)
+                ended.append(self.finish(item, code))
+        return ended
+
+    def finish(self, item: RunningJob, code: int) -> JobOutcome:
+        runs = self.folder.job_runs(item.job)
         status = exit_status(code)
         error = None if status == "completed" else last_error(item.log.read_text(encoding="utf-8", errors="replace"))
         outcome = JobOutcome(item.job, status, runs[0] if runs else None, code, time.perf_counter() - item.started, error)
-        folder.record_outcome(outcome)
-        outcomes.append(outcome)
+        self.folder.record_outcome(outcome)
+        self.outcomes.append(outcome)
         return outcome
-
-    try:
-        while True:
-            while len(running) < workers and not stop_starting:
-                if queue:
-                    start(*queue.pop(0))
-                elif more is not None and (job := more()) is not None:
-                    start(job, None)
-                else:
-                    break
-            if not running:
-                break
-            time.sleep(poll_s)
-            for item in list(running):
-                code = item.process.poll()
-                if code is None:
-                    continue
-                running.remove(item)
-                outcome = finish(item, code)
-                on_outcome(outcome)
-                if outcome.status == "failed" and fail_fast:
-                    stop_starting = True
-                    queue.clear()
-    except signals.Interrupted as exc:
-        stopped = len(running)
-        _stop(running, finish)
-        exc.hint = (
-            f"{stopped} running job(s) stopped and recorded as interrupted in {folder.ledger_path}; "
-            "run the same sweep command again to resume them and run the rest"
-        )
-        raise
-    return outcomes
 
 
 def _stop(running: list[RunningJob], finish: Callable[[RunningJob, int], JobOutcome]) -> None:

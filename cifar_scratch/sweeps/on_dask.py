@@ -134,48 +134,60 @@ def run_on_worker(payload: dict) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="cifar-scratch-job-", dir=worker.local_directory))
     try:
         runs_dir = scratch / "runs"
-        command = [sys.executable, "-m", "cifar_scratch", "train"]
-        if payload["resume_archive"] is not None:
-            command += ["--resume", str(unpack_run(payload["resume_archive"], runs_dir))]
-        else:
-            base = scratch / "base.yaml"
-            base.write_text(payload["base_yaml"], encoding="utf-8")
-            command += [str(base), *payload["overrides"], f"name={payload['name']}", "--runs-dir", str(runs_dir)]
         threads = payload["threads"] or max(1, (os.cpu_count() or 1) // max(1, worker.state.nthreads))
-        data_dir = resolve_data_dir(payload["data_dir"]).resolve()
-        command += ["--quiet", "--threads", str(threads), "--data-dir", str(data_dir)]
+        command = _worker_command(payload, scratch, runs_dir, threads)
         log = scratch / "job.log"
         with open(log, "w", encoding="utf-8") as handle:
             handle.write(f"=== {'resume' if payload['resume_archive'] else 'start'} on {where['host']} ({worker.address})\n")
             handle.flush()
-            process = subprocess.Popen(
-                command,
-                cwd=scratch,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            try:
-                while process.poll() is None:
-                    if stop.wait(timeout=STOP_POLL_S):  # the sweep was stopped: checkpoint and come back
-                        os.killpg(process.pid, signal.SIGTERM)
-                        process.wait()
-            finally:
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            code = _run_until_stopped(command, scratch, handle, stop)
         folders = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")] if runs_dir.is_dir() else []
         return {
-            "exit_code": process.returncode,
+            "exit_code": code,
             "log": log.read_text(encoding="utf-8", errors="replace"),
             "archive": pack_run(folders[0]) if folders else None,
             **where,
         }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _worker_command(payload: dict, scratch: Path, runs_dir: Path, threads: int) -> list[str]:
+    """The job's ``cifar-scratch train`` command on the worker, its files in ``scratch``."""
+    command = [sys.executable, "-m", "cifar_scratch", "train"]
+    if payload["resume_archive"] is not None:
+        command += ["--resume", str(unpack_run(payload["resume_archive"], runs_dir))]
+    else:
+        base = scratch / "base.yaml"
+        base.write_text(payload["base_yaml"], encoding="utf-8")
+        command += [str(base), *payload["overrides"], f"name={payload['name']}", "--runs-dir", str(runs_dir)]
+    data_dir = resolve_data_dir(payload["data_dir"]).resolve()
+    return command + ["--quiet", "--threads", str(threads), "--data-dir", str(data_dir)]
+
+
+def _run_until_stopped(command: list[str], cwd: Path, log, stop) -> int:
+    """Run ``command`` with its output in ``log``; when the sweep sets ``stop``, SIGTERM it (it checkpoints)
+    and wait. -> its exit code. The child dies with the worker and never outlives this call."""
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        while process.poll() is None:
+            if stop.wait(timeout=STOP_POLL_S):  # the sweep was stopped: checkpoint and come back
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
 
 
 # --------------------------------------------------------------------------- on the submitting machine
@@ -200,23 +212,112 @@ def run_dask(
     interrupted, and jobs not yet started do not start. ``fail_fast`` lets running jobs finish but
     starts no more after a failure.
     """
-    from distributed import Event
+    jobs = _DaskJobs(connect(address), address, folder, dump_config(load_config(spec.base)), threads, data_dir)
+    try:
+        folder.logs_dir.mkdir(parents=True, exist_ok=True)
+        for job, resume in todo:
+            jobs.submit(job, resume)
+        jobs.top_up(more)
+        while jobs.pending:
+            time.sleep(poll_s)
+            jobs.collect_done(on_outcome, fail_fast)
+            jobs.top_up(more)
+    except signals.Interrupted as exc:
+        stopped = len(jobs.pending)
+        jobs.stop.set()
+        try:
+            with signals.deferred():  # the first signal: wait for every running job's checkpoint
+                while jobs.pending:
+                    time.sleep(poll_s)
+                    jobs.collect_done(on_outcome, fail_fast)
+        except signals.Interrupted:  # a second one: give up on them; they run again from scratch next time
+            jobs.abandon()
+        exc.hint = (
+            f"{stopped} submitted job(s) stopped and recorded in {folder.ledger_path}; "
+            "run the same sweep command again to resume them and run the rest"
+        )
+        raise
+    finally:
+        jobs.client.close()
+    return jobs.outcomes
 
-    client = connect(address)
-    token = uuid.uuid4().hex
-    stop, drain = Event(f"cifar-scratch-stop-{token}", client=client), Event(f"cifar-scratch-drain-{token}", client=client)
-    base_yaml = dump_config(load_config(spec.base))
-    pending: dict = {}
-    outcomes: list[JobOutcome] = []
-    draining = False
 
-    def collect(future, job: Job, started: float) -> JobOutcome | None:
-        seconds = time.perf_counter() - started
+class _DaskJobs:
+    """A sweep's jobs out on a Dask cluster: submitted, collected, and recorded in the ledger.
+
+    ``stop`` (every job checkpoints and comes back) and ``drain`` (no job starts any more) are
+    cluster-wide events named for this sweep."""
+
+    def __init__(self, client, address: str, folder: SweepFolder, base_yaml: str, threads: int | None, data_dir: Path | None):
+        from distributed import Event
+
+        self.client, self.address, self.folder, self.base_yaml = client, address, folder, base_yaml
+        self.threads, self.data_dir = threads, data_dir
+        self.token = uuid.uuid4().hex
+        self.stop = Event(f"cifar-scratch-stop-{self.token}", client=client)
+        self.drain = Event(f"cifar-scratch-drain-{self.token}", client=client)
+        self.pending: dict = {}  # future -> (job, when it was submitted)
+        self.outcomes: list[JobOutcome] = []
+        self.draining = False
+        self.more_left = True
+
+    def submit(self, job: Job, resume: Path | None) -> None:
+        folder = self.folder
+        payload = {
+            "version": __version__,
+            "job": job.index,
+            "overrides": job.overrides,
+            "name": folder.job_name(job),
+            "base_yaml": self.base_yaml,
+            "resume_archive": pack_run(resume) if resume is not None else None,
+            "threads": self.threads,
+            "data_dir": str(self.data_dir) if self.data_dir is not None else None,
+            "stop": self.stop.name,
+            "drain": self.drain.name,
+        }
+        key = f"cifar-scratch-{folder.job_name(job)}-{self.token[:8]}"
+        self.pending[self.client.submit(run_on_worker, payload, key=key, pure=False)] = (job, time.perf_counter())
+        folder.record(
+            {
+                "job": job.index,
+                "status": "submitted",
+                "params": job.params,
+                "overrides": job.overrides,
+                "resumed": resume is not None,
+                "address": self.address,
+            }
+        )
+
+    def top_up(self, more: Callable[[], Job | None] | None) -> None:
+        """Submit jobs from ``more()`` while fewer are out than the cluster has worker threads."""
+        if more is None or not self.more_left or self.draining:
+            return
+        slots = max(1, sum(self.client.nthreads().values()))  # a scheduler round trip: not once more() is spent
+        while len(self.pending) < slots:
+            job = more()
+            if job is None:
+                self.more_left = False
+                return
+            self.submit(job, None)
+
+    def collect_done(self, on_outcome: Callable[[JobOutcome], None], fail_fast: bool) -> None:
+        """Record every finished job; after a failure with ``fail_fast``, let no more start."""
+        for future in [f for f in self.pending if f.done()]:
+            job, started = self.pending.pop(future)
+            outcome = self._collect(future, job, started)
+            if outcome is not None:
+                on_outcome(outcome)
+                if outcome.status == "failed" and fail_fast:
+                    self.draining = True
+                    self.drain.set()
+
+    def _collect(self, future, job: Job, started: float) -> JobOutcome | None:
+        folder, seconds = self.folder, time.perf_counter() - started
         if future.status == "error" or future.cancelled():
             error = "cancelled" if future.cancelled() else f"{type(future.exception()).__name__}: {future.exception()}"
             outcome = JobOutcome(job, "failed", None, None, seconds, f"error: the Dask task failed ({error})"[:500])
             folder.record_outcome(outcome, executor="dask")
-            outcomes.append(outcome)
+            self.outcomes.append(outcome)
             return outcome
         result = future.result()
         if result["exit_code"] is None:  # never started: the sweep stopped first
@@ -229,85 +330,12 @@ def run_dask(
         error = None if status == "completed" else last_error(result["log"])
         outcome = JobOutcome(job, status, run_dir, result["exit_code"], seconds, error)
         folder.record_outcome(outcome, executor="dask", worker=result["worker"], host=result["host"])
-        outcomes.append(outcome)
+        self.outcomes.append(outcome)
         return outcome
 
-    def drain_done() -> None:
-        nonlocal draining
-        for future in [f for f in pending if f.done()]:
-            job, started = pending.pop(future)
-            outcome = collect(future, job, started)
-            if outcome is not None:
-                on_outcome(outcome)
-                if outcome.status == "failed" and fail_fast:
-                    draining = True
-                    drain.set()
-
-    def submit(job: Job, resume: Path | None) -> None:
-        payload = {
-            "version": __version__,
-            "job": job.index,
-            "overrides": job.overrides,
-            "name": folder.job_name(job),
-            "base_yaml": base_yaml,
-            "resume_archive": pack_run(resume) if resume is not None else None,
-            "threads": threads,
-            "data_dir": str(data_dir) if data_dir is not None else None,
-            "stop": stop.name,
-            "drain": drain.name,
-        }
-        future = client.submit(run_on_worker, payload, key=f"cifar-scratch-{folder.job_name(job)}-{token[:8]}", pure=False)
-        pending[future] = (job, time.perf_counter())
-        folder.record(
-            {
-                "job": job.index,
-                "status": "submitted",
-                "params": job.params,
-                "overrides": job.overrides,
-                "resumed": resume is not None,
-                "address": address,
-            }
-        )
-
-    def top_up() -> None:
-        nonlocal more
-        if more is None or draining:
-            return
-        slots = max(1, sum(client.nthreads().values()))  # a scheduler round trip: not once more() is spent
-        while len(pending) < slots:
-            job = more()
-            if job is None:
-                more = None
-                return
-            submit(job, None)
-
-    try:
-        folder.logs_dir.mkdir(parents=True, exist_ok=True)
-        for job, resume in todo:
-            submit(job, resume)
-        top_up()
-        while pending:
-            time.sleep(poll_s)
-            drain_done()
-            top_up()
-    except signals.Interrupted as exc:
-        stopped = len(pending)
-        stop.set()
-        try:
-            with signals.deferred():  # the first signal: wait for every running job's checkpoint
-                while pending:
-                    time.sleep(poll_s)
-                    drain_done()
-        except signals.Interrupted:  # a second one: give up on them; they run again from scratch next time
-            for future, (job, _) in pending.items():
-                future.cancel()
-                folder.record({"job": job.index, "status": "interrupted", "overrides": job.overrides, "run_dir": None})
-            pending.clear()
-        exc.hint = (
-            f"{stopped} submitted job(s) stopped and recorded in {folder.ledger_path}; "
-            "run the same sweep command again to resume them and run the rest"
-        )
-        raise
-    finally:
-        client.close()
-    return outcomes
+    def abandon(self) -> None:
+        """Cancel every job still out and record it as interrupted without a run folder."""
+        for future, (job, _) in self.pending.items():
+            future.cancel()
+            self.folder.record({"job": job.index, "status": "interrupted", "overrides": job.overrides, "run_dir": None})
+        self.pending.clear()

@@ -77,10 +77,10 @@ def test_benchmark_times_the_same_muon_update_in_torch():
     """benchmark --against torch times our Muon step in PyTorch: both take the same step from the same gradient."""
     torch = pytest.importorskip("torch", reason="PyTorch is an optional extra: pip install torch==2.13.0")
     from cifar_scratch.builders import build_optimizer
-    from cifar_scratch.kinds.optimizers import MuonSpec
+    from cifar_scratch.diagnostics.torch_reference import build_torch_model
+    from cifar_scratch.kinds.optimizers import MuonSpec, torch_muon
     from cifar_scratch.nn.layers import Conv2D, Dense, Flatten
     from cifar_scratch.nn.model import Sequential
-    from cifar_scratch.torch_reference import build_torch_model, torch_muon
 
     model = Sequential([Conv2D(5), Flatten(), Dense(2)])
     model.build((6, 6, 3), np.random.default_rng(0))

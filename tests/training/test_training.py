@@ -371,7 +371,7 @@ def test_learning_rates_actually_used_survive_an_extended_resume(tmp_path):
 def test_log_heartbeat_shows_running_means_throughput_and_eta(tmp_path):
     import io
 
-    from cifar_scratch.cli import ConsoleReport
+    from cifar_scratch.cli.console import ConsoleReport
 
     stream = io.StringIO()
     start_run(

@@ -74,53 +74,18 @@ def evaluate_checkpoint(
     run_dir, checkpoint = locate(target)
     config = run_config(run_dir)
     info = RunFolder(run_dir).read_info()
-    data_dir = data_dir or Path(info.get("data_dir", "data"))
-    dataset = load_dataset(config.data, data_dir, progress)
+    dataset = load_dataset(config.data, data_dir or Path(info.get("data_dir", "data")), progress)
     data = dataset.split(split)
     if not len(data):
         raise DataError(f"the {split} split is empty (data.val_fraction is 0?)")
     model, normalizer, meta = restore_model(config, checkpoint, dataset.image_shape, len(dataset.class_names))
     check_checkpoint_matches(meta, config, dataset.fingerprint(), dataset.class_names, checkpoint)
-    status = info.get("status")
-    if status != "completed":
-        notes.append(
-            f"the run is not finished (run.json status: {status or 'unknown'}, {meta.epoch} of "
-            f"{config.training.epochs} epochs trained)"
-        )
-    if checkpoint.name == RunFolder.LAST and target.is_dir():
-        notes.append(
-            f"no best checkpoint yet: measuring checkpoints/last.npz, the weights after epoch {meta.epoch} "
-            f"(step {meta.step})" + (", i.e. untrained" if meta.step == 0 else "")
-        )
-
+    notes += _caveats(info.get("status"), meta, config, checkpoint.name == RunFolder.LAST and Path(target).is_dir())
     tta, engine = tta or config.training.tta, engine or config.training.engine
-    names = dataset.class_names
     with kernels.using(engine):
-        loss, accuracy, logits = evaluate_split(model, normalizer, data)
-        if tta != "none":  # the report, confusion matrix and grids then show the TTA predictions
-            loss_tta, accuracy_tta, logits_tta = evaluate_split(model, normalizer, data, tta=tta)
-    report = reports.classification_summary(data.labels, logits.argmax(1), names)
-    metrics = {
-        "checkpoint": str(checkpoint),
-        "epoch": meta.epoch,
-        "notes": notes,
-        "split": split,
-        "samples": len(data),
-        "engine": engine,
-        "tta": tta,
-        "loss": loss,
-        "accuracy": accuracy,
-        **_averages(report, names, ""),
-    }
-    if tta != "none":
-        logits = logits_tta
-        report = reports.classification_summary(data.labels, logits.argmax(1), names)
-        metrics |= {"loss_tta": loss_tta, "accuracy_tta": accuracy_tta, **_averages(report, names, "_tta")}
-    of = f"the TTA predictions ({tta})" if tta != "none" else "the plain predictions (no TTA)"
-    metrics |= {"report_of": of, "report": report["text"]}
-    probabilities = softmax(logits)
-    predictions = probabilities.argmax(1)
-
+        metrics, logits, report = _measure(model, normalizer, data, dataset.class_names, tta)
+    head = {"checkpoint": str(checkpoint), "epoch": meta.epoch, "notes": notes, "split": split, "samples": len(data)}
+    metrics = head | {"engine": engine} | metrics
     # Everything goes into a temporary folder that replaces eval/<split>/ whole: an interrupted
     # evaluate leaves the previous results, never a mix of old and new files.
     out_dir = RunFolder(run_dir).evaluation(split, checkpoint)
@@ -128,23 +93,58 @@ def evaluate_checkpoint(
         atomic_write_json(staging / "metrics.json", metrics)
         atomic_write_json(
             staging / "confusion_matrix.json",
-            {"class_names": list(names), "predictions": of, "matrix": report["confusion_matrix"]},
+            {"class_names": list(dataset.class_names), "predictions": metrics["report_of"], "matrix": report["confusion_matrix"]},
         )
-        reports.plot_confusion(report["confusion_matrix"], names, staging, f"{split}, TTA {tta}" if tta != "none" else split)
-        rng = np.random.default_rng(0)
-        sample = np.sort(rng.choice(len(data), size=min(GRID_SIZE, len(data)), replace=False))
-        confidence = probabilities[np.arange(len(data)), predictions]
-        wrong = np.flatnonzero(predictions != data.labels)
-        worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:GRID_SIZE]
-        for chosen, filename, title in (
-            (sample, "samples.png", f"random {split} images: predicted (true)"),
-            (worst, "misclassified.png", f"most confident mistakes on {split}: predicted p (true)"),
-        ):
-            captions = [f"{names[predictions[i]]} {confidence[i]:.2f}\n({names[data.labels[i]]})" for i in chosen]
-            reports.plot_image_grid(
-                data.images[chosen], captions, list(predictions[chosen] == data.labels[chosen]), staging / filename, title
-            )
+        subject = f"{split}, TTA {tta}" if tta != "none" else split
+        reports.plot_confusion(report["confusion_matrix"], dataset.class_names, staging, subject)
+        _image_grids(data, softmax(logits), dataset.class_names, split, staging)
     return out_dir, metrics
+
+
+def _caveats(status: str | None, meta: CheckpointMetadata, config: RunConfig, last_of_folder: bool) -> list[str]:
+    """What a user should know about the weights measured: an unfinished run, an untrained model."""
+    notes = []
+    if status != "completed":
+        notes.append(
+            f"the run is not finished (run.json status: {status or 'unknown'}, {meta.epoch} of "
+            f"{config.training.epochs} epochs trained)"
+        )
+    if last_of_folder:
+        notes.append(
+            f"no best checkpoint yet: measuring checkpoints/last.npz, the weights after epoch {meta.epoch} "
+            f"(step {meta.step})" + (", i.e. untrained" if meta.step == 0 else "")
+        )
+    return notes
+
+
+def _measure(model: Sequential, normalizer: Normalizer, data, names: tuple[str, ...], tta: str) -> tuple[dict, np.ndarray, dict]:
+    """Loss, accuracy and the classification report of ``data``, plain and (unless ``tta`` is none) with
+    TTA -> (metrics, the logits reported on, their report): the TTA ones when there are any."""
+    loss, accuracy, logits = evaluate_split(model, normalizer, data)
+    report = reports.classification_summary(data.labels, logits.argmax(1), names)
+    metrics = {"samples": len(data), "tta": tta, "loss": loss, "accuracy": accuracy, **_averages(report, names, "")}
+    if tta != "none":  # the report, confusion matrix and grids then show the TTA predictions
+        loss_tta, accuracy_tta, logits = evaluate_split(model, normalizer, data, tta=tta)
+        report = reports.classification_summary(data.labels, logits.argmax(1), names)
+        metrics |= {"loss_tta": loss_tta, "accuracy_tta": accuracy_tta, **_averages(report, names, "_tta")}
+    of = f"the TTA predictions ({tta})" if tta != "none" else "the plain predictions (no TTA)"
+    return metrics | {"report_of": of, "report": report["text"]}, logits, report
+
+
+def _image_grids(data, probabilities: np.ndarray, names: tuple[str, ...], split: str, folder: Path) -> None:
+    """samples.png (a seeded random sample) and misclassified.png (the most confident mistakes)."""
+    predictions = probabilities.argmax(1)
+    sample = np.sort(np.random.default_rng(0).choice(len(data), size=min(GRID_SIZE, len(data)), replace=False))
+    confidence = probabilities[np.arange(len(data)), predictions]
+    wrong = np.flatnonzero(predictions != data.labels)
+    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:GRID_SIZE]
+    for chosen, filename, title in (
+        (sample, "samples.png", f"random {split} images: predicted (true)"),
+        (worst, "misclassified.png", f"most confident mistakes on {split}: predicted p (true)"),
+    ):
+        captions = [f"{names[predictions[i]]} {confidence[i]:.2f}\n({names[data.labels[i]]})" for i in chosen]
+        correct = list(predictions[chosen] == data.labels[chosen])
+        reports.plot_image_grid(data.images[chosen], captions, correct, folder / filename, title)
 
 
 def _averages(report: dict, names: tuple[str, ...], suffix: str) -> dict:

@@ -318,10 +318,10 @@ def test_a_full_disk_while_finishing_leaves_the_run_to_be_finished(tmp_path, dig
 @pytest.mark.parametrize("command, signum", [("train", signal.SIGTERM), ("evaluate", signal.SIGINT)])
 def test_signal_outside_training_exits_with_its_code_and_a_message(tmp_path, digits_config, env, monkeypatch, command, signum):
     run_dir = train_quiet(digits_config, tmp_path, env, "training.epochs=1")
-    import cifar_scratch.evaluate
+    import cifar_scratch.inference.evaluate
     import cifar_scratch.training.run
 
-    module = cifar_scratch.training.run if command == "train" else cifar_scratch.evaluate
+    module = cifar_scratch.training.run if command == "train" else cifar_scratch.inference.evaluate
     real = module.load_dataset
 
     def slow_load(*args, **kwargs):
@@ -435,11 +435,9 @@ def test_without_a_validation_split_the_console_and_metrics_say_what_picked_the_
 
 
 def test_figures_print_no_negative_zero():
-    from cifar_scratch.cli import _figure
+    from cifar_scratch.cli.console import figure
 
-    assert (
-        _figure(-1e-9) == "0.0000" and _figure(-0.0) == "0.0000" and _figure(-0.5) == "-0.5000" and _figure(0.12345) == "0.1235"
-    )
+    assert figure(-1e-9) == "0.0000" and figure(-0.0) == "0.0000" and figure(-0.5) == "-0.5000" and figure(0.12345) == "0.1235"
 
 
 @contextlib.contextmanager

@@ -79,33 +79,3 @@ def to_torch_input(x: np.ndarray, dtype=np.float32):
     if x.ndim == 4:
         x = x.transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(x, dtype=dtype))
-
-
-def torch_muon(torch, params, lr: float, momentum: float, nesterov: bool, ns_steps: int, normalize_weights: bool):
-    """Our Muon update (``optim.optimizers.Muon``) for torch weights in float32, for ``benchmark --against
-    torch``: torch.optim.Muon takes only 2-D weights, and its bfloat16 iteration would time another thing."""
-    from cifar_scratch.optim.optimizers import NEWTON_SCHULZ
-
-    class Muon(torch.optim.Optimizer):
-        def __init__(self):
-            super().__init__(params, {"lr": lr})
-
-        @torch.no_grad()
-        def step(self):
-            a, b, c = NEWTON_SCHULZ
-            for p in self.param_groups[0]["params"]:
-                velocity = self.state[p].setdefault("velocity", torch.zeros_like(p))
-                velocity.mul_(momentum).add_(p.grad)
-                direction = p.grad + momentum * velocity if nesterov else velocity
-                if normalize_weights:
-                    p.mul_(len(p) ** 0.5 / p.norm())
-                x = direction.reshape(len(p), -1)
-                x = x / (x.norm() + 1e-7)
-                tall = x.shape[0] > x.shape[1]
-                x = x.T if tall else x
-                for _ in range(ns_steps):
-                    gram = x @ x.T
-                    x = a * x + (b * gram + c * gram @ gram) @ x
-                p.sub_(self.param_groups[0]["lr"] * (x.T if tall else x).reshape(p.shape))
-
-    return Muon()

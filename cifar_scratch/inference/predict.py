@@ -19,8 +19,8 @@ from PIL import Image, UnidentifiedImageError
 
 from cifar_scratch.builders import model_input_shape
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
-from cifar_scratch.evaluate import locate, restore_model, run_config
 from cifar_scratch.fileio import format_bytes, open_regular
+from cifar_scratch.inference.evaluate import locate, restore_model, run_config
 from cifar_scratch.nn import kernels
 from cifar_scratch.nn.reference import softmax
 from cifar_scratch.runs.folder import RunFolder
