@@ -138,12 +138,12 @@ class OurModel:
         each leaf's methods are wrapped with a timer while the model runs as in training."""
         times = {name: {"forward": [], "backward": [], "input_grad": True} for name, _ in self.leaves()}
 
-        def timed(name, method, phase, layer):
-            def run(x):
+        def timed(name, method, phase):
+            def run(x, **options):
                 if phase == "backward":
-                    times[name]["input_grad"] = layer.input_grad
+                    times[name]["input_grad"] = options.get("input_grad", True)
                 start = time.perf_counter()
-                out = method(x)
+                out = method(x, **options)
                 times[name][phase].append(time.perf_counter() - start)
                 return out
 
@@ -151,8 +151,8 @@ class OurModel:
 
         for name, layer in self.leaves():
             layer.forward, layer.backward = (
-                timed(name, layer.forward, "forward", layer),
-                timed(name, layer.backward, "backward", layer),
+                timed(name, layer.forward, "forward"),
+                timed(name, layer.backward, "backward"),
             )
         try:
             for _ in range(repeats):
@@ -194,7 +194,7 @@ class TorchModel:
     """The same architecture and weights in PyTorch (CPU, float32), same batch and optimizer family."""
 
     def __init__(self, ours: OurModel, config: RunConfig, threads: int | None):
-        from cifar_scratch.torch_reference import build_torch_model, import_torch, to_torch_input
+        from cifar_scratch.diagnostics.torch_reference import build_torch_model, import_torch, to_torch_input
 
         torch = self.torch = import_torch()
         if threads:

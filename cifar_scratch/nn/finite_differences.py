@@ -164,7 +164,6 @@ def check_layer(
         return float(np.sum(layer.forward(x) * projection))
 
     floor = noise_floor(loss())
-    layer.input_grad = True
     dx = layer.backward(projection.copy())
     analytic = {"input": dx, **{name: layer.grads[name].copy() for name in layer.params}}
     results = []

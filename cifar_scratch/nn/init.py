@@ -12,7 +12,7 @@ def initialize(
     Xavier (Glorot) init balances forward and backward variance: Var = 2 / (fan_in + fan_out).
     torch_default is PyTorch's layer default, uniform within ±1/sqrt(fan_in): Var = 1 / (3 fan_in).
     """
-    if kind in ("he_normal", "whiten"):  # whiten: a placeholder until the run fills in the data's whitening
+    if kind == "he_normal":
         values = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
     elif kind == "he_uniform":
         limit = np.sqrt(6.0 / fan_in)

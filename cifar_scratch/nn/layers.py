@@ -16,7 +16,7 @@ import numpy as np
 
 from cifar_scratch.nn import kernels
 from cifar_scratch.nn.fast.conv import Workspace
-from cifar_scratch.nn.init import initialize
+from cifar_scratch.nn.init import initialize, patch_moment, whitening
 from cifar_scratch.nn.shapes import conv_geometry, pair, pool_geometry
 
 
@@ -43,6 +43,11 @@ class Module:
     """What every layer and container has: a name, ``children()``, nested dotted names for parameters,
     gradients and buffers, a recursive train/eval mode, state dicts, and per-parameter flags.
 
+    ``params`` (trained arrays), ``grads`` (same keys, filled by ``backward``) and ``buffers`` (saved,
+    not trained) are the one way to read a module's arrays: dotted name -> array, for the module and
+    everything below it (``stage2.residual1.conv2d1.weight``). A leaf holds them as its own dicts; a
+    container gathers its children's. The arrays are the modules' own: update them in place.
+
     ``trainable = False`` freezes every parameter of the module and of its children. ``decays`` names
     the module's own parameters that weight decay and L2 apply to by default (weight matrices and
     kernels: never biases or batch-norm parameters). ``input_shape``/``output_shape`` are per sample,
@@ -51,6 +56,9 @@ class Module:
 
     kind = "module"
     decays: tuple[str, ...] = ()
+    #: Whether ``backward`` takes ``input_grad=False`` to skip the input gradient when nothing upstream
+    #: needs it (then returning None): worth it where that gradient costs a GEMM (dense, conv2d, containers).
+    skips_input_grad = False
 
     def __init__(self) -> None:
         self.name = self.kind
@@ -58,8 +66,6 @@ class Module:
         self.training = True
         self.trainable = True
         self.frozen: set[str] = set()  # own parameters frozen while the others train (batch norm's scale, say)
-        self.input_grad = True  # False: backward may skip the input gradient (nothing upstream needs it)
-        self.settled: set[str] = set()  # own trainable parameters whose training is over: no gradient needed
         self.input_shape: tuple[int, ...] | None = None
         self.output_shape: tuple[int, ...] | None = None
 
@@ -77,18 +83,13 @@ class Module:
         for child in self.children():
             yield from child.named_modules(f"{prefix}.{child.name}" if prefix else child.name)
 
-    def named(self, what: str, prefix: str = "") -> dict[str, np.ndarray]:
-        """Own and nested ``params``/``grads``/``buffers`` by dotted name; the arrays are the modules' own."""
+    def gather(self, what: str, prefix: str = "") -> dict[str, np.ndarray]:
+        """Own and nested ``params``/``grads``/``buffers`` by dotted name; the arrays are the modules' own.
+        (Read them as ``module.params`` etc.: a container's are this, gathered from its children.)"""
         out = {f"{prefix}{key}": value for key, value in self.local(what).items()}
         for child in self.children():
-            out |= child.named(what, f"{prefix}{child.name}.")
+            out |= child.gather(what, f"{prefix}{child.name}.")
         return out
-
-    def named_parameters(self) -> dict[str, np.ndarray]:
-        return self.named("params")
-
-    def named_buffers(self) -> dict[str, np.ndarray]:
-        return self.named("buffers")
 
     def parameter_flags(self, prefix: str = "", frozen: bool = False) -> dict[str, tuple[bool, bool]]:
         """Dotted name -> (trainable, decays by default), for every parameter here and below."""
@@ -97,19 +98,6 @@ class Module:
         for child in self.children():
             out |= child.parameter_flags(f"{prefix}{child.name}.", frozen)
         return out
-
-    @property
-    def needs_grads(self) -> bool:
-        """Whether a training backward pass must reach this module: a trainable parameter here or
-        below has not settled."""
-        settled = {f"{path}.{key}" if path else key for path, module in self.named_modules() for key in module.settled}
-        return any(trainable and name not in settled for name, (trainable, _) in self.parameter_flags().items())
-
-    def settle(self, names: set[str]) -> None:
-        """Mark the parameters ``names`` (dotted, relative to this module) as done training (a parameter
-        group's ``epochs`` are over): backward passes stop before modules with nothing else to train."""
-        for path, module in self.named_modules():
-            module.settled = {key for key in module.local("params") if (f"{path}.{key}" if path else key) in names}
 
     def train(self, mode: bool = True) -> Module:
         for _, module in self.named_modules():
@@ -121,7 +109,7 @@ class Module:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Parameters and buffers by dotted name (the module's own arrays, as in PyTorch)."""
-        return {**self.named("params"), **self.named("buffers")}
+        return {**self.gather("params"), **self.gather("buffers")}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Copy arrays into the module's own; names and shapes must match exactly (ValueError otherwise)."""
@@ -148,7 +136,8 @@ class Module:
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Gradient w.r.t. the output -> gradient w.r.t. the input; fills ``grads``."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -190,6 +179,7 @@ class Dense(Layer):
     """(N, D) -> (N, units). ``weight``: (D, units), ``bias``: (units,)."""
 
     kind = "dense"
+    skips_input_grad = True
     decays = ("weight",)
 
     def __init__(self, units: int, bias: bool = True, init: str = "he_normal") -> None:
@@ -216,9 +206,9 @@ class Dense(Layer):
         self._hold_cache(K, cache)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         K, cache = self._release_cache()
-        dx, dweight, dbias = K.dense_backward(dout, cache, self.input_grad)
+        dx, dweight, dbias = K.dense_backward(dout, cache, input_grad)
         self.grads["weight"] = dweight
         if self.use_bias:
             self.grads["bias"] = dbias
@@ -356,9 +346,14 @@ class Scale(Layer):
 
 
 class Conv2D(Layer):
-    """(H, W, C) -> (Ho, Wo, filters). ``weight``: (kh, kw, C, filters), ``bias``: (filters,)."""
+    """(H, W, C) -> (Ho, Wo, filters). ``weight``: (kh, kw, C, filters), ``bias``: (filters,).
+
+    ``init="whiten"`` (airbench's first layer) takes its kernel from data: He normal when built, then
+    :meth:`adapt` to a sample of the images it will see.
+    """
 
     kind = "conv2d"
+    skips_input_grad = True
     decays = ("weight",)
 
     def __init__(self, filters: int, kernel=3, stride=1, padding="same", bias: bool = True, init: str = "he_normal"):
@@ -384,10 +379,19 @@ class Conv2D(Layer):
         super().build(input_shape, rng, dtype)
         c = input_shape[2]
         fan_in, fan_out = self.kernel[0] * self.kernel[1] * c, self.kernel[0] * self.kernel[1] * self.filters
-        self.params["weight"] = initialize(self.init, (*self.kernel, c, self.filters), fan_in, fan_out, rng, dtype)
+        init = "he_normal" if self.init == "whiten" else self.init  # until adapt() sees the data
+        self.params["weight"] = initialize(init, (*self.kernel, c, self.filters), fan_in, fan_out, rng, dtype)
         if self.use_bias:
             self.params["bias"] = np.zeros(self.filters, dtype=dtype)
         return self.output_shape
+
+    def adapt(self, images: np.ndarray) -> None:
+        """Data-dependent initialisation (as Keras' ``adapt``): with ``init="whiten"``, the kernel becomes
+        the whitening of every patch of ``images`` ((N, H, W, C), as the layer will see them); ValueError
+        when ``filters`` is not what whitening gives. Other inits keep their weights."""
+        if self.init == "whiten":
+            moment = patch_moment(images, self.kernel)
+            self.params["weight"][...] = whitening(moment, self.kernel, self.filters)
 
     def forward(self, x):
         K = kernels.active()
@@ -397,9 +401,9 @@ class Conv2D(Layer):
         self._hold_cache(K, cache)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         K, cache = self._release_cache()
-        dx, dweight, dbias = K.conv2d_backward(dout, cache, self.input_grad)
+        dx, dweight, dbias = K.conv2d_backward(dout, cache, input_grad)
         self.grads["weight"] = dweight
         if self.use_bias:
             self.grads["bias"] = dbias

@@ -6,7 +6,7 @@ into modules is :mod:`cifar_scratch.builders`' job.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import numpy as np
 
@@ -18,6 +18,7 @@ class Sequential(Module):
     container, unless they were given a name."""
 
     kind = "sequential"
+    skips_input_grad = True
 
     def __init__(self, layers: Iterable[Module], name: str | None = None):
         super().__init__()
@@ -43,27 +44,31 @@ class Sequential(Module):
     @property
     def params(self) -> dict[str, np.ndarray]:
         """Trained arrays by dotted name. The arrays are the modules' own: update them in place."""
-        return self.named("params")
+        return self.gather("params")
 
     @property
     def grads(self) -> dict[str, np.ndarray]:
         """Gradients of the latest ``backward``, same keys as ``params``."""
-        return self.named("grads")
+        return self.gather("grads")
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
         """Saved, untrained arrays (batch-norm statistics), by dotted name."""
-        return self.named("buffers")
+        return self.gather("buffers")
 
     @property
     def output_shapes(self) -> list[tuple[int, ...]]:
         """Per-sample output shape of each child (after ``build``)."""
         return [child.output_shape for child in self.layers]
 
-    @property
-    def first_trained(self) -> int:
-        """Index of the first child with a parameter still training: a training backward pass stops there (0 if none)."""
-        return next((i for i, child in enumerate(self.layers) if child.needs_grads), 0)
+    def first_to_train(self, skip: Collection[str] = ()) -> int:
+        """Index of the first child with a trainable parameter not in ``skip`` (dotted names): a backward
+        pass without an input gradient stops there (0 if there is none)."""
+        for index, child in enumerate(self.layers):
+            flags = child.parameter_flags(f"{child.name}.")
+            if any(trainable and name not in skip for name, (trainable, _) in flags.items()):
+                return index
+        return 0
 
     # ------------------------------------------------------------------ shapes
     def plan(self, input_shape: tuple[int, ...]) -> LayerPlan:
@@ -95,21 +100,26 @@ class Sequential(Module):
             x = child.forward(x)
         return x
 
-    def backward(self, dout: np.ndarray, input_grad: bool | None = None) -> np.ndarray | None:
+    def backward(self, dout: np.ndarray, input_grad: bool = True, skip: Collection[str] = ()) -> np.ndarray | None:
         """Gradient w.r.t. the output -> gradient w.r.t. the input; fills every module's grads.
 
         Without an input gradient (``input_grad=False``, as in training) the pass stops at the first
-        child with trainable parameters and that child skips its own input gradient: for a CNN, the
+        child with a parameter to train, and that child skips its own input gradient: for a CNN, the
         first convolution's col2im is the costliest step of all and its result would be thrown away.
+        ``skip``: dotted names of parameters whose training is over (a parameter group's ``epochs``):
+        the pass may stop short of them, and their gradients are then left as they were.
         """
-        if input_grad is not None:
-            self.input_grad = input_grad
-        first = 0 if self.input_grad else self.first_trained
+        first = 0 if input_grad else self.first_to_train(skip)
         for index in range(len(self.layers) - 1, first - 1, -1):
-            child = self.layers[index]
-            child.input_grad = self.input_grad or index > first
-            dout = child.backward(dout)
-        return dout if self.input_grad else None
+            dout = self._backward_child(self.layers[index], dout, input_grad or index > first, skip)
+        return dout if input_grad else None
+
+    @staticmethod
+    def _backward_child(child: Module, dout: np.ndarray, input_grad: bool, skip: Collection[str]) -> np.ndarray | None:
+        if isinstance(child, Sequential):
+            prefix = f"{child.name}."
+            return child.backward(dout, input_grad=input_grad, skip={n[len(prefix) :] for n in skip if n.startswith(prefix)})
+        return child.backward(dout, input_grad=input_grad) if child.skips_input_grad else child.backward(dout)
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> str:
@@ -138,7 +148,7 @@ class Sequential(Module):
 
     def _summary_rows(self, rows: list, depth: int) -> None:
         for child in self.children():
-            count = sum(p.size for p in child.named("params").values())
+            count = sum(p.size for p in child.params.values())
             frozen = (
                 ", frozen" if not child.trainable else (f", frozen: {', '.join(sorted(child.frozen))}" if child.frozen else "")
             )
@@ -211,16 +221,10 @@ class Residual(Sequential):
         body = super().forward(x)
         return body + (x if self.shortcut is None else self.shortcut.forward(x))
 
-    def backward(self, dout: np.ndarray, input_grad: bool | None = None) -> np.ndarray | None:
-        if input_grad is not None:
-            self.input_grad = input_grad
-        through_body = super().backward(dout)
-        if self.shortcut is None:
-            through_shortcut = dout
-        else:
-            self.shortcut.input_grad = self.input_grad
-            through_shortcut = self.shortcut.backward(dout)
-        if not self.input_grad:
+    def backward(self, dout: np.ndarray, input_grad: bool = True, skip: Collection[str] = ()) -> np.ndarray | None:
+        through_body = super().backward(dout, input_grad, skip)
+        through_shortcut = dout if self.shortcut is None else self.shortcut.backward(dout, input_grad=input_grad)
+        if not input_grad:
             return None
         return np.add(through_body, through_shortcut)  # a new array: either input may alias dout
 

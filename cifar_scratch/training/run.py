@@ -21,7 +21,6 @@ from cifar_scratch.data.augment import augmented_copies
 from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError
 from cifar_scratch.fileio import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from cifar_scratch.nn import kernels
-from cifar_scratch.nn.init import patch_moment, whitening
 from cifar_scratch.nn.layers import Conv2D
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.optim.averaging import WeightAverage
@@ -101,9 +100,8 @@ def whiten_first_layer(model: Sequential, train_images: np.ndarray, normalizer: 
     chosen = np.random.default_rng([seed, WHITENING_STREAM]).choice(
         len(train_images), min(len(train_images), WHITENING_IMAGES), replace=False
     )
-    moment = patch_moment(normalizer(train_images[np.sort(chosen)]), first.kernel)
     try:
-        first.params["weight"][...] = whitening(moment, first.kernel, first.filters)
+        first.adapt(normalizer(train_images[np.sort(chosen)]))
     except ValueError as exc:
         raise ConfigError(f"model.layers.0.filters: {exc}") from None
 

@@ -151,6 +151,43 @@ class Trainer:
 
     def restore(self, path: Path) -> CheckpointMetadata:
         """Load the full training state written by :meth:`save`; a damaged checkpoint is a CheckpointError."""
+        arrays, raw = load_checkpoint(path, self._expected_shapes(path))
+        meta = read_metadata(raw, path)
+        # A diverged run's last state holds its NaN weights: restored only so that its finishing can run
+        # again (on best.npz) and a resume can say what happened; such a run never trains on.
+        finite = not (meta.stop_reason or "").startswith(DIVERGED)
+        apply_weights(arrays, path, self.model, self.normalizer, finite)
+        damaged = f"{path}: checkpoint is damaged"
+        self._restore_optimizer(arrays, meta, damaged, finite)
+        permutation = arrays.get("train/permutation")
+        if permutation is not None and not (
+            permutation.ndim == 1
+            and permutation.dtype.kind in "iu"
+            and np.array_equal(np.sort(permutation), np.arange(len(self.dataset.train)))
+        ):
+            raise CheckpointError(
+                f"{damaged}: train/permutation is not a permutation of the {len(self.dataset.train)} training images"
+            )
+        lrs = arrays.get("history/lr")
+        if lrs is None or lrs.ndim != 1 or lrs.dtype != np.float64 or len(lrs) != meta.step:
+            raise CheckpointError(f"{damaged}: history/lr must hold one float64 learning rate per step ({meta.step})")
+        self.state = TrainState(
+            epoch=meta.epoch,
+            step=meta.step,
+            history=[row.model_dump() for row in meta.history],
+            best_value=meta.best_value,
+            best_epoch=meta.best_epoch,
+            bad_epochs=meta.bad_epochs,
+            stop_reason=meta.stop_reason,
+            permutation=permutation,
+            batch_in_epoch=meta.batch_in_epoch,
+            running={**meta.running.model_dump(), "loss_sum": _nan_if_none(meta.running.loss_sum)},
+            lrs=lrs.tolist(),
+        )
+        return meta
+
+    def _expected_shapes(self, path: Path):
+        """The shape each array of this run's checkpoint must have (see :func:`load_checkpoint`)."""
         weights = weight_shapes(self.model, self.normalizer, path)
         slots = {f"optim/{k}": v.shape for k, v in self.optimizer.state_arrays().items()}
         if self.average is not None:
@@ -167,13 +204,10 @@ class Trainer:
                 raise CheckpointError(f"{path}: checkpoint is damaged: {name} is not state of this run's optimizer or average")
             return weights(name, metadata)
 
-        arrays, raw = load_checkpoint(path, shapes)
-        meta = read_metadata(raw, path)
-        # A diverged run's last state holds its NaN weights: restored only so that its finishing can run
-        # again (on best.npz) and a resume can say what happened; such a run never trains on.
-        finite = not (meta.stop_reason or "").startswith(DIVERGED)
-        apply_weights(arrays, path, self.model, self.normalizer, finite)
-        damaged = f"{path}: checkpoint is damaged"
+        return shapes
+
+    def _restore_optimizer(self, arrays: dict, meta: CheckpointMetadata, damaged: str, finite: bool) -> None:
+        """The optimizer's slots, the weight average, the schedule's state and the random stream."""
         slots = self.optimizer.state_arrays()
         stored_slots = group(arrays, "optim")
         if set(stored_slots) != set(slots):
@@ -182,18 +216,6 @@ class Trainer:
             )
         for name, array in slots.items():
             check_array(stored_slots[name], array.shape, np.float32, f"{damaged}: optim/{name}", finite)
-        permutation = arrays.get("train/permutation")
-        if permutation is not None and not (
-            permutation.ndim == 1
-            and permutation.dtype.kind in "iu"
-            and np.array_equal(np.sort(permutation), np.arange(len(self.dataset.train)))
-        ):
-            raise CheckpointError(
-                f"{damaged}: train/permutation is not a permutation of the {len(self.dataset.train)} training images"
-            )
-        lrs = arrays.get("history/lr")
-        if lrs is None or lrs.ndim != 1 or lrs.dtype != np.float64 or len(lrs) != meta.step:
-            raise CheckpointError(f"{damaged}: history/lr must hold one float64 learning rate per step ({meta.step})")
         if self.average is not None:
             stored = group(arrays, "ema")
             for name, value in self.average.average.items():
@@ -205,20 +227,6 @@ class Trainer:
             self.rng.bit_generator.state = meta.rng
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{damaged}: {type(exc).__name__} {exc}") from None
-        self.state = TrainState(
-            epoch=meta.epoch,
-            step=meta.step,
-            history=[row.model_dump() for row in meta.history],
-            best_value=meta.best_value,
-            best_epoch=meta.best_epoch,
-            bad_epochs=meta.bad_epochs,
-            stop_reason=meta.stop_reason,
-            permutation=permutation,
-            batch_in_epoch=meta.batch_in_epoch,
-            running={**meta.running.model_dump(), "loss_sum": _nan_if_none(meta.running.loss_sum)},
-            lrs=lrs.tolist(),
-        )
-        return meta
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> TrainState:
@@ -249,10 +257,9 @@ class Trainer:
 
     def _run_epoch(self) -> None:
         s, cfg = self.state, self.config.training
-        train = self.dataset.train
         epoch = s.epoch + 1
         if s.permutation is None:
-            s.permutation = self.rng.permutation(len(train))
+            s.permutation = self.rng.permutation(len(self.dataset.train))
             s.batch_in_epoch = 0
             s.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "elapsed": 0.0}
         self._emit("on_epoch_start", self, epoch)
@@ -263,25 +270,8 @@ class Trainer:
         while s.batch_in_epoch < batches:
             self._check_signal()
             index = s.permutation[s.batch_in_epoch * cfg.batch_size : (s.batch_in_epoch + 1) * cfg.batch_size]
-            labels = train.labels[index]
-            images = train.images[index]
-            if self.online_augment is not None:
-                flip = alternate_flips(self.flip_parity, index, s.epoch) if self.flip_parity is not None else None
-                images = augment(images, self.online_augment, self.rng, flip)
-            logits = self.model.forward(self.normalizer(images))
-            loss, dlogits = softmax_cross_entropy(logits, labels, cfg.label_smoothing)
-            self.model.settle(self.optimizer.finished())  # backward stops short of parameters done training
-            self.model.backward(dlogits, input_grad=False)
             lr = self.schedule.lr_at(s.step)
-            self.optimizer.step(self.model.grads, lr)
-            s.lrs.append(lr)
-            s.step += 1
-            if self.average is not None:
-                self.average.update(s.step)
-            s.batch_in_epoch += 1
-            correct = int((logits.argmax(1) == labels).sum())
-            # History reports plain cross-entropy for every split; label smoothing only shapes the gradient.
-            reported = cross_entropy(logits, labels) if cfg.label_smoothing else loss
+            loss, reported, correct = self._step(index, lr)
             s.running["loss_sum"] += reported * len(index)
             s.running["correct"] += correct
             s.running["seen"] += len(index)
@@ -294,6 +284,40 @@ class Trainer:
             self.average.end_epoch(s.step)
         if s.stop_reason is None and not all_finite(self.model.params):  # the last update can overflow a finite loss's weights
             s.stop_reason = f"{DIVERGED}: the weights became NaN or infinite by step {s.step} (epoch {epoch})"
+        row = self._epoch_row(epoch, lr, started)
+        s.epoch, s.permutation, s.batch_in_epoch = epoch, None, 0
+        s.history.append(row)
+        self.schedule.end_epoch(row)
+        self._track_best(row)
+        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or s.stop_reason:
+            self.save(self.last_path)
+        self._emit("on_epoch_end", self, row)
+        self._check_signal()
+
+    def _step(self, index: np.ndarray, lr: float) -> tuple[float, float, int]:
+        """One training step on the training images ``index`` at learning rate ``lr``
+        -> (the loss trained on, the plain cross-entropy reported, correct predictions)."""
+        s, cfg = self.state, self.config.training
+        labels, images = self.dataset.train.labels[index], self.dataset.train.images[index]
+        if self.online_augment is not None:
+            flip = alternate_flips(self.flip_parity, index, s.epoch) if self.flip_parity is not None else None
+            images = augment(images, self.online_augment, self.rng, flip)
+        logits = self.model.forward(self.normalizer(images))
+        loss, dlogits = softmax_cross_entropy(logits, labels, cfg.label_smoothing)
+        self.model.backward(dlogits, input_grad=False, skip=self.optimizer.finished())
+        self.optimizer.step(self.model.grads, lr)
+        s.lrs.append(lr)
+        s.step += 1
+        if self.average is not None:
+            self.average.update(s.step)
+        s.batch_in_epoch += 1
+        # History reports plain cross-entropy for every split; label smoothing only shapes the gradient.
+        reported = cross_entropy(logits, labels) if cfg.label_smoothing else loss
+        return loss, reported, int((logits.argmax(1) == labels).sum())
+
+    def _epoch_row(self, epoch: int, lr: float, started: float) -> dict:
+        """The epoch's line of history.csv: training means, validation figures, the last rate, the time."""
+        s = self.state
         seen = max(1, s.running["seen"])
         row = {
             "epoch": epoch,
@@ -307,14 +331,7 @@ class Trainer:
                 row["val_loss"], row["val_accuracy"], _ = evaluate_split(self.model, self.normalizer, self.dataset.val)
         row["lr"] = lr
         row["epoch_time"] = time.perf_counter() - started
-        s.epoch, s.permutation, s.batch_in_epoch = epoch, None, 0
-        s.history.append(row)
-        self.schedule.end_epoch(row)
-        self._track_best(row)
-        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or s.stop_reason:
-            self.save(self.last_path)
-        self._emit("on_epoch_end", self, row)
-        self._check_signal()
+        return row
 
     @property
     def monitor(self) -> str:

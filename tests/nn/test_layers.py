@@ -162,7 +162,7 @@ def test_training_backward_stops_at_the_first_trained_layer():
     model = build_model(
         model_config("flatten", {"type": "dense", "units": 4}, "relu", {"type": "dense"}), (2, 3, 1), 3, np.random.default_rng(0)
     )
-    assert model.first_trained == 1
+    assert model.first_to_train() == 1
     x = np.random.default_rng(1).standard_normal((5, 2, 3, 1)).astype(np.float32)
     _, dlogits = softmax_cross_entropy(model.forward(x), np.array([0, 1, 2, 0, 1]))
     full = model.backward(dlogits)
@@ -210,14 +210,54 @@ def test_backward_stops_short_of_parameters_that_finished_training():
     x = np.random.default_rng(1).standard_normal((5, 4, 4, 2)).astype(np.float32)
     _, dlogits = softmax_cross_entropy(model.forward(x), np.array([0, 1, 2, 0, 1]))
     model.backward(dlogits, input_grad=False)
-    assert model.first_trained == 0
+    assert model.first_to_train() == 0
     before = {k: v.copy() for k, v in model.grads.items()}
-    model.settle({"conv2d1.bias"})
-    assert model.first_trained == 3 and model.layers[0].settled == {"bias"}
+    assert model.first_to_train(skip={"conv2d1.bias"}) == 3
     model.layers[0].grads["bias"][...] = np.nan  # stays untouched: backward no longer reaches the stem
     model.forward(x)
-    model.backward(dlogits, input_grad=False)
+    model.backward(dlogits, input_grad=False, skip={"conv2d1.bias"})
     assert np.array_equal(model.grads["dense1.weight"], before["dense1.weight"])
     assert np.isnan(model.grads["conv2d1.bias"]).all()
-    model.settle(set())
-    assert model.first_trained == 0
+
+
+def test_skipped_parameters_reach_into_nested_blocks():
+    model = build_model(
+        model_config(
+            {"type": "conv2d", "filters": 3, "kernel": 2, "trainable": False},
+            {"type": "sequential", "name": "stem", "layers": [{"type": "conv2d", "filters": 3, "kernel": 2}, "relu"]},
+            "flatten",
+            {"type": "dense"},
+        ),
+        (5, 5, 2),
+        3,
+        np.random.default_rng(0),
+    )
+    assert model.first_to_train() == 1
+    assert model.first_to_train(skip={"stem.conv2d1.weight", "stem.conv2d1.bias"}) == 3
+    x = np.random.default_rng(1).standard_normal((4, 5, 5, 2)).astype(np.float32)
+    _, dlogits = softmax_cross_entropy(model.forward(x), np.array([0, 1, 2, 0]))
+    model.backward(dlogits, input_grad=False)
+    full = model.grads["stem.conv2d1.weight"].copy()
+    model.grads["stem.conv2d1.weight"][...] = np.nan
+    model.forward(x)
+    model.backward(dlogits, input_grad=False, skip={"stem.conv2d1.bias"})  # the weight still trains: reached
+    assert np.array_equal(model.grads["stem.conv2d1.weight"], full)
+
+
+def test_a_whitened_convolution_takes_its_kernel_from_the_data_it_adapts_to():
+    from cifar_scratch.nn.init import patch_moment, whitening
+    from cifar_scratch.nn.layers import Conv2D
+
+    images = np.random.default_rng(0).standard_normal((6, 7, 7, 3)).astype(np.float32)
+    whitened, plain = Conv2D(24, 2, padding="valid", init="whiten"), Conv2D(24, 2, padding="valid")
+    for conv in (whitened, plain):
+        conv.build((7, 7, 3), np.random.default_rng(1))
+    before = plain.params["weight"].copy()
+    whitened.adapt(images)
+    plain.adapt(images)
+    assert np.array_equal(whitened.params["weight"], whitening(patch_moment(images, (2, 2)), (2, 2), 24))
+    assert np.array_equal(plain.params["weight"], before), "other inits keep their weights"
+    with pytest.raises(ValueError, match="gives 12 filters, or 24"):
+        odd = Conv2D(16, 2, padding="valid", init="whiten")
+        odd.build((7, 7, 3), np.random.default_rng(1))
+        odd.adapt(images)
