@@ -47,6 +47,7 @@ def build_module(spec, units: dict[int, int] | None = None, partly: dict | None 
     else:
         module = LAYER_KINDS[spec.type].build(spec)
     module.trainable = spec.trainable is not False
+    module.config_path = path or None
     if isinstance(spec.trainable, list) and partly is not None:
         partly[id(module)] = (module, spec.trainable, path)
     return module

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -166,3 +167,12 @@ def json_safe(value: Any) -> Any:
 def atomic_write_json(path: str | Path, value: Any) -> None:
     """Write strict JSON (``allow_nan=False``): NaN and infinities are stored as null."""
     atomic_write_text(path, json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n")
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

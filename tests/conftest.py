@@ -45,3 +45,14 @@ def digits_config(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(digits_tree()))
     return path
+
+
+@pytest.fixture(autouse=True)
+def forget_user_layers():
+    """A test's user layers (``type: file.py:Class``) leave the kinds' records, and so the schema, as they were."""
+    yield
+    from cifar_scratch.kinds import user
+    from cifar_scratch.kinds.layers import LAYER_KINDS, unregister_layer
+
+    for name in [name for name in LAYER_KINDS if user.is_reference(name)]:
+        unregister_layer(name)

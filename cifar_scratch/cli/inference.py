@@ -63,8 +63,11 @@ def predict(
     """Top-k classes with their probabilities for image files, with a run's weights and normalisation."""
     from cifar_scratch.inference.predict import predict_images
 
+    notes: list[str] = []
     with runtime.compute(threads):
-        checkpoint, results = predict_images(target, images, top_k, engine and engine.value)
+        checkpoint, results = predict_images(target, images, top_k, engine and engine.value, notes)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "results": results}, indent=2))
     elif results:

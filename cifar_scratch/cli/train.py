@@ -14,6 +14,7 @@ from cifar_scratch.cli.options import DATA_DIR_OPTION, ENGINE_OPTION, QUIET_OPTI
 from cifar_scratch.config import dump_config, load_config
 from cifar_scratch.data import resolve_data_dir
 from cifar_scratch.errors import UsageError
+from cifar_scratch.runs.folder import RunFolder
 from cifar_scratch.training.trainer import Callback, Trainer
 
 
@@ -61,6 +62,8 @@ def train(
     with runtime.compute(threads) as chosen:
         callbacks.append(ShareCPUs(chosen))
         if resume is not None:
+            for file in RunFolder(resume).checked_code():
+                typer.echo(f"note: imports the run's copy of user code {file}", err=True)
             result = resume_run(resume, overrides, data_dir, callbacks, progress=not quiet)
         else:
             resolved = load_config(config, overrides)

@@ -16,6 +16,7 @@ from cifar_scratch.config.messages import format_error, short, short_text
 from cifar_scratch.config.schema import RunConfig
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.fileio import open_regular
+from cifar_scratch.kinds import user
 from cifar_scratch.options import OFFICIAL_SOURCE
 
 #: A config is a few hundred bytes; anything near this is not a config.
@@ -138,6 +139,8 @@ def _absolute_paths(tree: dict, base: Path) -> None:
             node[key] = (
                 [_absolute(item, base) for item in node[key]] if isinstance(node[key], list) else _absolute(node[key], base)
             )
+    # A user layer's `type: layers/swish.py:Swish` names its file relative to the config, as paths do.
+    user.map_references(tree, lambda reference, path: user.absolute_reference(reference, base))
 
 
 def _absolute(item: Any, base: Path) -> Any:
@@ -160,6 +163,7 @@ def build_config(tree: dict, overrides: list[str] = (), base_dir: Path | None = 
         keys, value = parse_override(text)
         apply_override(tree, keys, value)
     _absolute_paths(tree, Path.cwd())
+    user.register_references(tree)  # the user's layers join the schema's union before it validates
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
@@ -173,9 +177,22 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     return build_config(read_yaml_mapping(path), overrides, base_dir=path.resolve().parent)
 
 
-def dump_config(config: RunConfig) -> str:
-    """The resolved config as YAML, every default written out; loading it gives back ``config``."""
-    return yaml.safe_dump(_kind_first(config.model_dump(mode="json")), sort_keys=False, default_flow_style=None)
+def dump_config(config: RunConfig, folder: Path | None = None) -> str:
+    """The resolved config as YAML, every default written out; loading it gives back ``config``.
+    For a file in ``folder`` (a run folder's copy of user code), a user layer's ``type`` names it relative
+    to the folder, so that the folder's config.yaml still finds it when the folder moves."""
+    tree = config.model_dump(mode="json")
+    if folder is not None:
+        user.map_references(tree, lambda reference, path: _relative_reference(reference, Path(folder)))
+    return yaml.safe_dump(_kind_first(tree), sort_keys=False, default_flow_style=None)
+
+
+def _relative_reference(reference: str, folder: Path) -> str:
+    file, _, name = reference.rpartition(":")
+    try:
+        return f"{Path(file).relative_to(folder.resolve())}:{name}" if user.is_file_reference(reference) else reference
+    except ValueError:  # a file outside the folder keeps its absolute path
+        return reference
 
 
 def _kind_first(value: Any) -> Any:

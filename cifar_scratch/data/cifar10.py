@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_scratch.data.download import RemoteFile, download, extract_tar, file_digest, set_aside
+from cifar_scratch.data.download import RemoteFile, download, extract_tar, set_aside
 from cifar_scratch.data.lock import data_lock
 from cifar_scratch.errors import DataError
+from cifar_scratch.fileio import file_digest
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FOLDER = "cifar-10-batches-py"
@@ -96,7 +97,7 @@ def folder_problem(folder: Path, checksums: dict[str, str]) -> str | None:
         path = folder / name
         if not path.is_file():
             return f"{path}: missing from the CIFAR-10 folder"
-        if file_digest(path) != expected:
+        if file_digest(path, "md5") != expected:
             return f"{path}: checksum mismatch (expected MD5 {expected}); the file is corrupt or not the official one"
     return None
 

@@ -7,7 +7,6 @@ temporary folder that is renamed into place only when complete.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from cifar_scratch.errors import DataError, DataUnavailable
+from cifar_scratch.fileio import file_digest
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,6 @@ class RemoteFile:
     filename: str
     urls: tuple[str, ...]
     md5: str
-
-
-def file_digest(path: str | Path, algorithm: str = "md5") -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download(remote: RemoteFile, directory: Path, progress: bool = True, timeout: float = 30.0, fetch: bool = True) -> Path:
@@ -51,7 +43,7 @@ def download(remote: RemoteFile, directory: Path, progress: bool = True, timeout
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / remote.filename
     if target.exists():
-        if file_digest(target) == remote.md5:
+        if file_digest(target, "md5") == remote.md5:
             return target
         if not fetch:
             raise DataError(
@@ -72,7 +64,7 @@ def download(remote: RemoteFile, directory: Path, progress: bool = True, timeout
             part.unlink(missing_ok=True)
             failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
             continue
-        actual = file_digest(part)
+        actual = file_digest(part, "md5")
         if actual != remote.md5:
             part.unlink()
             raise DataError(f"checksum mismatch for {url}: expected MD5 {remote.md5}, got {actual}; the download was deleted")

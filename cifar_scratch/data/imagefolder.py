@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cifar_scratch.data.download import check_member_names, file_digest
+from cifar_scratch.data.download import check_member_names
 from cifar_scratch.data.lock import data_lock
 from cifar_scratch.errors import DataError
-from cifar_scratch.fileio import atomic_open, format_bytes, read_limited
+from cifar_scratch.fileio import atomic_open, file_digest, format_bytes, read_limited
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 SPLITS = ("train", "test")

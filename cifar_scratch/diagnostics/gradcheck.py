@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from cifar_scratch.builders import build_model, build_module, model_input_shape, num_classes
 from cifar_scratch.config import ModelConfig, RunConfig
 from cifar_scratch.errors import ConfigError, UsageError, UserError
+from cifar_scratch.kinds import user
 from cifar_scratch.kinds.layers import LAYER_KINDS
 from cifar_scratch.nn.finite_differences import TensorCheck, check_layer, check_model
 from cifar_scratch.nn.layers import Layer
@@ -32,12 +34,19 @@ class TorchCheck:
 
 
 def check_layer_types(kinds: list[str], max_elements: int | None = None) -> list[TensorCheck]:
-    """Each example of each layer type in isolation; rows are labelled ``kind[options] shape``."""
+    """Each example of each layer type in isolation; rows are labelled ``kind[options] shape``. A user
+    layer (``FILE.py:Class``, the file relative to the current folder) is loaded first."""
+    kinds = [_user_kind(kind).name if user.is_reference(kind) else kind for kind in kinds]
     unknown = [k for k in kinds if k not in LAYER_KINDS]
     if unknown:
         raise UserError(f"--layer: unknown layer type {unknown[0]!r}; types: {', '.join(LAYER_KINDS)}")
     rows = []
     for kind in kinds:
+        if not LAYER_KINDS[kind].examples:
+            raise UsageError(
+                f"--layer: {kind} has no input shape to be checked on: give its class examples = "
+                "[({option: value}, (H, W, C))], or check it in a config"
+            )
         for options, shape in LAYER_KINDS[kind].examples:
             layer = make_layer(kind, options)
             label = f"{kind}{_options_text(options)} {shape}"
@@ -45,6 +54,13 @@ def check_layer_types(kinds: list[str], max_elements: int | None = None) -> list
                 row.layer = label
                 rows.append(row)
     return rows
+
+
+def _user_kind(reference: str):
+    try:
+        return user.user_layer_kind(user.absolute_reference(reference, Path.cwd()))
+    except ValueError as exc:
+        raise UsageError(f"--layer: {exc}") from None
 
 
 def _options_text(options: dict) -> str:
@@ -63,12 +79,13 @@ def check_config_layers(config: RunConfig, only: str | None = None, max_elements
     """Every module of the config's model in isolation, at its place in the model (channels, options):
     each leaf layer, and each residual block as a whole (its sum and shortcut included)."""
     model = build_model(config.model, model_input_shape(config), num_classes(config), np.random.default_rng(0))
+    wanted = _user_kind(only).user if only is not None and user.is_reference(only) else None
     rows = []
     for path, module in model.named_modules():
         checked = isinstance(module, (Layer, Residual))
-        if checked and (only is None or module.kind == only):
+        if checked and (only is None or module.kind == only or (wanted is not None and type(module) is wanted)):
             fresh = copy.deepcopy(module)  # same options; check_layer builds it again in float64
-            fresh.name = path
+            fresh.name = f"{path} ({module.config_path})"
             rows += check_layer(fresh, _shrink(module.input_shape, fresh), batch=3, max_elements=max_elements)
     if only is not None and not rows:
         raise UserError(f"--layer: the config's model has no {only!r} layer")

@@ -37,12 +37,18 @@ def locate(target: Path) -> tuple[Path, Path]:
     raise CheckpointError(f"{target}: no checkpoints/best.npz or checkpoints/last.npz (is it a run folder?)")
 
 
-def run_config(run_dir: Path) -> RunConfig:
-    """The config a run folder was trained with (its config.yaml)."""
-    path = RunFolder(run_dir).config
-    if not path.is_file():
+def run_config(run_dir: Path, notes: list[str] | None = None) -> RunConfig:
+    """The config a run folder was trained with (its config.yaml). Its copies of user code must be as
+    they were; ``notes`` gets a line for each, since loading the run imports (runs) it."""
+    folder = RunFolder(run_dir)
+    if not folder.config.is_file():
         raise CheckpointError(f"{run_dir}: config.yaml is missing, so the model cannot be rebuilt")
-    return load_config(path)
+    for file in folder.checked_code():
+        if notes is not None:
+            notes.append(
+                f"imports the run's copy of user code {file} (a run folder with user code is code: load only runs you trust)"
+            )
+    return load_config(folder.config)
 
 
 def restore_model(
@@ -72,7 +78,7 @@ def evaluate_checkpoint(
     """
     notes = notes if notes is not None else []
     run_dir, checkpoint = locate(target)
-    config = run_config(run_dir)
+    config = run_config(run_dir, notes)
     info = RunFolder(run_dir).read_info()
     dataset = load_dataset(config.data, data_dir or Path(info.get("data_dir", "data")), progress)
     data = dataset.split(split)

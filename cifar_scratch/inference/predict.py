@@ -69,13 +69,15 @@ def _decode_to(handle, path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return pixels.reshape(height, width, channels)
 
 
-def predict_images(target: Path, images: list[Path], top_k: int = 3, engine: str | None = None) -> tuple[Path, list[dict]]:
+def predict_images(
+    target: Path, images: list[Path], top_k: int = 3, engine: str | None = None, notes: list[str] | None = None
+) -> tuple[Path, list[dict]]:
     """-> (checkpoint used, one {"image", "predictions": [{"class", "probability"}...]} per image); ``engine``
-    defaults to the run's ``training.engine``."""
+    defaults to the run's ``training.engine``; ``notes`` collects what the user should know (user code imported)."""
     if not Path(target).exists():
         raise UsageError(f"{target}: no such run folder or checkpoint")
     run_dir, checkpoint = locate(target)
-    config = run_config(run_dir)
+    config = run_config(run_dir, notes)
     info = RunFolder(run_dir).read_info()
     class_names = info.get("class_names")
     if not isinstance(class_names, list) or not class_names:

@@ -11,7 +11,8 @@ A record (:class:`LayerKind`) ties together what a config's ``{type: NAME, ...}`
 - ``torch``: optionally, its PyTorch twin for ``--against torch``: ``twin(torch, layer, params,
   dtype) -> (torch module, [(our parameter or buffer name, torch tensor, to_ours)])``, ``params``
   the layer's parameters as torch tensors and ``to_ours`` turning a torch tensor (a weight, or its
-  gradient) into our layout.
+  gradient) into our layout;
+- ``user``: the user's class, for a kind named by file or module (:mod:`cifar_scratch.kinds.user`).
 
 The config's layer union, ``gradcheck --layer``, the builder and the PyTorch reference all read
 :data:`LAYER_KINDS`. :func:`register_layer` adds a kind (the built-in ones below, and a test's own);
@@ -50,6 +51,7 @@ class LayerKind:
     module: Callable[..., L.Module] | None
     examples: tuple[tuple[dict, tuple[int, ...]], ...] = ()
     torch: Callable | None = None
+    user: type | None = None
 
     @property
     def name(self) -> str:
@@ -68,7 +70,7 @@ def register_layer(kind: LayerKind) -> LayerKind:
     """Add a layer kind; configs accept ``{type: <its name>, ...}`` from then on."""
     if kind.name in LAYER_KINDS:
         raise ValueError(f"a layer kind named {kind.name!r} is registered already")
-    if not kind.examples:
+    if not kind.examples and kind.user is None:  # a user's layer may leave its examples to gradcheck's defaults
         raise ValueError(f"{kind.name}: a layer kind needs at least one gradcheck example")
     LAYER_KINDS[kind.name] = kind
     refresh_config("refresh_layer_kinds")

@@ -63,6 +63,7 @@ class Module:
     def __init__(self) -> None:
         self.name = self.kind
         self.explicit_name = False  # a name given in the config, kept instead of kind + number
+        self.config_path: str | None = None  # where in the config it comes from (model.layers.3), for messages
         self.training = True
         self.trainable = True
         self.frozen: set[str] = set()  # own parameters frozen while the others train (batch norm's scale, say)

@@ -11,6 +11,7 @@
         checkpoints/         last.npz (full state, for --resume), best.npz
         plots/               loss, accuracy, learning rate, confusion matrices
         eval/<split>/        what `evaluate` writes
+        code/                a copy of each user source file the model uses, and SHA256SUMS
         .lock                held while a process trains or finishes the run
 """
 
@@ -26,8 +27,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from cifar_scratch.errors import CheckpointError, UserError
-from cifar_scratch.fileio import atomic_write_json, atomic_write_text, json_safe, read_limited
+from cifar_scratch.errors import CheckpointError, ConfigError, UserError
+from cifar_scratch.fileio import atomic_write_json, atomic_write_text, file_digest, json_safe, read_limited
 
 #: run.json holds a few hundred bytes per resume; anything near this is not one.
 MAX_INFO_BYTES = 16_000_000
@@ -51,6 +52,8 @@ class RunFolder:
     BEST = "best.npz"
     PLOTS = "plots"
     EVALUATIONS = "eval"
+    CODE = "code"
+    CODE_SUMS = "SHA256SUMS"
     LOCK = ".lock"
     #: What ``evaluate`` writes into ``eval/<split>/``.
     EVAL_FILES = (
@@ -105,6 +108,10 @@ class RunFolder:
     def plots(self) -> Path:
         return self.path / self.PLOTS
 
+    @property
+    def code(self) -> Path:
+        return self.path / self.CODE
+
     def evaluation(self, split: str, checkpoint: Path) -> Path:
         """``eval/<split>`` for the best checkpoint, ``eval/<split>-<checkpoint name>`` for another."""
         return self.path / self.EVALUATIONS / (split if checkpoint.name == self.BEST else f"{split}-{checkpoint.stem}")
@@ -137,6 +144,44 @@ class RunFolder:
             folder.plots.mkdir()
             return folder
         raise RuntimeError(f"could not create a run folder under {runs_dir}")
+
+    # ------------------------------------------------------------------ the user's code
+    def keep_code(self, files: list[Path]) -> dict[Path, Path]:
+        """Copy each of the user's source ``files`` into ``code/`` and record their SHA-256 in
+        ``code/SHA256SUMS`` (``sha256sum -c`` reads it) -> {original: copy}. Two files of one name
+        are kept apart by a number."""
+        copies: dict[Path, Path] = {}
+        if not files:
+            return copies
+        self.code.mkdir(exist_ok=True)
+        for index, original in enumerate(files):
+            name = original.name if original.name not in {c.name for c in copies.values()} else f"{index}_{original.name}"
+            copy = self.code / name
+            atomic_write_text(copy, original.read_text(encoding="utf-8"))
+            copies[original] = copy
+        sums = "".join(f"{file_digest(copy)}  {copy.name}\n" for copy in copies.values())
+        atomic_write_text(self.code / self.CODE_SUMS, sums)
+        return copies
+
+    def checked_code(self) -> list[Path]:
+        """The run's copies of user code, each checked against ``code/SHA256SUMS``: an edited copy is a
+        ConfigError, as an edited config.yaml is ([] for a run without user code)."""
+        sums = self.code / self.CODE_SUMS
+        if not sums.is_file():
+            return []
+        files = []
+        for line in read_limited(sums, MAX_FILE_BYTES).decode("utf-8", errors="replace").splitlines():
+            digest, _, name = line.partition("  ")
+            path = self.code / name
+            if not name or "/" in name or not path.is_file():
+                raise ConfigError(f"{sums}: names {name!r}, which is not in {self.code}")
+            if file_digest(path) != digest:
+                raise ConfigError(
+                    f"{path}: edited after the run started (its SHA-256 differs from {self.CODE}/{self.CODE_SUMS}); "
+                    "restore it, or copy it elsewhere and start a new run"
+                )
+            files.append(path)
+        return files
 
     # ------------------------------------------------------------------ run.json
     def read_info(self) -> dict:

@@ -39,10 +39,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from cifar_scratch import __version__, signals
-from cifar_scratch.config import dump_config, load_config
+from cifar_scratch.config import load_config
 from cifar_scratch.data import resolve_data_dir
 from cifar_scratch.errors import CheckpointError, UsageError, UserError
+from cifar_scratch.kinds import user
 from cifar_scratch.sweeps.ledger import JobOutcome, SweepFolder
 from cifar_scratch.sweeps.local import exit_status, last_error
 from cifar_scratch.sweeps.spec import Job, SweepSpec
@@ -117,7 +120,7 @@ def run_on_worker(payload: dict) -> dict:
     """Run one job on this Dask worker and return its run folder: the task every job is.
 
     ``payload``: ``version``, ``job``, ``overrides``, ``name``, ``base_yaml`` (the resolved base
-    config), ``resume_archive`` (an interrupted run folder, or None), ``threads`` (None: cores /
+    config), ``code`` (its user layers' sources by file name), ``resume_archive`` (an interrupted run folder, or None), ``threads`` (None: cores /
     worker threads), ``data_dir``, and the names of the sweep's ``stop`` and ``drain`` events.
     Returns ``exit_code`` (None: not started), ``log``, ``archive`` (None: no run folder), ``worker``, ``host``.
     """
@@ -160,6 +163,9 @@ def _worker_command(payload: dict, scratch: Path, runs_dir: Path, threads: int) 
     else:
         base = scratch / "base.yaml"
         base.write_text(payload["base_yaml"], encoding="utf-8")
+        for name, source in payload["code"].items():  # the user's layers, named code/<file> by the base
+            (scratch / "code").mkdir(exist_ok=True)
+            (scratch / "code" / name).write_text(source, encoding="utf-8")
         command += [str(base), *payload["overrides"], f"name={payload['name']}", "--runs-dir", str(runs_dir)]
     data_dir = resolve_data_dir(payload["data_dir"]).resolve()
     return command + ["--quiet", "--threads", str(threads), "--data-dir", str(data_dir)]
@@ -191,6 +197,27 @@ def _run_until_stopped(command: list[str], cwd: Path, log, stop) -> int:
 
 
 # --------------------------------------------------------------------------- on the submitting machine
+def shipped_base(spec: SweepSpec) -> tuple[str, dict[str, str]]:
+    """The resolved base config as YAML, with each user layer's file named ``code/<file name>``, and
+    those files' sources by name: a job takes its code along, and a worker needs no shared files."""
+    tree = load_config(spec.base).model_dump(mode="json")
+    sources: dict[str, str] = {}
+    shipped: dict[Path, str] = {}
+
+    def ship(reference: str, path: str) -> str:
+        if not user.is_file_reference(reference):
+            return reference  # an importable module: installed on the workers like cifar-scratch itself
+        file, _, name = reference.rpartition(":")
+        file = Path(file)
+        if file not in shipped:
+            shipped[file] = file.name if file.name not in sources else f"{len(sources)}_{file.name}"
+            sources[shipped[file]] = file.read_text(encoding="utf-8")
+        return f"code/{shipped[file]}:{name}"
+
+    user.map_references(tree, ship)
+    return yaml.safe_dump(tree, sort_keys=False), sources
+
+
 def run_dask(
     spec: SweepSpec,
     folder: SweepFolder,
@@ -212,7 +239,8 @@ def run_dask(
     interrupted, and jobs not yet started do not start. ``fail_fast`` lets running jobs finish but
     starts no more after a failure.
     """
-    jobs = _DaskJobs(connect(address), address, folder, dump_config(load_config(spec.base)), threads, data_dir)
+    base_yaml, code = shipped_base(spec)
+    jobs = _DaskJobs(connect(address), address, folder, base_yaml, code, threads, data_dir)
     try:
         folder.logs_dir.mkdir(parents=True, exist_ok=True)
         for job, resume in todo:
@@ -248,10 +276,19 @@ class _DaskJobs:
     ``stop`` (every job checkpoints and comes back) and ``drain`` (no job starts any more) are
     cluster-wide events named for this sweep."""
 
-    def __init__(self, client, address: str, folder: SweepFolder, base_yaml: str, threads: int | None, data_dir: Path | None):
+    def __init__(
+        self,
+        client,
+        address: str,
+        folder: SweepFolder,
+        base_yaml: str,
+        code: dict[str, str],
+        threads: int | None,
+        data_dir: Path | None,
+    ):
         from distributed import Event
 
-        self.client, self.address, self.folder, self.base_yaml = client, address, folder, base_yaml
+        self.client, self.address, self.folder, self.base_yaml, self.code = client, address, folder, base_yaml, code
         self.threads, self.data_dir = threads, data_dir
         self.token = uuid.uuid4().hex
         self.stop = Event(f"cifar-scratch-stop-{self.token}", client=client)
@@ -269,6 +306,7 @@ class _DaskJobs:
             "overrides": job.overrides,
             "name": folder.job_name(job),
             "base_yaml": self.base_yaml,
+            "code": self.code,
             "resume_archive": pack_run(resume) if resume is not None else None,
             "threads": self.threads,
             "data_dir": str(self.data_dir) if self.data_dir is not None else None,

@@ -7,6 +7,7 @@ always complete: a run killed mid-write still has its previous checkpoint.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import zipfile
@@ -21,6 +22,7 @@ from cifar_scratch.config import RESUMABLE_KEYS, RunConfig, changed_keys, lookup
 from cifar_scratch.data import Normalizer
 from cifar_scratch.errors import CheckpointError, ConfigError
 from cifar_scratch.fileio import atomic_open, json_safe, open_regular
+from cifar_scratch.kinds import user
 from cifar_scratch.nn.model import Sequential
 
 FORMAT = "cifar-scratch-checkpoint"
@@ -241,11 +243,12 @@ def check_checkpoint_matches(meta, config: RunConfig, fingerprint: dict, class_n
     # Where the run folder and the data live may change (a moved folder, a copied dataset): the data
     # fingerprint, not the path, says whether the images are the same.
     movable = ("output.runs_dir", "data.source")
-    current = config.model_dump(mode="json")
+    current = user.portable(config.model_dump(mode="json"))
     try:  # a key added to the schema since the checkpoint was written reads as its default (the old behaviour)
         recorded = RunConfig.model_validate(meta.config).model_dump(mode="json")
     except ValidationError:
         recorded = meta.config
+    recorded = user.portable(copy.deepcopy(recorded))
     differences = [k for k in changed_keys(recorded, current) if not k.startswith(RESUMABLE_KEYS) and k not in movable]
     if differences:
         raise ConfigError(

@@ -15,11 +15,12 @@ import numpy as np
 
 from cifar_scratch import __version__, reports, signals
 from cifar_scratch.builders import build_model, build_optimizer, build_schedule
-from cifar_scratch.config import RESUMABLE_KEYS, RunConfig, build_config, changed_keys, dump_config, read_yaml_mapping
+from cifar_scratch.config import RESUMABLE_KEYS, RunConfig, build_config, changed_keys, dump_config, load_config
 from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
 from cifar_scratch.errors import CheckpointError, ConfigError, TrainingFailed, UsageError
 from cifar_scratch.fileio import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from cifar_scratch.kinds import user
 from cifar_scratch.nn import kernels
 from cifar_scratch.nn.layers import Conv2D
 from cifar_scratch.nn.model import Sequential
@@ -153,9 +154,10 @@ def start_run(
     )
     parts = assemble(config, dataset)  # what can refuse the config refuses it here, before the folder exists
     folder = RunFolder.create(runs_dir, config.name)
+    config = keep_user_code(config, folder)
     trainer = Trainer(config, parts, folder.path, [HistoryWriter(), *callbacks])
     with folder.lock():
-        atomic_write_text(folder.config, dump_config(config))
+        atomic_write_text(folder.config, dump_config(config, folder.path))
         atomic_write_text(folder.summary, trainer.model.summary() + "\n")
         folder.update_info(
             {
@@ -227,7 +229,7 @@ def resume_run(
                 f"{run_dir}: run already finished after {state.epoch} epochs ({state.stop_reason}); "
                 f"pass training.epochs=N with N > {state.epoch} to train longer"
             )
-        atomic_write_text(folder.config, dump_config(config))
+        atomic_write_text(folder.config, dump_config(config, folder.path))
         resumes = info.get("resumes") if isinstance(info.get("resumes"), list) else []
         resume = {
             "time": now(),
@@ -241,14 +243,32 @@ def resume_run(
         return _train_and_finish(trainer)
 
 
+def keep_user_code(config: RunConfig, folder: RunFolder) -> RunConfig:
+    """Copy the user source files the model names into the run folder (``code/``, with their SHA-256)
+    -> the config with each user layer's ``type`` naming the copy, which resume and evaluate then use."""
+    tree = config.model_dump(mode="json")
+    files = [user.source_file(reference) for reference in user.references(tree) if user.is_file_reference(reference)]
+    copies = folder.keep_code(list(dict.fromkeys(files)))
+    if not copies:
+        return config
+
+    def to_copy(reference: str, path: str) -> str:
+        file, _, name = reference.rpartition(":")
+        return f"{copies[Path(file)]}:{name}" if user.is_file_reference(reference) else reference
+
+    return build_config(user.map_references(tree, to_copy))
+
+
 def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
-    """The run's config with resume overrides applied; anything but :data:`RESUMABLE_KEYS` is refused."""
+    """The run's config with resume overrides applied; anything but :data:`RESUMABLE_KEYS` is refused.
+    The run's copies of user code must be as they were (:meth:`RunFolder.checked_code`)."""
     config_path = RunFolder(run_dir).config
     if not config_path.exists():
         hint = " (it is a config file: train it with 'cifar-scratch train FILE')" if run_dir.is_file() else ""
         raise CheckpointError(f"{run_dir}: not a resumable run folder (config.yaml is missing){hint}")
-    old = build_config(read_yaml_mapping(config_path))
-    config = build_config(read_yaml_mapping(config_path), overrides)
+    RunFolder(run_dir).checked_code()
+    old = load_config(config_path)
+    config = load_config(config_path, overrides)
     refused = [
         k for k in changed_keys(old.model_dump(mode="json"), config.model_dump(mode="json")) if not k.startswith(RESUMABLE_KEYS)
     ]

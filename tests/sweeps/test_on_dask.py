@@ -181,3 +181,38 @@ def test_a_dask_sweep_stopped_by_sigterm_brings_back_the_checkpoint_and_resumes_
 
         result = invoke("sweep", spec, *dask_args)
     assert_each_job_ran_once_and_the_stopped_one_resumed(result, folder, stopped)
+
+
+@pytest.mark.slow
+def test_a_user_layer_travels_with_its_jobs_to_workers_that_share_no_files(tmp_path, monkeypatch):
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    layer = tmp_path / "mine" / "swish.py"
+    layer.parent.mkdir()
+    layer.write_text((REPO / "examples" / "custom_layer" / "swish.py").read_text())
+    tree = digits_tree(epochs=2)
+    tree["model"]["layers"] = ["flatten", {"type": "dense", "units": 16}, {"type": "mine/swish.py:Swish", "beta": 1.5}, "dense"]
+    base = tmp_path / "tiny.yaml"
+    base.write_text(yaml.safe_dump(tree))
+    spec = write_spec(tmp_path, {"training.seed": {"values": [0, 1]}}, base=base)
+    source = layer.read_text()
+    real_connect = sweep_dask.connect
+
+    def connect_after_the_file_is_gone(address):
+        layer.unlink()  # shipped already: from here on, only the copy that travels with each job exists
+        return real_connect(address)
+
+    monkeypatch.setattr(sweep_dask, "connect", connect_after_the_file_is_gone)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, worker_dashboard_address=None
+    ) as cluster:
+        result = invoke("sweep", spec, "--executor", "dask", "--address", cluster.scheduler_address, "--out", tmp_path / "sw")
+    assert result.exit_code == 0, result.output
+    last = {entry["job"]: entry for entry in ledger(tmp_path / "sw")}
+    assert sorted(last) == [0, 1] and all(entry["status"] == "completed" for entry in last.values()), last
+    for entry in last.values():
+        run_dir = Path(entry["run_dir"])
+        assert (run_dir / "code" / "swish.py").read_text() == source
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["layers"][2]["type"] == "code/swish.py:Swish"
+        assert (run_dir / "metrics.json").is_file()

@@ -1,0 +1,153 @@
+"""The user's own layers, from a file or a module: validated, checked, trained, kept with the run."""
+
+import json
+import re
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cifar_scratch.cli import app
+from cifar_scratch.config import load_config
+from cifar_scratch.errors import ConfigError
+from tests.conftest import REPO
+
+EXAMPLE = REPO / "examples" / "custom_layer"
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the shipped example (swish.py beside swish.yaml), shortened to a few epochs."""
+    shutil.copy(EXAMPLE / "swish.py", tmp_path / "swish.py")
+    tree = yaml.safe_load((EXAMPLE / "swish.yaml").read_text())
+    tree["training"]["epochs"] = 3
+    (tmp_path / "swish.yaml").write_text(yaml.safe_dump(tree))
+    return tmp_path
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.output.splitlines() if line.startswith("error:")]
+
+
+def test_the_example_layer_passes_gradcheck_alone_and_in_its_model():
+    result = invoke("gradcheck", EXAMPLE / "swish.yaml")
+    assert result.exit_code == 0, result.output
+    assert "swish1 (model.layers.2)" in result.output and "beta" in result.output
+    alone = invoke("gradcheck", "--layer", f"{EXAMPLE / 'swish.py'}:Swish")
+    assert alone.exit_code == 0, alone.output
+    assert "(4, 5, 3)" in alone.output, "checked on the default image-shaped example"
+
+
+def test_a_wrong_backward_fails_gradcheck_naming_the_layer_and_parameter(project):
+    source = (project / "swish.py").read_text()
+    (project / "swish.py").write_text(source.replace("(dz * x).reshape", "(dz * x * 1.01).reshape"))  # a planted bug
+    result = invoke("gradcheck", project / "swish.yaml")
+    assert result.exit_code == 1, result.output
+    failing = [line for line in result.output.splitlines() if line.rstrip().endswith("FAIL")]
+    assert failing and all("beta" in line for line in failing), result.output
+    assert any(line.startswith("swish1 (model.layers.2)") for line in failing)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"beta": 1.0, "betaa": 2.0}, "model.layers.2.betaa: unknown key (did you mean 'beta'?)"),
+        ({"beta": "fast"}, "model.layers.2.beta: Input should be a valid number"),
+        ({"beta": True}, "model.layers.2.beta: Input should be a number, not a boolean"),
+        ({"type": "nope.py:Swish"}, "model.layers.2.type: "),
+        ({"type": "swish.py:Swash"}, "swish.py: defines no Swash"),
+        ({"type": "swish.py:np"}, "swish.py: np is not a layer: subclass cifar_scratch.nn.layers.Layer"),
+        ({"type": "no_such_package.layers:Swish"}, "no_such_package.layers: cannot import (ModuleNotFoundError"),
+    ],
+)
+def test_a_bad_user_layer_is_one_config_error_line(project, change, message):
+    tree = yaml.safe_load((project / "swish.yaml").read_text())
+    tree["model"]["layers"][2] = {"type": "swish.py:Swish", **change}
+    (project / "swish.yaml").write_text(yaml.safe_dump(tree))
+    result = invoke("train", project / "swish.yaml")
+    assert result.exit_code == 2, result.output
+    assert len(error_lines(result)) == 1 and message in error_lines(result)[0], result.output
+    if change.get("type") == "nope.py:Swish":
+        assert f"{project / 'nope.py'}: no such file" in result.output
+
+
+def test_a_file_that_does_not_import_or_breaks_the_protocol_is_named(project, monkeypatch):
+    monkeypatch.chdir(project)  # an override's path is relative to the current folder
+    (project / "broken.py").write_text("import numpy as np\n\ndef f(:\n    pass\n")
+    (project / "half.py").write_text(
+        "from cifar_scratch.nn.layers import Layer\n\nclass Half(Layer):\n    def forward(self, x):\n        return x / 2\n"
+    )
+    for reference, message in (
+        ("broken.py:Swish", f"{project / 'broken.py'}:3: cannot import (SyntaxError"),
+        ("half.py:Half", f"{project / 'half.py'}: Half does not define backward"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"model.layers.2.type: {message}")):
+            load_config(project / "swish.yaml", [f"model.layers.2={{type: {reference}}}"])
+
+
+def test_a_layer_from_an_importable_module(project, monkeypatch):
+    package = project / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shutil.copy(project / "swish.py", package / "layers.py")
+    monkeypatch.syspath_prepend(str(project))
+    config = load_config(project / "swish.yaml", ["model.layers.2={type: 'mypkg.layers:Swish', beta: 2.0}"])
+    assert config.model.layers[2].type == "mypkg.layers:Swish" and config.model.layers[2].beta == 2.0
+    sys.modules.pop("mypkg.layers", None)
+    sys.modules.pop("mypkg", None)
+
+
+def arrays(path):
+    """A checkpoint's arrays (its metadata member holds the config and timings, which differ)."""
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files if name != "metadata.json"}
+
+
+@pytest.mark.slow
+def test_a_run_keeps_its_user_code_resumes_bit_exactly_and_refuses_an_edited_copy(project):
+    constant = "schedule={name: constant}"  # the same rates whether the run is planned for 2 epochs or 3
+    straight = invoke("train", project / "swish.yaml", constant, "--quiet", "--runs-dir", project / "a")
+    assert straight.exit_code == 0, straight.output
+    first = invoke("train", project / "swish.yaml", constant, "training.epochs=2", "--quiet", "--runs-dir", project / "b")
+    assert first.exit_code == 0, first.output
+    run_a, run_b = (next((project / name).iterdir()) for name in ("a", "b"))
+
+    # The run keeps a copy of the file and its SHA-256, and its config names the copy.
+    assert (run_b / "code" / "swish.py").read_text() == (project / "swish.py").read_text()
+    digest, name = (run_b / "code" / "SHA256SUMS").read_text().split()
+    assert name == "swish.py" and len(digest) == 64
+    layers = yaml.safe_load((run_b / "config.yaml").read_text())["model"]["layers"]
+    assert layers[2]["type"] == "code/swish.py:Swish" and layers[4]["type"] == "code/swish.py:Swish"
+    assert "swish1 (Swish)" in (run_b / "summary.txt").read_text()
+
+    # The original may change or go: the run uses its copy, and says so.
+    (project / "swish.py").write_text("raise RuntimeError('not this file')\n")
+    resumed = invoke("train", "--resume", run_b, "training.epochs=3", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"note: imports the run's copy of user code {run_b / 'code' / 'swish.py'}" in resumed.output
+    ours, theirs = arrays(run_a / "checkpoints" / "last.npz"), arrays(run_b / "checkpoints" / "last.npz")
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours), "bit-exact resume"
+
+    evaluated = invoke("evaluate", run_b, "--quiet")
+    assert evaluated.exit_code == 0 and "imports the run's copy of user code" in evaluated.output, evaluated.output
+    moved = project / "moved"
+    shutil.move(run_b, moved)  # a run folder with its code travels whole
+    assert invoke("evaluate", moved, "--quiet").exit_code == 0
+
+    copy = moved / "code" / "swish.py"
+    copy.write_text(copy.read_text() + "\n# edited\n")
+    for command in (["train", "--resume", moved, "training.epochs=4"], ["evaluate", moved]):
+        result = invoke(*command)
+        assert result.exit_code == 2, result.output
+        assert error_lines(result) == [
+            f"error: {copy}: edited after the run started (its SHA-256 differs from code/SHA256SUMS); "
+            "restore it, or copy it elsewhere and start a new run"
+        ]
+    assert json.loads((moved / "run.json").read_text())["status"] == "completed"
