@@ -1,4 +1,7 @@
-"""cifar-scratch: neural networks written from scratch in NumPy, trained from YAML configs."""
+"""cifar-scratch: neural networks written from scratch in NumPy, trained from YAML configs.
+
+The Python API (:mod:`cifar_scratch.api`): ``train``, ``load_run``, ``build_model``, ``Run``, ``Callback``.
+"""
 
 import os
 
@@ -9,3 +12,19 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 __version__ = "0.1.0"
+
+#: The Python API, imported on first use: ``import cifar_scratch`` stays light, so that the console
+#: script can install its signal handlers before NumPy and the engine load (cifar_scratch.entry).
+_API = ("train", "load_run", "build_model", "Run", "Callback", "config_of")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from cifar_scratch import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'cifar_scratch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

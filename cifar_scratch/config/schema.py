@@ -64,7 +64,7 @@ class DataConfig(_Section):
         description="Where the images come from: 'official' (the dataset's official release: the data dir, then "
         "a download), or a path: cifar10: an image folder or .tar.gz of one in CIFAR-10 layout; mnist/fashion_mnist: "
         "a folder holding the four official IDX files (.gz or not); imagefolder: the folder or archive to read "
-        "(required). A list is tried in order and the first source that is there is used: a missing path, or an "
+        "(required); npz: the .npz file of arrays (required). A list is tried in order and the first source that is there is used: a missing path, or an "
         "official release that is neither in the data dir nor downloadable, passes to the next. The run's "
         "config.yaml records the one used. null: official.",
     )

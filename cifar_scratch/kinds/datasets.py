@@ -22,7 +22,7 @@ from pathlib import Path
 
 # The data package's modules, not its __init__'s names: the config imports this module while
 # cifar_scratch.data may still be importing (its validators run when the schema is built).
-from cifar_scratch.data import cifar10, digits, imagefolder, mnist
+from cifar_scratch.data import arrays, cifar10, digits, imagefolder, mnist
 from cifar_scratch.errors import DataError, DataUnavailable
 from cifar_scratch.options import OFFICIAL_SOURCE
 
@@ -123,3 +123,18 @@ def _load_imagefolder(config, source: str, data_dir: Path, progress: bool):
 
 
 register_dataset(DatasetKind("imagefolder", _load_imagefolder, needs_source=True))
+
+
+# --------------------------------------------------------------------------- arrays in an .npz
+def _load_npz(config, source: str, data_dir: Path, progress: bool):
+    """x_train, y_train (and x_test, y_test, class_names) of an .npz file (:mod:`cifar_scratch.data.arrays`)."""
+    from cifar_scratch.data import Split
+
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise DataUnavailable(f"data.source: {path} does not exist")
+    train, test, names = arrays.load(path)
+    return Split(*train), (Split(*test) if test is not None else None), names, f"arrays ({path})"
+
+
+register_dataset(DatasetKind("npz", _load_npz, needs_source=True))

@@ -45,7 +45,8 @@ DIVERGED = "diverged"
 
 
 class Callback:
-    """Hooks for progress display; every method is optional."""
+    """Hooks into training (progress, logging, a stop of one's own); every method is optional. A hook
+    may call ``trainer.stop(reason)``: the run ends after the current epoch, saved and measured."""
 
     def on_train_start(self, trainer: Trainer) -> None: ...
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
@@ -248,6 +249,11 @@ class Trainer:
             self._emit("on_train_end", self)
             self._check_signal()  # a signal during the final save still stops the command with 130/143
         return self.state
+
+    def stop(self, reason: str = "stopped by a callback") -> None:
+        """End the run after the current epoch, as early stopping does (best weights measured, run completed)."""
+        if self.state.stop_reason is None:
+            self.state.stop_reason = reason
 
     def _check_signal(self) -> None:
         signum = signals.pending()
