@@ -37,6 +37,7 @@ class OptimizerKind:
     options: type[Section]
     build: Callable[[Section, Module, int], Optimizer]
     torch: Callable | None = None
+    user: type | None = None  # the user's class, for a kind named by file or module (cifar_scratch.kinds.user)
 
     @property
     def name(self) -> str:

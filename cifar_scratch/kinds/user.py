@@ -1,5 +1,6 @@
-"""The user's own layers, named in a config by file and class: ``{type: layers/swish.py:Swish, beta: 2.0}``
-(the path relative to the config file) or by importable module: ``{type: mypkg.layers:Swish}``.
+"""The user's own layers and optimizers, named in a config by file and class: ``{type: layers/swish.py:Swish,
+beta: 2.0}``, ``optimizer: {name: opt/lion.py:Lion, lr: 3e-4}`` (the path relative to the config file),
+or by importable module: ``{type: mypkg.layers:Swish}``.
 
 A user layer subclasses :class:`cifar_scratch.nn.layers.Layer`, as the built-in leaves do:
 
@@ -11,8 +12,13 @@ A user layer subclasses :class:`cifar_scratch.nn.layers.Layer`, as the built-in 
   under the parameters' names;
 - optionally ``examples``: (options, per-sample input shape) pairs that ``gradcheck --layer`` checks.
 
-Each reference becomes a :class:`~cifar_scratch.kinds.layers.LayerKind` registered under the reference
-itself (with the file's path made absolute), so everything that reads the records (the config, the
+A user optimizer subclasses :class:`cifar_scratch.optim.optimizers.Optimizer`: ``__init__(self, params,
+hyper, **options)`` passes ``params`` and ``hyper`` on to ``super().__init__`` after setting ``slots``
+(the names of its per-parameter state arrays); ``update(name, param, grad, lr)`` changes ``param`` in
+place. The config's ``lr``, ``l2``, ``weight_decay`` and ``groups`` work as for the built-in ones.
+
+Each reference becomes a kind's record (:class:`~cifar_scratch.kinds.layers.LayerKind`,
+:class:`~cifar_scratch.kinds.optimizers.OptimizerKind`) registered under the reference itself (with the file's path made absolute), so everything that reads the records (the config, the
 builder, ``gradcheck``, the summary) takes it as it takes ``conv2d``. A file is imported under a name
 that carries its SHA-256: an edited file is imported afresh, never mixed with the old one.
 """
@@ -30,13 +36,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import create_model
+from pydantic import Field, create_model
 
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.fileio import file_digest
 from cifar_scratch.kinds.layers import LAYER_KINDS, LayerKind, LayerOptions, register_layer, unregister_layer
+from cifar_scratch.kinds.optimizers import (
+    OPTIMIZER_KINDS,
+    OptimizerKind,
+    ParamGroup,
+    register_optimizer,
+    trained_parameters,
+    unregister_optimizer,
+)
 from cifar_scratch.nn.layers import Layer
-from cifar_scratch.options import Float, Int
+from cifar_scratch.optim.optimizers import Optimizer
+from cifar_scratch.options import MAX_LR, Float, Int, Section
 
 #: ``path/to/file.py:Class`` or ``package.module:Class``.
 REFERENCE = re.compile(r"^(?P<where>[^:]+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
@@ -68,8 +83,8 @@ def source_file(reference: str) -> Path | None:
 
 
 # --------------------------------------------------------------------------- loading a class
-def load_class(reference: str) -> type:
-    """The class a reference names; every way it can fail is a ValueError naming the file or module."""
+def load_class(reference: str, base: type = Layer) -> type:
+    """The ``base`` subclass a reference names; every way it can fail is a ValueError naming the file or module."""
     match = REFERENCE.match(reference)
     if match is None:
         raise ValueError(f"{reference!r} is not a user layer reference: write path/to/file.py:Class or package.module:Class")
@@ -84,9 +99,11 @@ def load_class(reference: str) -> type:
     cls = getattr(module, name, None)
     if cls is None:
         raise ValueError(f"{where}: defines no {name}")
-    if not (isinstance(cls, type) and issubclass(cls, Layer)):
-        raise ValueError(f"{where}: {name} is not a layer: subclass cifar_scratch.nn.layers.Layer")
-    missing = [method for method in ("forward", "backward") if getattr(cls, method) is getattr(Layer, method)]
+    what = "a layer" if base is Layer else "an optimizer"
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"{where}: {name} is not {what}: subclass {base.__module__}.{base.__name__}")
+    needed = ("forward", "backward") if base is Layer else ("update",)
+    missing = [method for method in needed if getattr(cls, method) is getattr(base, method)]
     if missing:
         raise ValueError(f"{where}: {name} does not define {' and '.join(missing)}")
     return cls
@@ -116,23 +133,26 @@ def _import_file(path: Path):
 _HINTS = {float: Float, int: Int}
 
 
-def options_model(reference: str, cls: type) -> type[LayerOptions]:
-    """A :class:`LayerOptions` model from ``cls.__init__``'s named parameters, hints and defaults."""
+def options_model(reference: str, cls: type, base: type = LayerOptions, tag: str = "type", skip: int = 1) -> type:
+    """A ``base`` options model from ``cls.__init__``'s named parameters (after the first ``skip``: self,
+    and an optimizer's params and hyper), their hints and defaults; ``tag`` (type, name) is ``reference``."""
     signature = inspect.signature(cls.__init__)
     try:
         hints = typing.get_type_hints(cls.__init__)
     except Exception as exc:  # a hint that names what the file does not import
         raise ValueError(f"{cls.__name__}.__init__: unreadable type hints ({exc})") from None
-    fields: dict[str, Any] = {"type": (Literal[reference], ...)}
-    for name, parameter in list(signature.parameters.items())[1:]:  # after self
+    fields: dict[str, Any] = {tag: (Literal[reference], ...)}
+    for name, parameter in list(signature.parameters.items())[skip:]:
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD, parameter.POSITIONAL_ONLY):
             raise ValueError(f"{cls.__name__}.__init__: options must be named parameters (got {parameter})")
-        if name in LayerOptions.model_fields or name == "type":
-            raise ValueError(f"{cls.__name__}.__init__: {name!r} is a name every layer's config uses; call the option otherwise")
+        if name in base.model_fields or name == tag:
+            raise ValueError(
+                f"{cls.__name__}.__init__: {name!r} is a key every config of its kind has; call the option otherwise"
+            )
         hint = hints.get(name, Any)
         default = ... if parameter.default is parameter.empty else parameter.default
         fields[name] = (_HINTS.get(hint, hint), default)
-    return create_model(f"{cls.__name__}Options", __base__=LayerOptions, **fields)
+    return create_model(f"{cls.__name__}Options", __base__=base, **fields)
 
 
 def _examples(cls: type, options: type[LayerOptions]) -> tuple[tuple[dict, tuple[int, ...]], ...]:
@@ -180,22 +200,56 @@ def user_layer_kind(reference: str) -> LayerKind:
     return register_layer(LayerKind(options, _module_factory(cls), _examples(cls, options), user=cls))
 
 
+class UserOptimizerOptions(Section):
+    """What a user optimizer's config takes besides its constructor's options, as the built-in ones do."""
+
+    lr: Float = Field(0.01, gt=0.0, le=MAX_LR, description="Learning rate (the schedule's peak).")
+    l2: Float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty added to the gradient of every weight matrix.")
+    weight_decay: Float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay: w -= lr * weight_decay * w.")
+    groups: list[ParamGroup] = Field(default_factory=list, description="Per-parameter hyperparameters by name pattern.")
+
+
+def user_optimizer_kind(reference: str) -> OptimizerKind:
+    """The record of the user optimizer ``reference``, registered on first use (again when its file changed)."""
+    cls = load_class(reference, Optimizer)
+    known = OPTIMIZER_KINDS.get(reference)
+    if known is not None:
+        if known.user is cls:
+            return known
+        unregister_optimizer(reference)
+    options = options_model(reference, cls, UserOptimizerOptions, "name", skip=3)  # self, params, hyper
+    own = [name for name in options.model_fields if name not in UserOptimizerOptions.model_fields and name != "name"]
+
+    def build(spec, model, steps_per_epoch: int) -> Optimizer:
+        params, hyper = trained_parameters(spec, model, steps_per_epoch)
+        chosen = {name: getattr(spec, name) for name in own}
+        try:
+            return cls(params, hyper, **chosen)
+        except Exception as exc:  # the user's constructor
+            raise ConfigError(f"optimizer: {cls.__name__}(...): {type(exc).__name__}: {exc}") from None
+
+    return register_optimizer(OptimizerKind(options, build, user=cls))
+
+
 def register_references(tree: Any) -> None:
-    """Register the kind of every user layer in a raw config tree's ``model.layers`` (blocks included),
-    so that validation takes them; a reference that cannot be loaded is a ConfigError at its path."""
+    """Register the kind of every user layer (blocks included) and of a user optimizer in a raw config
+    tree, so that validation takes them; a reference that cannot be loaded is a ConfigError at its path."""
 
     def register(reference: str, path: str) -> str:
         try:
-            user_layer_kind(reference)
+            if path == "optimizer":
+                user_optimizer_kind(reference)
+            else:
+                user_layer_kind(reference)
         except ValueError as exc:
-            raise ConfigError(f"{path}.type: {exc}") from None
+            raise ConfigError(f"{path}.{'name' if path == 'optimizer' else 'type'}: {exc}") from None
         return reference
 
     map_references(tree, register)
 
 
 def references(tree: Any) -> list[str]:
-    """Every user layer reference in a config tree's ``model.layers``, in order, without repeats."""
+    """Every user layer and optimizer reference in a config tree, in order, without repeats."""
     found: dict[str, None] = {}
 
     def note(reference: str, path: str) -> str:
@@ -207,8 +261,9 @@ def references(tree: Any) -> list[str]:
 
 
 def map_references(tree: Any, change: Callable[[str, str], str]) -> Any:
-    """Replace every user layer reference in a config tree's ``model.layers`` (blocks included, bare
-    ``- file.py:Class`` items too) by ``change(reference, dotted path of the layer)``, in place; -> ``tree``."""
+    """Replace every user reference in a config tree, each layer's (blocks included, bare ``- file.py:Class``
+    items too) and the optimizer's ``name``, by ``change(reference, dotted path of the layer, or
+    "optimizer")``, in place; -> ``tree``."""
 
     def walk(layers: Any, path: str) -> None:
         for index, item in enumerate(layers if isinstance(layers, list) else ()):
@@ -223,6 +278,9 @@ def map_references(tree: Any, change: Callable[[str, str], str]) -> Any:
     model = tree.get("model") if isinstance(tree, dict) else None
     if isinstance(model, dict):
         walk(model.get("layers"), "model.layers")
+    optimizer = tree.get("optimizer") if isinstance(tree, dict) else None
+    if isinstance(optimizer, dict) and is_reference(optimizer.get("name")):
+        optimizer["name"] = change(optimizer["name"], "optimizer")
     return tree
 
 

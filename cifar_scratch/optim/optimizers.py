@@ -25,6 +25,11 @@ class Hyper:
 
 
 class Optimizer:
+    """The base of every optimizer, the built-in ones and a user's: :meth:`step` applies each parameter's
+    :class:`Hyper` (learning-rate scale, L2, decoupled decay, its epochs) and calls :meth:`update` per
+    parameter; ``self.state[slot][name]`` holds the per-parameter arrays named in ``slots`` (zeros at the
+    start), which checkpoints save and resume restores bit-exactly, with ``self.steps``."""
+
     #: Names of per-parameter state arrays ("slots"), saved in checkpoints.
     slots: tuple[str, ...] = ()
 
@@ -39,7 +44,7 @@ class Optimizer:
     def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
         """Apply one update with base learning rate ``lr`` to every parameter."""
         self.steps += 1
-        self._begin_step()
+        self.begin_step()
         for name, param in self.params.items():
             hyper = self.hyper[name]
             if hyper.until_step is not None and self.steps > hyper.until_step:
@@ -50,16 +55,18 @@ class Optimizer:
                 grad = grad + hyper.l2 * param  # a new array: the caller's gradient stays untouched
             if hyper.weight_decay:
                 param *= 1.0 - rate * hyper.weight_decay
-            self._update(name, param, grad, rate)
+            self.update(name, param, grad, rate)
 
     def finished(self) -> set[str]:
         """Parameters the next step will not update (their ``until_step`` has passed)."""
         return {n for n, h in self.hyper.items() if h.until_step is not None and self.steps >= h.until_step}
 
-    def _begin_step(self) -> None:
-        """Per-step work shared by all parameters."""
+    def begin_step(self) -> None:
+        """Per-step work shared by all parameters (``self.steps`` already counts this step)."""
 
-    def _update(self, name: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
+    def update(self, name: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        """Update ``param`` (dotted ``name``) in place from ``grad`` (never modify it) at rate ``lr``
+        (the schedule's rate times the parameter's ``lr_scale``)."""
         raise NotImplementedError
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -81,7 +88,7 @@ class SGD(Optimizer):
         self.slots = ("velocity",) if momentum > 0 else ()
         super().__init__(params, hyper)
 
-    def _update(self, name, param, grad, lr):
+    def update(self, name, param, grad, lr):
         if self.momentum:
             velocity = self.state["velocity"][name]
             velocity *= self.momentum
@@ -100,12 +107,12 @@ class Adam(Optimizer):
         self.eps = eps
         super().__init__(params, hyper)
 
-    def _begin_step(self):
+    def begin_step(self):
         # Fold both bias corrections into the step size and epsilon (Kingma & Ba, section 2).
         self._correction = np.sqrt(1.0 - self.beta2**self.steps)
         self._eps_hat = float(self.eps * self._correction)
 
-    def _update(self, name, param, grad, lr):
+    def update(self, name, param, grad, lr):
         m, v = self.state["m"][name], self.state["v"][name]
         m *= self.beta1
         m += (1.0 - self.beta1) * grad
@@ -173,7 +180,7 @@ class Muon(Optimizer):
         self.fallback_momentum, self.fallback_nesterov = fallback_momentum, fallback_nesterov
         super().__init__(params, hyper)
 
-    def _update(self, name, param, grad, lr):
+    def update(self, name, param, grad, lr):
         orthogonal = name in self.orthogonal
         momentum, nesterov = (self.momentum, self.nesterov) if orthogonal else (self.fallback_momentum, self.fallback_nesterov)
         velocity = self.state["velocity"][name]

@@ -44,7 +44,7 @@ def test_the_config_takes_exactly_the_registered_names():
 class SignSGD(Optimizer):
     """w -= lr * sign(g): the update of Lion without its momentum, for a test."""
 
-    def _update(self, name, param, grad, lr):
+    def update(self, name, param, grad, lr):
         param -= lr * np.sign(grad)
 
 

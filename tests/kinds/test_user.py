@@ -151,3 +151,66 @@ def test_a_run_keeps_its_user_code_resumes_bit_exactly_and_refuses_an_edited_cop
             "restore it, or copy it elsewhere and start a new run"
         ]
     assert json.loads((moved / "run.json").read_text())["status"] == "completed"
+
+
+# --------------------------------------------------------------------------- optimizers
+LION = REPO / "examples" / "custom_optimizer"
+
+
+@pytest.fixture
+def lion_project(tmp_path):
+    shutil.copy(LION / "lion.py", tmp_path / "lion.py")
+    tree = yaml.safe_load((LION / "lion.yaml").read_text())
+    tree["training"]["epochs"] = 3
+    tree["schedule"] = {"name": "constant"}  # the same rates whether the run is planned for 2 epochs or 3
+    (tmp_path / "lion.yaml").write_text(yaml.safe_dump(tree))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"beta_2": 0.9}, "optimizer.beta_2: unknown key (did you mean 'beta2'?)"),
+        ({"lr": -1}, "optimizer.lr: Input should be greater than 0"),
+        ({"beta2": "high"}, "optimizer.beta2: Input should be a valid number"),
+        ({"name": "lion.py:Lyon"}, "optimizer.name: "),
+        ({"name": "swish.py:Swish"}, "swish.py: Swish is not an optimizer: subclass cifar_scratch.optim.optimizers.Optimizer"),
+    ],
+)
+def test_a_bad_user_optimizer_is_one_config_error_line(lion_project, change, message):
+    shutil.copy(EXAMPLE / "swish.py", lion_project / "swish.py")
+    tree = yaml.safe_load((lion_project / "lion.yaml").read_text())
+    tree["optimizer"] |= change
+    (lion_project / "lion.yaml").write_text(yaml.safe_dump(tree))
+    result = invoke("train", lion_project / "lion.yaml")
+    assert result.exit_code == 2, result.output
+    assert len(error_lines(result)) == 1 and message in error_lines(result)[0], result.output
+
+
+def test_a_user_optimizer_sees_groups_and_decay_flags(lion_project):
+    from cifar_scratch.api import build_model
+    from cifar_scratch.builders import build_optimizer
+
+    config = load_config(lion_project / "lion.yaml", ["optimizer.groups=[{params: '*.bias', lr_scale: 2.0}]"])
+    optimizer = build_optimizer(config.optimizer, build_model(config), 10)
+    assert type(optimizer).__name__ == "Lion" and optimizer.beta2 == 0.99
+    assert optimizer.hyper["dense1.bias"].lr_scale == 2.0 and optimizer.hyper["dense1.bias"].weight_decay == 0.0
+    assert optimizer.hyper["dense1.weight"].weight_decay == 0.1, "kernels take the optimizer's decoupled decay"
+    assert set(optimizer.state_arrays()) == {f"momentum/{name}" for name in optimizer.params}
+
+
+@pytest.mark.slow
+def test_a_user_optimizer_trains_keeps_its_code_and_resumes_bit_exactly(lion_project):
+    straight = invoke("train", lion_project / "lion.yaml", "--quiet", "--runs-dir", lion_project / "a")
+    assert straight.exit_code == 0, straight.output
+    first = invoke("train", lion_project / "lion.yaml", "training.epochs=2", "--quiet", "--runs-dir", lion_project / "b")
+    assert first.exit_code == 0, first.output
+    run_a, run_b = (next((lion_project / name).iterdir()) for name in ("a", "b"))
+    assert yaml.safe_load((run_b / "config.yaml").read_text())["optimizer"]["name"] == "code/lion.py:Lion"
+    (lion_project / "lion.py").unlink()  # the run has its own copy
+    resumed = invoke("train", "--resume", run_b, "training.epochs=3", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    ours, theirs = arrays(run_a / "checkpoints" / "last.npz"), arrays(run_b / "checkpoints" / "last.npz")
+    assert any(name.startswith("optim/momentum/") for name in ours), "Lion's state is checkpointed"
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours), "bit-exact resume"
+    assert json.loads((run_b / "metrics.json").read_text())["test_accuracy"] > 0.5

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -184,26 +185,29 @@ def test_a_dask_sweep_stopped_by_sigterm_brings_back_the_checkpoint_and_resumes_
 
 
 @pytest.mark.slow
-def test_a_user_layer_travels_with_its_jobs_to_workers_that_share_no_files(tmp_path, monkeypatch):
+def test_user_code_travels_with_its_jobs_to_workers_that_share_no_files(tmp_path, monkeypatch):
     from tests.conftest import REPO
 
     monkeypatch.chdir(tmp_path)
-    layer = tmp_path / "mine" / "swish.py"
-    layer.parent.mkdir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    layer, optimizer = mine / "swish.py", mine / "lion.py"
     layer.write_text((REPO / "examples" / "custom_layer" / "swish.py").read_text())
+    optimizer.write_text((REPO / "examples" / "custom_optimizer" / "lion.py").read_text())
     tree = digits_tree(epochs=2)
     tree["model"]["layers"] = ["flatten", {"type": "dense", "units": 16}, {"type": "mine/swish.py:Swish", "beta": 1.5}, "dense"]
+    tree["optimizer"] = {"name": "mine/lion.py:Lion", "lr": 0.001, "beta2": 0.98}
     base = tmp_path / "tiny.yaml"
     base.write_text(yaml.safe_dump(tree))
     spec = write_spec(tmp_path, {"training.seed": {"values": [0, 1]}}, base=base)
-    source = layer.read_text()
+    sources = {"swish.py": layer.read_text(), "lion.py": optimizer.read_text()}
     real_connect = sweep_dask.connect
 
-    def connect_after_the_file_is_gone(address):
-        layer.unlink()  # shipped already: from here on, only the copy that travels with each job exists
+    def connect_after_the_files_are_gone(address):
+        shutil.rmtree(mine)  # shipped already: from here on, only the copies that travel with each job exist
         return real_connect(address)
 
-    monkeypatch.setattr(sweep_dask, "connect", connect_after_the_file_is_gone)
+    monkeypatch.setattr(sweep_dask, "connect", connect_after_the_files_are_gone)
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, worker_dashboard_address=None
     ) as cluster:
@@ -213,6 +217,8 @@ def test_a_user_layer_travels_with_its_jobs_to_workers_that_share_no_files(tmp_p
     assert sorted(last) == [0, 1] and all(entry["status"] == "completed" for entry in last.values()), last
     for entry in last.values():
         run_dir = Path(entry["run_dir"])
-        assert (run_dir / "code" / "swish.py").read_text() == source
-        assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["layers"][2]["type"] == "code/swish.py:Swish"
+        assert {name: (run_dir / "code" / name).read_text() for name in sources} == sources
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["model"]["layers"][2]["type"] == "code/swish.py:Swish"
+        assert config["optimizer"]["name"] == "code/lion.py:Lion" and config["optimizer"]["beta2"] == 0.98
         assert (run_dir / "metrics.json").is_file()
