@@ -72,3 +72,25 @@ def predict(
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "results": results}, indent=2))
     elif results:
         typer.echo(console.predictions(results))
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+
+
+@command
+def export(
+    target: Path = typer.Argument(..., help="A run folder (uses checkpoints/best.npz) or a checkpoint file."),
+    fmt: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx: the network with its normalisation and softmax."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", show_default=False, help="Where to write. [default: RUN/export/model.onnx]"
+    ),
+) -> None:
+    """The trained network as a file other runtimes load: float32 pixels 0-255 (NHWC) in, class probabilities out."""
+    from cifar_scratch.inference.export import export_run
+
+    notes: list[str] = []
+    path = export_run(target, out, notes)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(str(path))

@@ -12,6 +12,9 @@ A record (:class:`LayerKind`) ties together what a config's ``{type: NAME, ...}`
   dtype) -> (torch module, [(our parameter or buffer name, torch tensor, to_ours)])``, ``params``
   the layer's parameters as torch tensors and ``to_ours`` turning a torch tensor (a weight, or its
   gradient) into our layout;
+- ``onnx``: optionally, how ``cifar-scratch export`` writes it: ``onnx(graph, layer, x) -> y``, adding
+  nodes to an :class:`~cifar_scratch.inference.export.OnnxGraph` from input tensor ``x`` (images NCHW
+  as ONNX has them: ``graph.nchw(x)``) and returning the output tensor's name;
 - ``user``: the user's class, for a kind named by file or module (:mod:`cifar_scratch.kinds.user`).
 
 The config's layer union, ``gradcheck --layer``, the builder and the PyTorch reference all read
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Union
 
+import numpy as np
 from pydantic import BeforeValidator, Field
 
 from cifar_scratch.nn import layers as L
@@ -51,6 +55,7 @@ class LayerKind:
     module: Callable[..., L.Module] | None
     examples: tuple[tuple[dict, tuple[int, ...]], ...] = ()
     torch: Callable | None = None
+    onnx: Callable | None = None
     user: type | None = None
 
     @property
@@ -113,6 +118,64 @@ def _simple(make):
     return lambda torch, layer, params, dtype: (make(torch.nn, layer), [])
 
 
+# --------------------------------------------------------------------------- ONNX (cifar-scratch export)
+def _onnx_simple(op: str, **attributes):
+    """A layer that is one ONNX operator of its input, in any layout."""
+    return lambda graph, layer, x: graph.add(op, [x], **attributes)
+
+
+def _onnx_dense(graph, layer, x):
+    inputs = [x, graph.constant("weight", layer.params["weight"])]
+    if layer.use_bias:
+        inputs.append(graph.constant("bias", layer.params["bias"]))
+    return graph.add("Gemm", inputs, layout="flat")
+
+
+def _onnx_flatten(graph, layer, x):
+    if len(layer.input_shape) == 3:
+        x = graph.nhwc(x)  # our flatten reads pixels channel-last
+    return graph.add("Flatten", [x], axis=1, layout="flat")
+
+
+def _onnx_conv(graph, layer, x):
+    (top, bottom), (left, right) = (
+        resolve_padding(layer.padding, layer.kernel[a], layer.stride[a], layer.input_shape[a]) for a in (0, 1)
+    )
+    inputs = [graph.nchw(x), graph.constant("weight", layer.params["weight"].transpose(3, 2, 0, 1))]
+    if layer.use_bias:
+        inputs.append(graph.constant("bias", layer.params["bias"]))
+    return graph.add("Conv", inputs, kernel_shape=list(layer.kernel), strides=list(layer.stride), pads=[top, left, bottom, right])
+
+
+def _onnx_pool(op: str):
+    return lambda graph, layer, x: graph.add(op, [graph.nchw(x)], kernel_shape=list(layer.size), strides=list(layer.stride))
+
+
+def _onnx_global_pool(op: str):
+    return lambda graph, layer, x: graph.add("Flatten", [graph.add(op, [graph.nchw(x)])], axis=1, layout="flat")
+
+
+def _onnx_batchnorm(graph, layer, x):
+    channels = layer.buffers["running_mean"].shape[0]
+    ones, zeros = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+    inputs = [
+        graph.nchw(x) if len(layer.input_shape) == 3 else x,
+        graph.constant("weight", layer.params.get("weight", ones)),
+        graph.constant("bias", layer.params.get("bias", zeros)),
+        graph.constant("running_mean", layer.buffers["running_mean"]),
+        graph.constant("running_var", layer.buffers["running_var"]),
+    ]
+    return graph.add("BatchNormalization", inputs, epsilon=float(layer.eps))
+
+
+def _onnx_scale(graph, layer, x):
+    return graph.add("Mul", [x, graph.constant("factor", np.array(layer.factor, np.float32))])
+
+
+def _onnx_gelu(graph, layer, x):
+    return graph.add("Gelu", [x], approximate=layer.approximate)
+
+
 # --------------------------------------------------------------------------- dense
 class DenseSpec(LayerOptions):
     type: Literal["dense"]
@@ -126,7 +189,9 @@ def _dense_twin(torch, layer, params, dtype):
     return linear, _weights_and_bias(torch, layer, params, linear, lambda w: w.T, lambda t: t.detach().numpy().T.copy())
 
 
-register_layer(LayerKind(DenseSpec, L.Dense, (({"units": 5}, (7,)), ({"units": 3, "bias": False}, (4,))), _dense_twin))
+register_layer(
+    LayerKind(DenseSpec, L.Dense, (({"units": 5}, (7,)), ({"units": 3, "bias": False}, (4,))), _dense_twin, _onnx_dense)
+)
 
 
 # --------------------------------------------------------------------------- shape and activations
@@ -142,14 +207,14 @@ def _flatten_twin(torch, layer, params, dtype):
     return (torch.nn.Sequential(NHWC(), torch.nn.Flatten()) if len(layer.input_shape) == 3 else torch.nn.Flatten()), []
 
 
-register_layer(LayerKind(FlattenSpec, L.Flatten, (({}, (3, 5, 2)),), _flatten_twin))
+register_layer(LayerKind(FlattenSpec, L.Flatten, (({}, (3, 5, 2)),), _flatten_twin, _onnx_flatten))
 
 
 class ReLUSpec(LayerOptions):
     type: Literal["relu"]
 
 
-register_layer(LayerKind(ReLUSpec, L.ReLU, (({}, (3, 5, 2)),), _simple(lambda nn, layer: nn.ReLU())))
+register_layer(LayerKind(ReLUSpec, L.ReLU, (({}, (3, 5, 2)),), _simple(lambda nn, layer: nn.ReLU()), _onnx_simple("Relu")))
 
 
 class LeakyReLUSpec(LayerOptions):
@@ -158,7 +223,13 @@ class LeakyReLUSpec(LayerOptions):
 
 
 register_layer(
-    LayerKind(LeakyReLUSpec, L.LeakyReLU, (({"alpha": 0.1}, (3, 5, 2)),), _simple(lambda nn, layer: nn.LeakyReLU(layer.alpha)))
+    LayerKind(
+        LeakyReLUSpec,
+        L.LeakyReLU,
+        (({"alpha": 0.1}, (3, 5, 2)),),
+        _simple(lambda nn, layer: nn.LeakyReLU(layer.alpha)),
+        lambda graph, layer, x: graph.add("LeakyRelu", [x], alpha=float(layer.alpha)),
+    )
 )
 
 
@@ -166,14 +237,16 @@ class TanhSpec(LayerOptions):
     type: Literal["tanh"]
 
 
-register_layer(LayerKind(TanhSpec, L.Tanh, (({}, (3, 5, 2)),), _simple(lambda nn, layer: nn.Tanh())))
+register_layer(LayerKind(TanhSpec, L.Tanh, (({}, (3, 5, 2)),), _simple(lambda nn, layer: nn.Tanh()), _onnx_simple("Tanh")))
 
 
 class SigmoidSpec(LayerOptions):
     type: Literal["sigmoid"]
 
 
-register_layer(LayerKind(SigmoidSpec, L.Sigmoid, (({}, (3, 5, 2)),), _simple(lambda nn, layer: nn.Sigmoid())))
+register_layer(
+    LayerKind(SigmoidSpec, L.Sigmoid, (({}, (3, 5, 2)),), _simple(lambda nn, layer: nn.Sigmoid()), _onnx_simple("Sigmoid"))
+)
 
 
 class GELUSpec(LayerOptions):
@@ -191,6 +264,7 @@ register_layer(
         L.GELU,
         (({}, (3, 5, 2)), ({"approximate": "none"}, (3, 5, 2))),
         _simple(lambda nn, layer: nn.GELU(approximate=layer.approximate)),
+        _onnx_gelu,
     )
 )
 
@@ -202,7 +276,15 @@ class DropoutSpec(LayerOptions):
     )
 
 
-register_layer(LayerKind(DropoutSpec, L.Dropout, (({"rate": 0.3}, (11,)),), _simple(lambda nn, layer: nn.Dropout(layer.rate))))
+register_layer(
+    LayerKind(
+        DropoutSpec,
+        L.Dropout,
+        (({"rate": 0.3}, (11,)),),
+        _simple(lambda nn, layer: nn.Dropout(layer.rate)),
+        _onnx_simple("Identity"),  # exported for inference: dropout is off
+    )
+)
 
 
 class ScaleSpec(LayerOptions):
@@ -218,7 +300,9 @@ def _scale_twin(torch, layer, params, dtype):
     return Scale(), []
 
 
-register_layer(LayerKind(ScaleSpec, L.Scale, (({"factor": 0.125}, (3, 5, 2)), ({"factor": -2.0}, (7,))), _scale_twin))
+register_layer(
+    LayerKind(ScaleSpec, L.Scale, (({"factor": 0.125}, (3, 5, 2)), ({"factor": -2.0}, (7,))), _scale_twin, _onnx_scale)
+)
 
 
 # --------------------------------------------------------------------------- convolution and pooling
@@ -269,6 +353,7 @@ register_layer(
             ({"filters": 3, "kernel": 2, "stride": [1, 2], "padding": 1, "init": "dirac"}, (5, 6, 3)),
         ),
         _conv_twin,
+        _onnx_conv,
     )
 )
 
@@ -285,6 +370,7 @@ register_layer(
         L.MaxPool2D,
         (({"size": 2}, (5, 7, 3)), ({"size": 3, "stride": 2}, (7, 6, 2)), ({"size": [2, 3]}, (4, 6, 3))),
         _simple(lambda nn, layer: nn.MaxPool2d(layer.size, layer.stride)),
+        _onnx_pool("MaxPool"),
     )
 )
 
@@ -301,6 +387,7 @@ register_layer(
         L.AvgPool2D,
         (({"size": 2}, (5, 7, 3)), ({"size": [2, 3], "stride": 1}, (4, 5, 2))),
         _simple(lambda nn, layer: nn.AvgPool2d(layer.size, layer.stride)),
+        _onnx_pool("AveragePool"),
     )
 )
 
@@ -315,6 +402,7 @@ register_layer(
         L.GlobalAvgPool,
         (({}, (3, 5, 4)),),
         _simple(lambda nn, layer: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())),
+        _onnx_global_pool("GlobalAveragePool"),
     )
 )
 
@@ -329,6 +417,7 @@ register_layer(
         L.GlobalMaxPool,
         (({}, (3, 5, 4)),),
         _simple(lambda nn, layer: nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten())),
+        _onnx_global_pool("GlobalMaxPool"),
     )
 )
 
@@ -365,6 +454,7 @@ register_layer(
         L.BatchNorm,
         (({}, (3, 5, 4)), ({}, (7,)), ({"affine": False}, (3, 4, 2))),
         _batchnorm_twin,
+        _onnx_batchnorm,
     )
 )
 
