@@ -12,7 +12,7 @@ import typer
 from cifar_scratch import runtime
 from cifar_scratch.cli import console
 from cifar_scratch.cli.app import command
-from cifar_scratch.cli.options import DATA_DIR_OPTION, ENGINE_OPTION, QUIET_OPTION, THREADS_OPTION, Engine
+from cifar_scratch.cli.options import DATA_DIR_OPTION, ENGINE_OPTION, QUIET_OPTION, RUN_ARGUMENT, THREADS_OPTION, Engine
 from cifar_scratch.config import TTA_MODES
 
 
@@ -26,7 +26,7 @@ TTA = Enum("TTA", {mode: mode for mode in TTA_MODES}, type=str)
 
 @command
 def evaluate(
-    target: Path = typer.Argument(..., help="A run folder (uses checkpoints/best.npz) or a checkpoint file."),
+    target: Path = RUN_ARGUMENT,
     split: Split = typer.Option(Split.test, "--split", help="Which split to measure."),
     tta: Optional[TTA] = typer.Option(
         None, "--tta", show_default=False, help="Test-time augmentation. [default: the run's training.tta]"
@@ -53,7 +53,7 @@ def evaluate(
 
 @command
 def predict(
-    target: Path = typer.Argument(..., help="A run folder (uses checkpoints/best.npz) or a checkpoint file."),
+    target: Path = RUN_ARGUMENT,
     images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...; any size: resized and centre-cropped)."),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="Classes to show per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
@@ -80,7 +80,7 @@ class ExportFormat(str, Enum):
 
 @command
 def export(
-    target: Path = typer.Argument(..., help="A run folder (uses checkpoints/best.npz) or a checkpoint file."),
+    target: Path = RUN_ARGUMENT,
     fmt: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx: the network with its normalisation and softmax."),
     out: Optional[Path] = typer.Option(
         None, "--out", show_default=False, help="Where to write. [default: RUN/export/model.onnx]"

@@ -25,6 +25,7 @@ THREADS_OPTION = typer.Option(
     help=f"Threads for BLAS and the engine's pool. [default: ${runtime.THREADS_ENV}, else the CPUs other processes leave free]",
 )
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but the result path.")
+RUN_ARGUMENT = typer.Argument(..., help="A run folder (uses checkpoints/best.npz) or a checkpoint file.")
 
 
 class Engine(str, Enum):

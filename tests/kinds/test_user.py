@@ -18,14 +18,18 @@ from tests.conftest import REPO
 EXAMPLE = REPO / "examples" / "custom_layer"
 
 
+def copy_example(folder, name: str, tmp_path, **changes):
+    """A shipped example (``name``.py beside ``name``.yaml) copied into ``tmp_path``, 3 epochs, ``changes`` applied."""
+    shutil.copy(folder / f"{name}.py", tmp_path / f"{name}.py")
+    tree = yaml.safe_load((folder / f"{name}.yaml").read_text())
+    tree["training"]["epochs"] = 3
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(tree | changes))
+    return tmp_path
+
+
 @pytest.fixture
 def project(tmp_path):
-    """A copy of the shipped example (swish.py beside swish.yaml), shortened to a few epochs."""
-    shutil.copy(EXAMPLE / "swish.py", tmp_path / "swish.py")
-    tree = yaml.safe_load((EXAMPLE / "swish.yaml").read_text())
-    tree["training"]["epochs"] = 3
-    (tmp_path / "swish.yaml").write_text(yaml.safe_dump(tree))
-    return tmp_path
+    return copy_example(EXAMPLE, "swish", tmp_path)
 
 
 def invoke(*args):
@@ -159,12 +163,8 @@ LION = REPO / "examples" / "custom_optimizer"
 
 @pytest.fixture
 def lion_project(tmp_path):
-    shutil.copy(LION / "lion.py", tmp_path / "lion.py")
-    tree = yaml.safe_load((LION / "lion.yaml").read_text())
-    tree["training"]["epochs"] = 3
-    tree["schedule"] = {"name": "constant"}  # the same rates whether the run is planned for 2 epochs or 3
-    (tmp_path / "lion.yaml").write_text(yaml.safe_dump(tree))
-    return tmp_path
+    # A constant rate: the same rates whether the run is planned for 2 epochs or 3.
+    return copy_example(LION, "lion", tmp_path, schedule={"name": "constant"})
 
 
 @pytest.mark.parametrize(
