@@ -76,21 +76,26 @@ def predict(
 
 class ExportFormat(str, Enum):
     onnx = "onnx"
+    safetensors = "safetensors"
 
 
 @command
 def export(
     target: Path = RUN_ARGUMENT,
-    fmt: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx: the network with its normalisation and softmax."),
+    fmt: ExportFormat = typer.Option(
+        ExportFormat.onnx,
+        "--format",
+        help="onnx: the network with its normalisation and softmax; safetensors: the weights under its PyTorch twin's names.",
+    ),
     out: Optional[Path] = typer.Option(
-        None, "--out", show_default=False, help="Where to write. [default: RUN/export/model.onnx]"
+        None, "--out", show_default=False, help="Where to write. [default: RUN/export/model.onnx or .safetensors]"
     ),
 ) -> None:
     """The trained network as a file other runtimes load: float32 pixels 0-255 (NHWC) in, class probabilities out."""
     from cifar_scratch.inference.export import export_run
 
     notes: list[str] = []
-    path = export_run(target, out, notes)
+    path = export_run(target, out, notes, fmt.value)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     typer.echo(str(path))

@@ -1,4 +1,5 @@
-"""``cifar-scratch export``: a trained run's network as an ONNX model, for any runtime.
+"""``cifar-scratch export``: a trained run's network as an ONNX model, for any runtime, or its weights as
+safetensors under the names of its PyTorch twin.
 
 The model takes float32 pixel values 0-255, NHWC, any batch (``pixels``: [N, H, W, C]) and gives
 class probabilities (``probabilities``: [N, classes]): the run's normalisation is its first two nodes,
@@ -6,10 +7,16 @@ the softmax its last. Images inside are NCHW, as ONNX's operators want them; eac
 own nodes (the ``onnx`` of its record in :mod:`cifar_scratch.kinds.layers`), and a kind without one (a
 user layer, say) is refused with its name. The ``onnx`` package is an optional extra (``pip install
 onnx``); nothing else imports it.
+
+``--format safetensors`` writes the parameters and batch-norm statistics under the names of the
+``state_dict`` of the model's PyTorch twin (:mod:`cifar_scratch.diagnostics.torch_reference`), in its
+layout (NCHW kernels, (out, in) dense weights), with the class names and the normalisation in the
+file's metadata; it needs PyTorch (to name the twin's tensors) and the ``safetensors`` package.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -114,13 +121,42 @@ def _write(graph: OnnxGraph, module: Module, x: str, path: str) -> str:
     return kind.onnx(graph, module, x)
 
 
-def export_run(target: Path, out: Path | None = None, notes: list[str] | None = None) -> Path:
-    """Write the run's best (or the given) checkpoint as ONNX to ``out`` (default ``RUN/export/model.onnx``) -> the path."""
+def torch_weights(model: Sequential) -> dict[str, np.ndarray]:
+    """The model's parameters and buffers under the names and in the layout of its PyTorch twin's ``state_dict``."""
+    from cifar_scratch.diagnostics.torch_reference import build_torch_model
+
+    twin, _ = build_torch_model(model, np.float32)
+    return {name: value.detach().cpu().numpy().copy() for name, value in twin.state_dict().items()}
+
+
+def safetensors_bytes(model: Sequential, normalizer: Normalizer, class_names: list[str]) -> bytes:
+    """:func:`torch_weights` as a safetensors file, the class names and normalisation in its metadata."""
+    try:
+        from safetensors.numpy import save
+    except ImportError:
+        raise UsageError("--format safetensors needs the safetensors package: pip install safetensors") from None
+    metadata = {
+        "class_names": json.dumps(class_names),
+        "normalize": json.dumps({"mean": normalizer.mean.tolist(), "scale": normalizer.scale.tolist()}),
+        "input": "float32 (pixels - mean) * scale, NCHW, as the PyTorch twin takes it",
+        "producer": "cifar-scratch",
+    }
+    return save(torch_weights(model), metadata)
+
+
+FORMATS = {"onnx": "model.onnx", "safetensors": "model.safetensors"}
+
+
+def export_run(target: Path, out: Path | None = None, notes: list[str] | None = None, fmt: str = "onnx") -> Path:
+    """Write the run's best (or the given) checkpoint as ``fmt`` (onnx, safetensors) to ``out`` (default
+    ``RUN/export/model.<format>``) -> the path."""
     from cifar_scratch.fileio import atomic_open
     from cifar_scratch.inference.evaluate import locate, restore_model, run_config
     from cifar_scratch.runs.folder import RunFolder
 
-    onnx = import_onnx()
+    if fmt not in FORMATS:
+        raise UsageError(f"--format: onnx or safetensors (got {fmt!r})")
+    onnx = import_onnx() if fmt == "onnx" else None
     run_dir, checkpoint = locate(target)
     config = run_config(run_dir, notes)
     info = RunFolder(run_dir).read_info()
@@ -128,8 +164,12 @@ def export_run(target: Path, out: Path | None = None, notes: list[str] | None = 
     if not isinstance(names, list) or not isinstance(shape, list):
         raise UserError(f"{run_dir}: run.json lists no class_names or image_shape")
     model, normalizer, _ = restore_model(config, checkpoint, tuple(shape), len(names))
-    proto = model_to_onnx(model.eval(), normalizer, [str(n) for n in names], onnx)
-    out = Path(out) if out is not None else RunFolder(run_dir).path / "export" / "model.onnx"
+    names = [str(n) for n in names]
+    if fmt == "onnx":
+        data = model_to_onnx(model.eval(), normalizer, names, onnx).SerializeToString()
+    else:
+        data = safetensors_bytes(model.eval(), normalizer, names)
+    out = Path(out) if out is not None else RunFolder(run_dir).path / "export" / FORMATS[fmt]
     with atomic_open(out, "wb") as handle:
-        handle.write(proto.SerializeToString())
+        handle.write(data)
     return out

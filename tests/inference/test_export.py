@@ -1,5 +1,7 @@
 """cifar-scratch export --format onnx: the network, its normalisation and softmax, run in onnxruntime."""
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -109,3 +111,33 @@ def test_resnet_small_round_trips_through_onnxruntime(tmp_path):
     ours, theirs = round_trip(run, images[256:])
     assert np.abs(ours - theirs).max() <= 1e-5
     assert np.array_equal(ours.argmax(1), theirs.argmax(1))
+
+
+@pytest.mark.slow
+def test_safetensors_holds_the_weights_under_the_pytorch_twins_names(tmp_path):
+    torch = pytest.importorskip("torch", reason="the twin's names come from PyTorch: pip install torch==2.13.0")
+    safetensors = pytest.importorskip("safetensors.numpy", reason="pip install safetensors")
+    from safetensors import safe_open
+
+    from cifar_scratch.diagnostics.torch_reference import build_torch_model, to_torch_input
+
+    tree = every_kind_tree()
+    tree["data"] |= {"val_fraction": 0.2, "test_fraction": 0.2}
+    tree["model"]["layers"] = [layer for layer in tree["model"]["layers"] if layer not in ("gelu",)]
+    tree["training"] = {"epochs": 1, "batch_size": 64}
+    run = cs.train(tree, runs_dir=tmp_path / "runs")
+    result = invoke("export", run.path, "--format", "safetensors", "--out", tmp_path / "weights.safetensors")
+    assert result.exit_code == 0, result.output
+    weights = safetensors.load_file(str(tmp_path / "weights.safetensors"))
+    with safe_open(str(tmp_path / "weights.safetensors"), "np") as handle:
+        metadata = handle.metadata()
+    assert json.loads(metadata["class_names"]) == [str(i) for i in range(10)]
+    assert json.loads(metadata["normalize"])["mean"] == pytest.approx(run.load_model()[1].mean.tolist())
+
+    model, normalizer = run.load_model()
+    twin, _ = build_torch_model(model)  # a fresh twin: its state_dict takes the file whole
+    twin.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()}, strict=True)
+    images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 1), dtype=np.uint8)
+    with torch.no_grad():
+        theirs = twin.eval()(to_torch_input(normalizer(images))).numpy()
+    assert np.abs(model.forward(normalizer(images)) - theirs).max() <= 1e-4
