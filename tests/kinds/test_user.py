@@ -1,9 +1,14 @@
 """The user's own layers, from a file or a module: validated, checked, trained, kept with the run."""
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +219,31 @@ def test_a_user_optimizer_trains_keeps_its_code_and_resumes_bit_exactly(lion_pro
     assert any(name.startswith("optim/momentum/") for name in ours), "Lion's state is checkpointed"
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours), "bit-exact resume"
     assert json.loads((run_b / "metrics.json").read_text())["test_accuracy"] > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strike", [0.2, 0.8])
+def test_a_run_with_a_user_layer_killed_mid_training_resumes_bit_identically(tmp_path, strike):
+    from tests.training.test_kill import cli, launch, wait_for, without_times
+
+    folder = copy_example(EXAMPLE, "swish", tmp_path, training={"epochs": 30, "batch_size": 16, "seed": 0})
+    env = {**os.environ, "CIFAR_SCRATCH_DATA": str(tmp_path / "data"), "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)}
+    config = folder / "swish.yaml"
+    reference = subprocess.run(
+        cli("train", config, "--runs-dir", tmp_path / "reference"), capture_output=True, text=True, env=env, cwd=REPO
+    )
+    assert reference.returncode == 0, reference.stderr
+    process = launch(cli("train", config, "--runs-dir", tmp_path / "killed"), env)
+    assert wait_for(lambda: any((tmp_path / "killed").glob("*/checkpoints/last.npz")), process), process.communicate()[1]
+    time.sleep(strike)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    (run_dir,) = (tmp_path / "killed").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running", "killed while training"
+    resumed = subprocess.run(cli("train", "--resume", run_dir), capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    reference_dir = Path(reference.stdout.strip().splitlines()[-1])
+    ours, theirs = arrays(reference_dir / "checkpoints" / "last.npz"), arrays(run_dir / "checkpoints" / "last.npz")
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    metrics = [without_times(json.loads((d / "metrics.json").read_text())) for d in (reference_dir, run_dir)]
+    assert metrics[0] == metrics[1]
