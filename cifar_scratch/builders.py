@@ -16,8 +16,10 @@ from cifar_scratch.errors import ConfigError
 from cifar_scratch.fileio import format_bytes
 from cifar_scratch.kinds.datasets import DATASET_KINDS
 from cifar_scratch.kinds.layers import CONTAINER_SPECS, LAYER_KINDS, DenseSpec, ResidualSpec
+from cifar_scratch.kinds.losses import LOSS_KINDS
 from cifar_scratch.kinds.optimizers import OPTIMIZER_KINDS
 from cifar_scratch.nn.layers import Module
+from cifar_scratch.nn.losses import Loss
 from cifar_scratch.nn.model import Residual, Sequential, training_memory
 from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.optim.schedules import Schedule
@@ -126,6 +128,12 @@ def build_optimizer(spec, model: Module, steps_per_epoch: int = 1) -> Optimizer:
     """The configured optimizer over the model's trainable parameters (frozen ones are never given to it);
     ``steps_per_epoch`` turns a group's ``epochs`` into steps. Its kind's record builds it."""
     return OPTIMIZER_KINDS[spec.name].build(spec, model, steps_per_epoch)
+
+
+# --------------------------------------------------------------------------- loss
+def build_loss(config: RunConfig) -> Loss:
+    """The configured training loss (cross-entropy with ``training.label_smoothing``, or the user's)."""
+    return LOSS_KINDS[config.loss.name].build(config.loss, config.training.label_smoothing)
 
 
 # --------------------------------------------------------------------------- schedule

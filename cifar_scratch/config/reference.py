@@ -30,6 +30,7 @@ from cifar_scratch.config.schema import (
 )
 from cifar_scratch.kinds.datasets import DATASET_KINDS
 from cifar_scratch.kinds.layers import LAYER_KINDS
+from cifar_scratch.kinds.losses import LOSS_KINDS
 from cifar_scratch.kinds.optimizers import OPTIMIZER_KINDS, ParamGroup
 
 START = "<!-- config reference: written by `python -m cifar_scratch.config.reference docs/guide.md`; do not edit by hand -->"
@@ -41,7 +42,7 @@ def render() -> str:
     parts = [
         "Every key, from the schema (`cifar_scratch/config/schema.py` and the records in `cifar_scratch/kinds/`). A key left out "
         "takes its default; the run's `config.yaml` writes every default out.",
-        _section("top level", RunConfig, skip=("data", "model", "optimizer", "schedule", "training", "output")),
+        _section("top level", RunConfig, skip=("data", "model", "optimizer", "loss", "schedule", "training", "output")),
         _section("data", DataConfig, skip=("augment",)),
         _section("data.augment", AugmentConfig),
         "### model\n\n`model.layers`: a list of layers, each `{type: KIND, ...options}` (a bare `relu` means "
@@ -57,6 +58,10 @@ def render() -> str:
             for name, kind in OPTIMIZER_KINDS.items()
         ),
         _section("optimizer.groups: each entry", ParamGroup, level=4),
+        "### loss\n\n`loss.name` picks the training loss: "
+        + ", ".join(f"`{name}` ({_cell(kind.options.__doc__ or '')})" for name, kind in LOSS_KINDS.items())
+        + ", or a class of your own, `file.py:Class` (its options are its constructor's). The history reports "
+        "cross-entropy whichever loss trains, so runs compare.",
         "### schedule\n\n`schedule.name` picks the learning-rate schedule (`optimizer.lr` is its peak).",
         *(
             _section(f"schedule: `name: {_tag(model)}`", model, skip=("name",), level=4)

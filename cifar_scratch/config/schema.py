@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from cifar_scratch.kinds import layers as layers_kinds
+from cifar_scratch.kinds import losses as loss_kinds
 from cifar_scratch.kinds import optimizers as optimizer_kinds
 from cifar_scratch.kinds.layers import CONTAINER_SPECS, LayerSpec, bare_layer_names
+from cifar_scratch.kinds.losses import CrossEntropySpec
 from cifar_scratch.kinds.optimizers import SGDSpec
 from cifar_scratch.options import MAX_SEED, OFFICIAL_SOURCE, Float, Int, Section
 
@@ -172,8 +174,15 @@ def refresh_layer_kinds() -> None:
     RunConfig.model_rebuild(force=True)
 
 
-# --------------------------------------------------------------------------- optimizer
+# --------------------------------------------------------------------------- optimizer, loss
 OptimizerSpec = optimizer_kinds.optimizer_union()
+LossSpec = loss_kinds.loss_union()
+
+
+def refresh_loss_kinds() -> None:
+    """Rebuild the schema after a loss kind was (un)registered (:func:`cifar_scratch.kinds.losses.register_loss`)."""
+    RunConfig.model_fields["loss"].annotation = typing.get_args(loss_kinds.loss_union())[0]
+    RunConfig.model_rebuild(force=True)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -339,6 +348,11 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)  # built when validated: its checks read the dataset records
     model: ModelConfig
     optimizer: OptimizerSpec = Field(default_factory=lambda: SGDSpec(name="sgd"))
+    loss: LossSpec = Field(
+        default_factory=lambda: CrossEntropySpec(name="cross_entropy"),
+        description="The training loss: cross_entropy, or your own (name: file.py:Class). The history reports "
+        "cross-entropy whichever loss trains.",
+    )
     schedule: ScheduleSpec = Field(default_factory=lambda: ConstantSchedule(name="constant"))
     training: TrainingConfig = TrainingConfig()
     output: OutputConfig = OutputConfig()
@@ -349,7 +363,7 @@ class RunConfig(_Section):
         # An override such as `optimizer.lr=0.1` on a config without an optimizer section
         # creates {lr: 0.1}: it means the default optimizer with that learning rate.
         if isinstance(tree, dict):
-            for section, default in (("optimizer", "sgd"), ("schedule", "constant")):
+            for section, default in (("optimizer", "sgd"), ("schedule", "constant"), ("loss", "cross_entropy")):
                 if isinstance(tree.get(section), dict) and "name" not in tree[section]:
                     tree[section] = {"name": default, **tree[section]}
         return tree
@@ -365,6 +379,15 @@ class RunConfig(_Section):
         if isinstance(self.schedule, CyclicSchedule) and self.schedule.base_lr >= self.optimizer.lr:
             raise ValueError(
                 f"schedule.base_lr: must be below optimizer.lr, the peak (got {self.schedule.base_lr:g} >= {self.optimizer.lr:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _smoothing_is_cross_entropys(self) -> RunConfig:
+        if self.training.label_smoothing and self.loss.name != "cross_entropy":
+            raise ValueError(
+                f"training.label_smoothing: smooths cross_entropy's targets, not those of {self.loss.name} "
+                f"(got {self.training.label_smoothing:g}); set it to 0 or give the loss its own option"
             )
         return self
 

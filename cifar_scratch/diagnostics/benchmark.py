@@ -15,12 +15,11 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from cifar_scratch import __version__
-from cifar_scratch.builders import build_model, build_optimizer, model_input_shape, num_classes
+from cifar_scratch.builders import build_loss, build_model, build_optimizer, model_input_shape, num_classes
 from cifar_scratch.config import RunConfig
 from cifar_scratch.errors import UserError
 from cifar_scratch.kinds.optimizers import OPTIMIZER_KINDS
 from cifar_scratch.nn import layers as L
-from cifar_scratch.nn.reference import softmax_cross_entropy
 from cifar_scratch.runtime import cores
 
 #: Keys of the JSON written by ``--json`` (documented in the README).
@@ -117,11 +116,12 @@ class OurModel:
         self.labels = rng.integers(0, num_classes(config), batch)
         self.lr = config.optimizer.lr
         self.smoothing = config.training.label_smoothing
+        self.loss = build_loss(config)
 
     def train_step(self) -> None:
         self.model.train()
         logits = self.model.forward(self.x)
-        _, dlogits = softmax_cross_entropy(logits, self.labels, self.smoothing)
+        _, dlogits = self.loss(logits, self.labels)
         self.model.backward(dlogits, input_grad=False)
         self.optimizer.step(self.model.grads, self.lr)
 
@@ -158,7 +158,7 @@ class OurModel:
             for _ in range(repeats):
                 self.model.train()
                 logits = self.model.forward(self.x)
-                _, dlogits = softmax_cross_entropy(logits, self.labels, self.smoothing)
+                _, dlogits = self.loss(logits, self.labels)
                 self.model.backward(dlogits, input_grad=False)
         finally:
             for _, layer in self.leaves():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_scratch.builders import build_model, build_module, model_input_shape, num_classes
+from cifar_scratch.builders import build_loss, build_model, build_module, model_input_shape, num_classes
 from cifar_scratch.config import ModelConfig, RunConfig
 from cifar_scratch.errors import ConfigError, UsageError, UserError
 from cifar_scratch.kinds import user
@@ -113,7 +113,7 @@ def check_config_model(config: RunConfig, max_elements: int | None = 8, batch: i
             value += 0.1 * rng.standard_normal(value.shape)
     x = rng.standard_normal((batch, *model.input_shape))
     labels = rng.integers(0, num_classes(config), batch)
-    return check_model(model, x, labels, config.training.label_smoothing, max_elements=max_elements)
+    return check_model(model, x, labels, build_loss(config), max_elements=max_elements)
 
 
 def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0, dtype=np.float32) -> list[TorchCheck]:
@@ -127,6 +127,8 @@ def check_against_torch(config: RunConfig, batch: int = 8, seed: int = 0, dtype=
     from cifar_scratch.diagnostics.torch_reference import build_torch_model, import_torch, to_torch_input
     from cifar_scratch.nn.reference import softmax_cross_entropy
 
+    if config.loss.name != "cross_entropy":
+        raise UserError(f"--against torch: compares through cross-entropy; this config's loss is {config.loss.name}")
     torch = import_torch()
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(seed)

@@ -1,6 +1,7 @@
-"""The user's own layers and optimizers, named in a config by file and class: ``{type: layers/swish.py:Swish,
-beta: 2.0}``, ``optimizer: {name: opt/lion.py:Lion, lr: 3e-4}`` (the path relative to the config file),
-or by importable module: ``{type: mypkg.layers:Swish}``.
+"""The user's own layers, optimizers and losses, named in a config by file and class: ``{type:
+layers/swish.py:Swish, beta: 2.0}``, ``optimizer: {name: opt/lion.py:Lion, lr: 3e-4}``, ``loss: {name:
+focal.py:Focal, gamma: 2.0}`` (the path relative to the config file), or by importable module:
+``{type: mypkg.layers:Swish}``.
 
 A user layer subclasses :class:`cifar_scratch.nn.layers.Layer`, as the built-in leaves do:
 
@@ -16,6 +17,8 @@ A user optimizer subclasses :class:`cifar_scratch.optim.optimizers.Optimizer`: `
 hyper, **options)`` passes ``params`` and ``hyper`` on to ``super().__init__`` after setting ``slots``
 (the names of its per-parameter state arrays); ``update(name, param, grad, lr)`` changes ``param`` in
 place. The config's ``lr``, ``l2``, ``weight_decay`` and ``groups`` work as for the built-in ones.
+A user loss subclasses :class:`cifar_scratch.nn.losses.Loss`, its options the constructor's, and writes
+``forward(logits, labels) -> (mean loss, dlogits)``.
 
 Each reference becomes a kind's record (:class:`~cifar_scratch.kinds.layers.LayerKind`,
 :class:`~cifar_scratch.kinds.optimizers.OptimizerKind`) registered under the reference itself (with the file's path made absolute), so everything that reads the records (the config, the
@@ -41,6 +44,7 @@ from pydantic import Field, create_model
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.fileio import file_digest
 from cifar_scratch.kinds.layers import LAYER_KINDS, LayerKind, LayerOptions, register_layer, unregister_layer
+from cifar_scratch.kinds.losses import LOSS_KINDS, LossKind, register_loss, unregister_loss
 from cifar_scratch.kinds.optimizers import (
     OPTIMIZER_KINDS,
     OptimizerKind,
@@ -50,6 +54,7 @@ from cifar_scratch.kinds.optimizers import (
     unregister_optimizer,
 )
 from cifar_scratch.nn.layers import Layer
+from cifar_scratch.nn.losses import Loss
 from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.options import MAX_LR, Float, Int, Section
 
@@ -99,10 +104,10 @@ def load_class(reference: str, base: type = Layer) -> type:
     cls = getattr(module, name, None)
     if cls is None:
         raise ValueError(f"{where}: defines no {name}")
-    what = "a layer" if base is Layer else "an optimizer"
+    what = {Layer: "a layer", Optimizer: "an optimizer", Loss: "a loss"}[base]
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ValueError(f"{where}: {name} is not {what}: subclass {base.__module__}.{base.__name__}")
-    needed = ("forward", "backward") if base is Layer else ("update",)
+    needed = {Layer: ("forward", "backward"), Optimizer: ("update",), Loss: ("forward",)}[base]
     missing = [method for method in needed if getattr(cls, method) is getattr(base, method)]
     if missing:
         raise ValueError(f"{where}: {name} does not define {' and '.join(missing)}")
@@ -231,18 +236,39 @@ def user_optimizer_kind(reference: str) -> OptimizerKind:
     return register_optimizer(OptimizerKind(options, build, user=cls))
 
 
+def user_loss_kind(reference: str) -> LossKind:
+    """The record of the user loss ``reference``, registered on first use (again when its file changed)."""
+    cls = load_class(reference, Loss)
+    known = LOSS_KINDS.get(reference)
+    if known is not None:
+        if known.user is cls:
+            return known
+        unregister_loss(reference)
+    options = options_model(reference, cls, Section, "name")
+    own = [name for name in options.model_fields if name != "name"]
+
+    def build(spec, label_smoothing: float) -> Loss:
+        try:
+            return cls(**{name: getattr(spec, name) for name in own})
+        except Exception as exc:  # the user's constructor
+            raise ConfigError(f"loss: {cls.__name__}(...): {type(exc).__name__}: {exc}") from None
+
+    return register_loss(LossKind(options, build, user=cls))
+
+
+#: Where a config names user code besides its layers: the section and the kind that loads it.
+_SECTIONS = {"optimizer": user_optimizer_kind, "loss": user_loss_kind}
+
+
 def register_references(tree: Any) -> None:
     """Register the kind of every user layer (blocks included) and of a user optimizer in a raw config
     tree, so that validation takes them; a reference that cannot be loaded is a ConfigError at its path."""
 
     def register(reference: str, path: str) -> str:
         try:
-            if path == "optimizer":
-                user_optimizer_kind(reference)
-            else:
-                user_layer_kind(reference)
+            _SECTIONS.get(path, user_layer_kind)(reference)
         except ValueError as exc:
-            raise ConfigError(f"{path}.{'name' if path == 'optimizer' else 'type'}: {exc}") from None
+            raise ConfigError(f"{path}.{'name' if path in _SECTIONS else 'type'}: {exc}") from None
         return reference
 
     map_references(tree, register)
@@ -278,9 +304,10 @@ def map_references(tree: Any, change: Callable[[str, str], str]) -> Any:
     model = tree.get("model") if isinstance(tree, dict) else None
     if isinstance(model, dict):
         walk(model.get("layers"), "model.layers")
-    optimizer = tree.get("optimizer") if isinstance(tree, dict) else None
-    if isinstance(optimizer, dict) and is_reference(optimizer.get("name")):
-        optimizer["name"] = change(optimizer["name"], "optimizer")
+    for section in ("optimizer", "loss"):
+        node = tree.get(section) if isinstance(tree, dict) else None
+        if isinstance(node, dict) and is_reference(node.get("name")):
+            node["name"] = change(node["name"], section)
     return tree
 
 

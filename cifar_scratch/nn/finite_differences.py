@@ -178,22 +178,24 @@ def check_model(
     model,
     x: np.ndarray,
     labels: np.ndarray,
-    label_smoothing: float = 0.0,
+    loss_fn=None,
     seed: int = 0,
     h: float = 1e-5,
     max_elements: int | None = None,
 ) -> list[TensorCheck]:
-    """End to end through softmax cross-entropy: every parameter and the input, for a float64 ``model``."""
-    from cifar_scratch.nn.reference import softmax_cross_entropy
+    """End to end through ``loss_fn`` (``(logits, labels) -> (loss, dlogits)``; default softmax
+    cross-entropy): every parameter and the input, for a float64 ``model``."""
+    from cifar_scratch.nn.losses import CrossEntropy
 
+    loss_fn = loss_fn or CrossEntropy()
     rng = np.random.default_rng(seed)
 
     def loss() -> float:
         _reset_randomness(model, seed)
-        return softmax_cross_entropy(model.forward(x), labels, label_smoothing)[0]
+        return float(loss_fn(model.forward(x), labels)[0])
 
     _reset_randomness(model, seed)
-    loss_value, dlogits = softmax_cross_entropy(model.forward(x), labels, label_smoothing)
+    loss_value, dlogits = loss_fn(model.forward(x), labels)
     floor = noise_floor(loss_value)
     dx = model.backward(dlogits)
     grads = {name: g.copy() for name, g in model.grads.items()}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_scratch import __version__, reports, signals
-from cifar_scratch.builders import build_model, build_optimizer, build_schedule
+from cifar_scratch.builders import build_loss, build_model, build_optimizer, build_schedule
 from cifar_scratch.config import RESUMABLE_KEYS, RunConfig, build_config, changed_keys, dump_config, load_config
 from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
 from cifar_scratch.data.augment import augmented_copies
@@ -70,7 +70,7 @@ def assemble(config: RunConfig, dataset: Dataset) -> TrainingParts:
     if ema is not None:
         warmup, start = (round(epochs * batches) for epochs in (ema.warmup_epochs, ema.start_epochs))
         average = WeightAverage(model.state_dict(), ema.decay, ema.every, warmup, ema.lookahead, start)
-    return TrainingParts(dataset, model, normalizer, optimizer, schedule, rng, batches, fingerprint, average)
+    return TrainingParts(dataset, model, normalizer, optimizer, schedule, rng, batches, fingerprint, average, build_loss(config))
 
 
 def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path, callbacks: list[Callback]) -> Trainer:

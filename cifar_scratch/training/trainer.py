@@ -20,8 +20,9 @@ from cifar_scratch.config import RunConfig
 from cifar_scratch.data import Dataset, Normalizer
 from cifar_scratch.data.augment import alternate_flips, augment, is_active
 from cifar_scratch.errors import CheckpointError
+from cifar_scratch.nn.losses import CrossEntropy, Loss
 from cifar_scratch.nn.model import Sequential
-from cifar_scratch.nn.reference import cross_entropy, softmax_cross_entropy
+from cifar_scratch.nn.reference import cross_entropy
 from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.optim.schedules import Schedule
@@ -89,6 +90,7 @@ class TrainingParts:
     steps_per_epoch: int
     data_fingerprint: dict[str, str]  # of the splits as loaded: a resume or evaluate refuses other data
     average: WeightAverage | None = None  # training.ema
+    loss: Loss = field(default_factory=CrossEntropy)  # the config's loss
 
 
 class Trainer:
@@ -97,6 +99,7 @@ class Trainer:
         self.dataset, self.model, self.normalizer = parts.dataset, parts.model, parts.normalizer
         self.optimizer, self.schedule, self.rng = parts.optimizer, parts.schedule, parts.rng
         self.steps_per_epoch, self.data_fingerprint, self.average = parts.steps_per_epoch, parts.data_fingerprint, parts.average
+        self.loss = parts.loss
         self.state = TrainState()
         dataset = parts.dataset
         augment_config = config.data.augment
@@ -303,13 +306,13 @@ class Trainer:
     def _step(self, index: np.ndarray, lr: float) -> tuple[float, float, int]:
         """One training step on the training images ``index`` at learning rate ``lr``
         -> (the loss trained on, the plain cross-entropy reported, correct predictions)."""
-        s, cfg = self.state, self.config.training
+        s = self.state
         labels, images = self.dataset.train.labels[index], self.dataset.train.images[index]
         if self.online_augment is not None:
             flip = alternate_flips(self.flip_parity, index, s.epoch) if self.flip_parity is not None else None
             images = augment(images, self.online_augment, self.rng, flip)
         logits = self.model.forward(self.normalizer(images))
-        loss, dlogits = softmax_cross_entropy(logits, labels, cfg.label_smoothing)
+        loss, dlogits = self.loss(logits, labels)
         self.model.backward(dlogits, input_grad=False, skip=self.optimizer.finished())
         self.optimizer.step(self.model.grads, lr)
         s.lrs.append(lr)
@@ -317,8 +320,9 @@ class Trainer:
         if self.average is not None:
             self.average.update(s.step)
         s.batch_in_epoch += 1
-        # History reports plain cross-entropy for every split; label smoothing only shapes the gradient.
-        reported = cross_entropy(logits, labels) if cfg.label_smoothing else loss
+        # History reports plain cross-entropy for every split; label smoothing or another loss only shapes the gradient.
+        plain = isinstance(self.loss, CrossEntropy) and not self.loss.label_smoothing
+        reported = loss if plain else cross_entropy(logits, labels)
         return loss, reported, int((logits.argmax(1) == labels).sum())
 
     def _epoch_row(self, epoch: int, lr: float, started: float) -> dict:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import cifar_scratch as cs
 from cifar_scratch.cli import app
 from cifar_scratch.config import load_config
 from cifar_scratch.errors import ConfigError
@@ -247,3 +248,55 @@ def test_a_run_with_a_user_layer_killed_mid_training_resumes_bit_identically(tmp
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
     metrics = [without_times(json.loads((d / "metrics.json").read_text())) for d in (reference_dir, run_dir)]
     assert metrics[0] == metrics[1]
+
+
+# --------------------------------------------------------------------------- losses
+FOCAL = REPO / "examples" / "custom_loss"
+
+
+@pytest.fixture
+def focal_project(tmp_path):
+    return copy_example(FOCAL, "focal", tmp_path)
+
+
+def test_a_user_loss_is_checked_through_the_model_and_a_wrong_gradient_fails(focal_project):
+    assert invoke("gradcheck", FOCAL / "focal.yaml").exit_code == 0
+    source = (focal_project / "focal.py").read_text()
+    (focal_project / "focal.py").write_text(source.replace("dlog_pt = -weight +", "dlog_pt = -1.01 * weight +"))
+    result = invoke("gradcheck", focal_project / "focal.yaml")
+    assert result.exit_code == 1 and "FAIL" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"loss": {"name": "focal.py:Focal", "gama": 1.0}}, "loss.gama: unknown key (did you mean 'gamma'?)"),
+        ({"loss": {"name": "focal.py:Loss"}}, "focal.py: Loss does not define forward"),
+        ({"loss": {"name": "focal.py:np"}}, "focal.py: np is not a loss: subclass cifar_scratch.nn.losses.Loss"),
+        ({"training": {"label_smoothing": 0.1}}, "training.label_smoothing: smooths cross_entropy's targets"),
+    ],
+)
+def test_a_bad_user_loss_is_one_config_error_line(focal_project, change, message):
+    tree = yaml.safe_load((focal_project / "focal.yaml").read_text())
+    for key, value in change.items():
+        tree[key] = tree[key] | value if key == "training" else value
+    (focal_project / "focal.yaml").write_text(yaml.safe_dump(tree))
+    result = invoke("train", focal_project / "focal.yaml")
+    assert result.exit_code == 2, result.output
+    assert len(error_lines(result)) == 1 and message in error_lines(result)[0], result.output
+
+
+def test_a_run_with_a_user_loss_keeps_it_and_reports_cross_entropy(focal_project):
+    from cifar_scratch.nn.reference import cross_entropy
+
+    result = invoke("train", focal_project / "focal.yaml", "training.epochs=1", "--quiet", "--runs-dir", focal_project / "runs")
+    assert result.exit_code == 0, result.output
+    run = cs.load_run(result.output.strip().splitlines()[-1])
+    assert (run.path / "code" / "focal.py").read_text() == (FOCAL / "focal.py").read_text()
+    assert yaml.safe_load((run.path / "config.yaml").read_text())["loss"] == {"name": "code/focal.py:Focal", "gamma": 2.0}
+    model, normalizer = run.load_model()
+    from cifar_scratch.data import load_dataset
+
+    test = load_dataset(run.config.data, focal_project / "data", progress=False).test
+    expected = cross_entropy(model.forward(normalizer(test.images)), test.labels)
+    assert run.metrics["test_loss"] == pytest.approx(expected, rel=1e-5), "cross-entropy, not the focal loss"

@@ -175,16 +175,16 @@ def test_early_stopping_restores_best_weights(tmp_path):
 
 
 def test_nan_loss_fails_the_run_and_metrics_stay_valid_json(tmp_path, monkeypatch):
-    from cifar_scratch.training import trainer as trainer_module
+    from cifar_scratch.nn.losses import CrossEntropy
 
-    real = trainer_module.softmax_cross_entropy
+    real = CrossEntropy.forward
     calls = iter(range(10**6))
 
-    def diverging(logits, labels, smoothing=0.0):  # the loss of the 30th step (epoch 2) is NaN
-        loss, grad = real(logits, labels, smoothing)
+    def diverging(self, logits, labels):  # the loss of the 30th step (epoch 2) is NaN
+        loss, grad = real(self, logits, labels)
         return (float("nan") if next(calls) == 29 else loss), grad
 
-    monkeypatch.setattr(trainer_module, "softmax_cross_entropy", diverging)
+    monkeypatch.setattr(CrossEntropy, "forward", diverging)
     with pytest.raises(
         TrainingFailed, match="diverged: the training loss became nan at step 30 .epoch 2.; metrics.json reports the best epoch"
     ):
