@@ -89,6 +89,11 @@ class DataConfig(_Section):
     normalize: Literal["standardize", "scale", "none"] = Field(
         "standardize", description="standardize: per-channel mean/std of the training split; scale: x/255; none: raw 0..255."
     )
+    image_size: Optional[tuple[Annotated[Int, Field(ge=1, le=4096)], Annotated[Int, Field(ge=1, le=4096)]]] = Field(
+        None,
+        description="imagefolder: [height, width] every image is resized to (shorter side scaled to cover it, then the "
+        "centre cropped; predict does the same); null: images must share one size.",
+    )
     augment: AugmentConfig = AugmentConfig()
 
     @property
@@ -114,6 +119,8 @@ class DataConfig(_Section):
         from cifar_scratch.kinds.datasets import DATASET_KINDS
 
         kind = DATASET_KINDS[self.dataset]
+        if self.image_size is not None and self.dataset != "imagefolder":
+            raise ValueError(f"image_size: resizes the images of an imagefolder dataset, not of {self.dataset}")
         if kind.needs_source and not self.source:
             raise ValueError(f"source: required when dataset is {self.dataset!r}")
         if not kind.paths and not kind.official and self.source:

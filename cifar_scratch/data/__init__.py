@@ -38,6 +38,17 @@ class Split:
 
 
 @dataclass
+class Loaded:
+    """One source of a dataset as its kind's loader gives it (:mod:`cifar_scratch.kinds.datasets`)."""
+
+    train: Split
+    test: Split | None  # None: held out of train by data.test_fraction
+    class_names: tuple[str, ...]
+    description: str
+    val: Split | None = None  # None: held out of train by data.val_fraction
+
+
+@dataclass
 class Dataset:
     train: Split
     val: Split
@@ -183,19 +194,19 @@ def _per_class_choice(labels: np.ndarray, fraction: float, seed: int, key: str) 
     return np.sort(np.concatenate(held))
 
 
-def _load_raw(config: DataConfig, data_dir: Path, progress: bool):
-    """-> train, test (None when the source has none), class names, description, the source used, and why
-    each source before it was passed over: ``data.source``'s candidates are tried in order, each by the
-    dataset's record (:mod:`cifar_scratch.kinds.datasets`)."""
+def _load_raw(config: DataConfig, data_dir: Path, progress: bool) -> tuple[Loaded, str | None, list[str]]:
+    """-> what the dataset's record loaded, the source used, and why each source before it was passed
+    over: ``data.source``'s candidates are tried in order, each by the dataset's record
+    (:mod:`cifar_scratch.kinds.datasets`)."""
     from cifar_scratch.kinds.datasets import DATASET_KINDS
 
     kind = DATASET_KINDS[config.dataset]
     if not kind.official and not kind.paths:  # a dataset without sources (scikit-learn's digits)
-        return (*kind.load(config, None, data_dir, progress), None, [])
+        return kind.load(config, None, data_dir, progress), None, []
     candidates, passed = config.sources, []
     for source in candidates:
         try:
-            return (*kind.load(config, source, data_dir, progress), source, passed)
+            return kind.load(config, source, data_dir, progress), source, passed
         except DataUnavailable as exc:
             if len(candidates) == 1:
                 raise
@@ -206,21 +217,23 @@ def _load_raw(config: DataConfig, data_dir: Path, progress: bool):
 
 def load_dataset(config: DataConfig, data_dir: Path, progress: bool = True) -> Dataset:
     """Load, subset, convert, and split the configured dataset (see :class:`DataConfig`)."""
-    train, test, names, description, source, passed = _load_raw(config, data_dir, progress)
+    loaded, source, passed = _load_raw(config, data_dir, progress)
+    train, test, val, names, description = loaded.train, loaded.test, loaded.val, loaded.class_names, loaded.description
     if config.classes is not None:
         chosen = _select_classes(config.classes, names)
-        train = _subset(train, chosen)
-        test = _subset(test, chosen) if test is not None else None
+        train, test, val = (_subset(s, chosen) if s is not None else None for s in (train, test, val))
         names = tuple(names[i] for i in chosen)
     if config.grayscale:
-        train = Split(to_grayscale(train.images), train.labels)
-        test = Split(to_grayscale(test.images), test.labels) if test is not None else None
+        train, test, val = (Split(to_grayscale(s.images), s.labels) if s is not None else None for s in (train, test, val))
     if test is None:
         # No published test split: hold one out before validation, with its own fixed seed,
         # so every run of a sweep is measured on the same untouched images.
         train, test = _split_off(train, config.test_fraction, config.split_seed, "data.test_fraction", config.split_method)
         description += f"; test = held-out {config.test_fraction:.0%} of train"
-    train, val = _split_off(train, config.val_fraction, config.split_seed + 1, "data.val_fraction", config.split_method)
+    if val is None:
+        train, val = _split_off(train, config.val_fraction, config.split_seed + 1, "data.val_fraction", config.split_method)
+    else:
+        description += "; validation = the source's val/ split"
     present = np.unique(train.labels)
     if len(present) < 2:
         raise DataError(

@@ -1,39 +1,52 @@
-"""Datasets stored as image files: ``<root>/<split>/<class>/<image>.png|jpg``.
+"""Datasets stored as image files, in either layout:
+
+- flat, as people keep photos: ``<root>/<class>/<image>`` (test and validation images are held out by
+  ``data.test_fraction`` and ``data.val_fraction``);
+- split: ``<root>/train/<class>/<image>``, with ``val/`` and ``test/`` beside it when there are such.
 
 ``root`` may be a folder or a ``.tar``/``.tar.gz`` archive of one (read in place, never extracted).
-Images are decoded once with Pillow and cached as uint8 arrays in the data dir, under a key made
-from the source's file list, sizes and modification times, so an edited source is decoded again.
-If ``<archive>.sha256`` lies beside an archive, the archive is verified before decoding.
+Every image follows :mod:`cifar_scratch.data.images` (EXIF orientation, mode, and with ``image_size``
+the resize ``predict`` uses too). Hidden files (``.DS_Store``, ``._*``, ``Thumbs.db``) are ignored and
+other files that are no images counted and named in the dataset's description. Images are decoded once
+and cached as uint8 arrays in the data dir, under a key made from the file list, sizes, modification
+times and the target size, so an edited source is decoded again; large files are decoded by a pool of
+threads. If ``<archive>.sha256`` lies beside an archive, the archive is verified before decoding.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from cifar_scratch.data import images as pictures
 from cifar_scratch.data.download import check_member_names
 from cifar_scratch.data.lock import data_lock
 from cifar_scratch.errors import DataError
 from cifar_scratch.fileio import atomic_open, file_digest, format_bytes, read_limited
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-SPLITS = ("train", "test")
-CACHE_VERSION = 1
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLITS = ("train", "val", "test")
+#: Files that systems leave in photo folders: never images, never counted.
+HIDDEN = ("Thumbs.db", "desktop.ini")
+CACHE_VERSION = 2  # 2: val/ split, flat layout, EXIF orientation, image_size
 
-
-#: Largest image accepted, in pixels: datasets of this kind hold small images, and a bigger one
-#: (a decompression bomb, or a wrong folder) is refused from its header, before it is decoded.
-MAX_PIXELS = 4096 * 4096
-#: Largest image file read: 4096 x 4096 pixels of 16-bit RGBA, uncompressed, are 134 MB.
-MAX_IMAGE_BYTES = 256_000_000
+#: Largest image accepted, in pixels, from its header before it is decoded (a decompression bomb):
+#: a 100-megapixel camera's photo passes.
+MAX_PIXELS = 100_000_000
+#: Largest image file read: 100 megapixels of 16-bit RGBA, uncompressed, are 800 MB.
+MAX_IMAGE_BYTES = 1_000_000_000
+#: Files at least this large on average are decoded by a pool of threads: Pillow releases the GIL
+#: while it decodes and resizes, which pays for the pool on photos, not on CIFAR's 1 KB JPEGs.
+PARALLEL_BYTES = 64_000
 #: Everything reading a damaged archive can raise.
 ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, ValueError)
 
@@ -42,8 +55,12 @@ def _is_archive(path: Path) -> bool:
     return path.is_file() and path.name.endswith((".tar", ".tar.gz", ".tgz"))
 
 
-def _entries(source: Path) -> tuple[list[tuple[str, str, str, int, int]], str]:
-    """List images as (split, class, member path, size, mtime) and return a fingerprint of the source."""
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name in HIDDEN
+
+
+def _listing(source: Path) -> tuple[list[tuple[tuple[str, ...], str, int, int]], set[tuple[str, ...]], str]:
+    """(path parts, where, size, mtime) of every file, the folders, and the base of the source's fingerprint."""
     if _is_archive(source):
         try:
             with tarfile.open(source) as tar:
@@ -52,39 +69,79 @@ def _entries(source: Path) -> tuple[list[tuple[str, str, str, int, int]], str]:
             raise DataError(f"{source}: not a readable .tar/.tar.gz archive ({_reason(exc)})") from None
         check_member_names(source, [m.name for m in members])
         for m in members:
-            if (m.issym() or m.islnk()) and _image_path(PurePosixPath(m.name).parts):
+            if (m.issym() or m.islnk()) and Path(m.name).suffix.lower() in IMAGE_SUFFIXES:
                 raise DataError(f"{source}: refusing archive member {m.name!r}: a link, not an image file")
-        items = [(PurePosixPath(m.name).parts, m.name, m.size, int(m.mtime)) for m in members if m.isfile()]
+        files = [(PurePosixPath(m.name).parts, m.name, m.size, int(m.mtime)) for m in members if m.isfile()]
+        folders = {PurePosixPath(m.name).parts for m in members if m.isdir()}
         stat = source.stat()
-        fingerprint_base = f"archive:{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    elif source.is_dir():
-        items = []
+        return files, folders, f"archive:{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if source.is_dir():
+        files, folders = [], set()
         for path in sorted(source.rglob("*")):
-            if path.is_file():
+            parts = path.relative_to(source).parts
+            if path.is_dir():
+                folders.add(parts)
+            elif path.is_file():
                 st = path.stat()
-                items.append((path.relative_to(source).parts, str(path), st.st_size, st.st_mtime_ns))
-        fingerprint_base = f"folder:{source.resolve()}"
+                files.append((parts, str(path), st.st_size, st.st_mtime_ns))
+        return files, folders, f"folder:{source.resolve()}"
+    raise DataError(f"{source}: no such folder or .tar/.tar.gz archive")
+
+
+def _entries(source: Path) -> tuple[list[tuple[str, str, str, int, int]], list[str], str]:
+    """-> (rows (split, class, where, size, mtime) sorted, the names of files that are no images, fingerprint)."""
+    files, folders, fingerprint_base = _listing(source)
+    files = [f for f in files if not any(_hidden(part) for part in f[0])]
+    images = [f for f in files if Path(f[0][-1]).suffix.lower() in IMAGE_SUFFIXES]
+    others = [f[1] for f in files if f not in images]
+    split_layout = any(len(parts) >= 3 and parts[-3] in SPLITS for parts, *_ in images)
+    if split_layout:
+        rows = [
+            (parts[-3], parts[-2], where, size, mtime)
+            for parts, where, size, mtime in images
+            if len(parts) >= 3 and parts[-3] in SPLITS
+        ]
+        stray = [where for parts, where, *_ in images if not (len(parts) >= 3 and parts[-3] in SPLITS)]
+        others += stray  # images outside <split>/<class>/ in a split layout: not part of it
     else:
-        raise DataError(f"{source}: no such folder or .tar/.tar.gz archive")
-    rows = [(parts[-3], parts[-2], where, size, mtime) for parts, where, size, mtime in items if _image_path(parts)]
-    for _, _, where, size, _ in rows:  # checked before anything is read: a 20 GB file named .png is not read
+        depth = {len(parts) for parts, *_ in images}
+        if len(depth) > 1:
+            raise DataError(
+                f"{source}: images at different depths; use one layout: <class>/<image>, or train/<class>/<image> "
+                "(with val/ and test/ beside it if you have them)"
+            )
+        rows = [("train", parts[-2], where, size, mtime) for parts, where, size, mtime in images if len(parts) >= 2]
+    for _, _, where, size, _ in rows:  # checked before anything is read: a 20 GB file named .jpg is not read
         if size > MAX_IMAGE_BYTES:
             raise DataError(
-                f"{where}: {format_bytes(size)} is more than an image file of at most {MAX_PIXELS:,} pixels holds "
-                f"({format_bytes(MAX_IMAGE_BYTES)} at most)"
+                f"{where}: {format_bytes(size)} is more than an image file holds here ({format_bytes(MAX_IMAGE_BYTES)} at most)"
             )
     if not rows:
-        raise DataError(f"{source}: no images found in the layout <split>/<class>/<image> with split in {SPLITS}")
-    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+        raise DataError(
+            f"{source}: no images found; put them in <class>/<image> folders, or train/<class>/<image> "
+            f"(with val/ and test/ beside it if you have them)"
+        )
+    kept = {where for _, _, where, *_ in rows}
+    _check_class_folders(source, folders, [parts for parts, where, *_ in images if where in kept], split_layout)
+    rows.sort(key=lambda r: (SPLITS.index(r[0]), r[1], r[2]))
     digest = hashlib.sha256(fingerprint_base.encode())
     for row in rows:
         digest.update(repr(row).encode())
-    return rows, digest.hexdigest()[:16]
+    return rows, others, digest.hexdigest()[:16]
 
 
-def _image_path(parts: tuple[str, ...]) -> bool:
-    """An image file whose split folder is the last `train`/`test` component with exactly <class>/<file> below it."""
-    return Path(parts[-1]).suffix.lower() in IMAGE_SUFFIXES and len(parts) >= 3 and parts[-3] in SPLITS
+def _check_class_folders(source: Path, folders: set, image_parts: list, split_layout: bool) -> None:
+    """A class folder without images is a mistake worth naming (an empty download, a wrong move)."""
+    holding = {parts[:-1] for parts in image_parts}
+    if split_layout:
+        classes = {parts for parts in folders if len(parts) >= 2 and parts[-2] in SPLITS}
+    else:
+        prefixes = {parts[:-2] for parts in image_parts}  # the folders above the class folders
+        classes = {parts for parts in folders if parts[:-1] in prefixes}
+    for parts in sorted(classes - holding):
+        if not any(_hidden(part) for part in parts):
+            where = "/".join(parts) if _is_archive(source) else str(source.joinpath(*parts))
+            raise DataError(f"{where}: a class folder with no images in it; add images or remove the folder")
 
 
 def _reason(exc: BaseException) -> str:
@@ -103,75 +160,82 @@ def _verify_sidecar(source: Path) -> None:
             raise DataError(f"{source}: SHA-256 {actual} does not match {sidecar} ({expected}); the archive is corrupt")
 
 
-def _decode(data: bytes, where: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Encoded bytes -> (H, W, 3) RGB or (H, W) grayscale uint8.
-
-    16-bit images keep their 8 most significant bits (0..65535 -> 0..255) instead of being
-    clipped to 255 by Pillow's mode conversion. Any failure inside Pillow, whatever it raises,
-    is a DataError naming the file.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise DataError(f"{where}: a {width}x{height} image is larger than {MAX_PIXELS:,} pixels (decompression bomb?)")
-            if shape is not None and (height, width) != shape[:2]:
-                raise DataError(f"{where}: image size {height}x{width} differs from the first image's {shape[0]}x{shape[1]}")
-            if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                return (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
-            if image.mode in ("I", "F"):
-                raise DataError(
-                    f"{where}: {image.mode!r} images (32-bit integer or float pixels) are not supported; use 8- or 16-bit images"
-                )
-            return np.asarray(image.convert("L" if image.mode in ("L", "1", "LA") else "RGB"))
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Pillow raises SyntaxError, struct.error, DecompressionBombError...
-        raise DataError(f"{where}: cannot decode image ({_reason(exc)})") from None
-
-
-def _read_encoded(source: Path, rows: list) -> list[bytes]:
-    """The bytes of every row's file, in row order. An archive is read once, front to back: random
-    access into a .tar.gz decompresses from the start for every member (2 minutes for CIFAR-10)."""
+def _encoded(source: Path, rows: list) -> Iterator[tuple[int, bytes]]:
+    """(row index, file bytes) of every row, one at a time (photos do not all fit in memory at once). An
+    archive is read once, front to back: random access into a .tar.gz decompresses from the start each time."""
     if not _is_archive(source):
-        try:
-            return [read_limited(where, MAX_IMAGE_BYTES) for _, _, where, *_ in rows]
-        except OSError as exc:  # replaced since it was listed (by a FIFO, a bigger file)
-            raise DataError(f"{exc.filename}: {exc.strerror}") from None
+        for index, (_, _, where, *_) in enumerate(rows):
+            try:
+                yield index, read_limited(where, MAX_IMAGE_BYTES)
+            except OSError as exc:  # replaced since it was listed (by a FIFO, a bigger file)
+                raise DataError(f"{exc.filename}: {exc.strerror}") from None
+        return
     position = {where: i for i, (_, _, where, *_) in enumerate(rows)}
-    encoded: list[bytes | None] = [None] * len(rows)
+    seen = 0
     try:
         with tarfile.open(source, mode="r:*") as tar:
             for member in tar:
                 index = position.get(member.name)
                 if index is not None and member.isfile():
-                    encoded[index] = tar.extractfile(member).read()
+                    seen += 1
+                    yield index, tar.extractfile(member).read()
     except ARCHIVE_ERRORS as exc:
         raise DataError(f"{source}: the archive is damaged or truncated ({_reason(exc)}); fetch it again") from None
-    missing = [rows[i][2] for i, data in enumerate(encoded) if data is None]
-    if missing:
-        raise DataError(f"{source}: could not read {missing[0]} from the archive")
-    return encoded
+    if seen != len(rows):
+        raise DataError(f"{source}: could not read every listed image from the archive")
 
 
-def _decode_all(source: Path, rows: list, progress: bool) -> dict[str, np.ndarray]:
-    classes = sorted({r[1] for r in rows if r[0] == "train"} or {r[1] for r in rows})
+def _size_text(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}"  # width x height, as file browsers say
+
+
+def _decode_one(data: bytes, where: str, size: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
+    """-> (uint8 RGB pixels (H, W, 3), whether the image was gray)."""
+    with pictures.open_image(data, where, MAX_PIXELS) as image:
+        gray = pictures.is_gray(image)
+        return pictures.to_pixels(image, where, 3, size), gray
+
+
+def _decode_all(source: Path, rows: list, progress: bool, size: tuple[int, int] | None) -> dict[str, np.ndarray]:
+    classes = sorted({r[1] for r in rows if r[0] == "train"})
     index = {name: i for i, name in enumerate(classes)}
     for split, cls, where, *_ in rows:
         if cls not in index:
-            raise DataError(f"{where}: class folder {cls!r} of split {split!r} does not exist in the train split")
-    encoded = _read_encoded(source, rows)
-    first = _decode(encoded[0], rows[0][2])
-    shape = first.shape if first.ndim == 3 else (*first.shape, 1)
-    images = np.empty((len(rows), *shape), dtype=np.uint8)
-    # One thread on purpose: for 32x32 JPEGs Pillow's per-image Python work holds the GIL, and a
-    # thread pool measured slower (4.3 s -> 5.6 s for CIFAR-10; docs/measurements.md).
-    for i in tqdm(range(len(rows)), desc=f"decode {source.name}", unit="img", disable=not progress):
-        pixels = _decode(encoded[i], rows[i][2], shape)
-        pixels = pixels if pixels.ndim == 3 else pixels[:, :, None]
-        if pixels.shape != shape:
-            raise DataError(f"{rows[i][2]}: image shape {pixels.shape} differs from the first image's {shape}")
-        images[i] = pixels
+            raise DataError(f"{where}: class folder {cls!r} of the {split} split has no counterpart in train/")
+    images: np.ndarray | None = None
+    all_gray = True
+    first: tuple[str, tuple[int, ...]] | None = None
+    parallel = sum(r[3] for r in rows) / len(rows) >= PARALLEL_BYTES
+    workers = max(1, min(8, os.cpu_count() or 1)) if parallel else 1
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        tqdm(total=len(rows), desc=f"decode {source.name}", unit="img", disable=not progress) as bar,
+    ):
+        pending = []
+
+        def drain(limit: int) -> None:
+            nonlocal images, all_gray, first
+            while len(pending) > limit:
+                i, future = pending.pop(0)
+                pixels, gray = future.result()
+                all_gray &= gray
+                if images is None:
+                    images, first = np.empty((len(rows), *pixels.shape), np.uint8), (rows[i][2], pixels.shape)
+                if pixels.shape != images.shape[1:]:
+                    raise DataError(
+                        f"{rows[i][2]} is {_size_text(pixels.shape)} pixels, {first[0]} {_size_text(first[1])} (width x height): "
+                        f"images of one dataset need one size; set data.image_size: [H, W] to resize them all "
+                        f"(e.g. [{first[1][0]}, {first[1][1]}])"
+                    )
+                images[i] = pixels
+                bar.update(1)
+
+        for i, data in _encoded(source, rows):
+            pending.append((i, pool.submit(_decode_one, data, rows[i][2], size)))
+            drain(4 * workers)  # bounded: encoded photos in flight, not the whole folder
+        drain(0)
+    if all_gray:
+        images = np.ascontiguousarray(images[..., :1])  # every image gray: one channel (R = G = B)
     labels = np.array([index[r[1]] for r in rows], dtype=np.int64)
     splits = np.array([r[0] for r in rows])
     arrays = {"class_names": np.array(classes)}
@@ -183,24 +247,26 @@ def _decode_all(source: Path, rows: list, progress: bool) -> dict[str, np.ndarra
     return arrays
 
 
-def load(source: Path, cache_dir: Path, progress: bool = True) -> dict[str, np.ndarray]:
-    """-> ``{"class_names", "train_images", "train_labels"[, "test_images", "test_labels"]}``.
+def load(source: Path, cache_dir: Path, progress: bool = True, size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """-> ``{"class_names", "train_images", "train_labels"[, "val_..."][, "test_..."], "ignored"}``.
 
-    Images are (N, H, W, C) uint8 with C = 3 (RGB) or 1 (grayscale sources).
+    Images are (N, H, W, C) uint8 with C = 3 (RGB), or 1 when every image is gray; ``size``: (H, W)
+    to resize every image to (:mod:`cifar_scratch.data.images`), else all must share one size.
+    ``ignored``: the files that are no images.
     """
-    rows, key = _entries(source)
+    rows, others, key = _entries(source)
+    if size is not None:
+        key = hashlib.sha256(f"{key}:{size}".encode()).hexdigest()[:16]
     stem = source.name.split(".")[0] or "images"
     cache = cache_dir / f"{stem}-{key}.npz"
-    if (arrays := _read_cache(cache)) is not None:
-        return arrays
-    with data_lock(cache_dir, cache.stem, progress):
-        if (arrays := _read_cache(cache)) is not None:  # decoded by another process while this one waited
-            return arrays
-        _verify_sidecar(source)
-        arrays = _decode_all(source, rows, progress)
-        with atomic_open(cache, "wb") as handle:
-            np.savez(handle, cache_version=np.array(CACHE_VERSION), **arrays)
-    return arrays
+    if (arrays := _read_cache(cache)) is None:
+        with data_lock(cache_dir, cache.stem, progress):
+            if (arrays := _read_cache(cache)) is None:  # or decoded by another process while this one waited
+                _verify_sidecar(source)
+                arrays = _decode_all(source, rows, progress, size)
+                with atomic_open(cache, "wb") as handle:
+                    np.savez(handle, cache_version=np.array(CACHE_VERSION), **arrays)
+    return arrays | {"ignored": np.array(others, dtype=str)}
 
 
 def _read_cache(cache: Path) -> dict[str, np.ndarray] | None:

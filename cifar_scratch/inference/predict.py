@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from cifar_scratch.builders import model_input_shape
+from cifar_scratch.data import images as pictures
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
 from cifar_scratch.fileio import format_bytes, open_regular
 from cifar_scratch.inference.evaluate import locate, restore_model, run_config
@@ -52,21 +52,11 @@ def load_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _decode_to(handle, path: Path, shape: tuple[int, int, int]) -> np.ndarray:
-    """An opened image file, resized and centre-cropped to ``shape``."""
+    """An opened image file as the run's training images were made (:mod:`cifar_scratch.data.images`):
+    upright, in the model's channels, resized to cover ``shape`` and centre-cropped."""
     height, width, channels = shape
-    try:
-        with Image.open(handle) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise DataError(f"{path}: not a readable image ({image.width}x{image.height} is over {MAX_PIXELS:,} pixels)")
-            image = image.convert("L" if channels == 1 else "RGB")
-            scale = max(height / image.height, width / image.width)
-            size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-            image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
-            left, top = (size[0] - width) // 2, (size[1] - height) // 2
-            pixels = np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.uint8)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from None
-    return pixels.reshape(height, width, channels)
+    with pictures.open_image(handle.read(), str(path), MAX_PIXELS) as image:
+        return pictures.to_pixels(image, str(path), channels, (height, width))
 
 
 def predict_images(

@@ -2,10 +2,10 @@
 
 A record (:class:`DatasetKind`) says what ``data.dataset: NAME`` means:
 
-- ``load(config, source, data_dir, progress) -> (train, test, class names, description)``: one source
-  of the dataset (``official``, a path, or None for a dataset that takes no source) as
-  :class:`~cifar_scratch.data.Split` objects of uint8 images (N, H, W, C); ``test`` is None when the
-  source has no test split. A source that is not there raises
+- ``load(config, source, data_dir, progress) -> Loaded``: one source of the dataset (``official``, a
+  path, or None for a dataset that takes no source) as :class:`~cifar_scratch.data.Split` objects of
+  uint8 images (N, H, W, C) with the class names and a description; ``test`` (``val``) is None when
+  the source has no test (validation) split, which is then held out of train. A source that is not there raises
   :class:`~cifar_scratch.errors.DataUnavailable`, so that the next of ``data.source``'s candidates is tried;
 - ``image_shape`` and ``class_names``: what is known without loading (None: only the data can tell);
 - which ``data.source`` values it takes: ``official`` (an official release, in the data dir or
@@ -58,30 +58,42 @@ def _split(arrays: dict, name: str):
     return Split(arrays[f"{name}_images"], arrays[f"{name}_labels"]) if f"{name}_images" in arrays else None
 
 
-def _image_folder(config, path: Path, data_dir: Path, progress: bool, hint: str = ""):
-    """A ``<root>/<split>/<class>/*`` folder or archive (read by :mod:`cifar_scratch.data.imagefolder`)."""
+def _image_folder(config, path: Path, data_dir: Path, progress: bool, what: str, hint: str = ""):
+    """A folder or archive of ``<class>/*`` or ``<split>/<class>/*`` images (:mod:`cifar_scratch.data.imagefolder`)."""
+    from cifar_scratch.data import Loaded
+
     if not path.exists():
         raise DataUnavailable(f"data.source: {path} does not exist{hint}")
-    arrays = imagefolder.load(path, data_dir / "imagefolder", progress)
-    return _split(arrays, "train"), _split(arrays, "test"), tuple(str(n) for n in arrays["class_names"])
+    size = tuple(config.image_size) if config.image_size else None
+    arrays = imagefolder.load(path, data_dir / "imagefolder", progress, size)
+    ignored = [str(n) for n in arrays["ignored"]]
+    description = f"{what} ({path})" + (
+        f"; {len(ignored)} file{'s' * (len(ignored) > 1)} that {'are' if len(ignored) > 1 else 'is'} no image ignored: "
+        + ", ".join(Path(n).name for n in ignored[:3])
+        + (", ..." if len(ignored) > 3 else "")
+        if ignored
+        else ""
+    )
+    names = tuple(str(n) for n in arrays["class_names"])
+    return Loaded(_split(arrays, "train"), _split(arrays, "test"), names, description, _split(arrays, "val"))
 
 
 # --------------------------------------------------------------------------- CIFAR-10
 def _load_cifar10(config, source: str, data_dir: Path, progress: bool):
     """The official python release, or a folder or archive in CIFAR-10 layout (the JPEG copy, say)."""
-    from cifar_scratch.data import Split
+    from cifar_scratch.data import Loaded, Split
 
     if source == OFFICIAL_SOURCE:
         folder = cifar10.prepare(data_dir, config.download, progress)
         train, test, names = cifar10.load(folder)
-        return Split(*train), Split(*test), names, f"CIFAR-10 (official python release, {folder})"
+        return Loaded(Split(*train), Split(*test), names, f"CIFAR-10 (official python release, {folder})")
     path = Path(source).expanduser()
     alone = len(config.sources) == 1
     hint = f" (set data.source={OFFICIAL_SOURCE} to use the official CIFAR-10 release)" if alone else ""
-    train, test, names = _image_folder(config, path, data_dir, progress, hint)
-    if names != cifar10.CLASSES:
-        raise DataError(f"data.source: {path} has classes {list(names)}, not the 10 CIFAR-10 classes")
-    return train, test, names, f"CIFAR-10 copy ({path})"
+    loaded = _image_folder(config, path, data_dir, progress, "CIFAR-10 copy", hint)
+    if loaded.class_names != cifar10.CLASSES:
+        raise DataError(f"data.source: {path} has classes {list(loaded.class_names)}, not the 10 CIFAR-10 classes")
+    return loaded
 
 
 register_dataset(DatasetKind("cifar10", _load_cifar10, (32, 32, 3), cifar10.CLASSES, official=True))
@@ -91,10 +103,13 @@ register_dataset(DatasetKind("cifar10", _load_cifar10, (32, 32, 3), cifar10.CLAS
 def _idx_loader(release: mnist.Release):
     def load(config, source: str, data_dir: Path, progress: bool):
         """The four official IDX files: the folder ``source``, or the official release (data dir, OS packages, mirrors)."""
+        from cifar_scratch.data import Loaded
+
         arrays, folder = mnist.load(
             release, data_dir, config.download, progress, None if source == OFFICIAL_SOURCE else Path(source)
         )
-        return _split(arrays, "train"), _split(arrays, "test"), release.classes, f"{release.title} (official IDX files, {folder})"
+        description = f"{release.title} (official IDX files, {folder})"
+        return Loaded(_split(arrays, "train"), _split(arrays, "test"), release.classes, description)
 
     return load
 
@@ -106,10 +121,10 @@ for _name, _release in mnist.RELEASES.items():
 # --------------------------------------------------------------------------- scikit-learn's digits
 def _load_digits(config, source, data_dir: Path, progress: bool):
     """scikit-learn's bundled 8x8 digits: offline, no source."""
-    from cifar_scratch.data import Split
+    from cifar_scratch.data import Loaded, Split
 
     images, labels = digits.load()
-    return Split(images, labels), None, digits.CLASSES, "scikit-learn digits (8x8)"
+    return Loaded(Split(images, labels), None, digits.CLASSES, "scikit-learn digits (8x8)")
 
 
 register_dataset(DatasetKind("digits", _load_digits, (8, 8, 1), digits.CLASSES, paths=False))
@@ -117,9 +132,7 @@ register_dataset(DatasetKind("digits", _load_digits, (8, 8, 1), digits.CLASSES, 
 
 # --------------------------------------------------------------------------- any image folder
 def _load_imagefolder(config, source: str, data_dir: Path, progress: bool):
-    path = Path(source).expanduser()
-    train, test, names = _image_folder(config, path, data_dir, progress)
-    return train, test, names, f"image folder ({path})"
+    return _image_folder(config, Path(source).expanduser(), data_dir, progress, "image folder")
 
 
 register_dataset(DatasetKind("imagefolder", _load_imagefolder, needs_source=True))
@@ -128,13 +141,13 @@ register_dataset(DatasetKind("imagefolder", _load_imagefolder, needs_source=True
 # --------------------------------------------------------------------------- arrays in an .npz
 def _load_npz(config, source: str, data_dir: Path, progress: bool):
     """x_train, y_train (and x_test, y_test, class_names) of an .npz file (:mod:`cifar_scratch.data.arrays`)."""
-    from cifar_scratch.data import Split
+    from cifar_scratch.data import Loaded, Split
 
     path = Path(source).expanduser()
     if not path.is_file():
         raise DataUnavailable(f"data.source: {path} does not exist")
     train, test, names = arrays.load(path)
-    return Split(*train), (Split(*test) if test is not None else None), names, f"arrays ({path})"
+    return Loaded(Split(*train), (Split(*test) if test is not None else None), names, f"arrays ({path})")
 
 
 register_dataset(DatasetKind("npz", _load_npz, needs_source=True))

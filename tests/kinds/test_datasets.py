@@ -5,7 +5,7 @@ import pytest
 
 from cifar_scratch.builders import model_input_shape, num_classes
 from cifar_scratch.config import build_config
-from cifar_scratch.data import Split, load_dataset
+from cifar_scratch.data import Loaded, Split, load_dataset
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.kinds.datasets import DATASET_KINDS, DatasetKind, register_dataset
 
@@ -41,7 +41,7 @@ def test_a_new_dataset_is_one_record(tmp_path):
     def load(config, source, data_dir, progress):
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (60, 5, 5, 2), dtype=np.uint8)
-        return Split(images, np.arange(60) % 3), None, ("a", "b", "c"), "noise (5x5x2)"
+        return Loaded(Split(images, np.arange(60) % 3), None, ("a", "b", "c"), "noise (5x5x2)")
 
     register_dataset(DatasetKind("noise", load, (5, 5, 2), ("a", "b", "c"), paths=False))  # the whole record
     try:
