@@ -2,17 +2,21 @@
 with the clutter systems leave; and predict resizing a new photo as training did."""
 
 import io
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 import cifar_scratch as cs
+from cifar_scratch.cli import app
 from cifar_scratch.config import DataConfig
 from cifar_scratch.data import imagefolder, load_dataset
 from cifar_scratch.data import images as pictures
 from cifar_scratch.errors import ConfigError, DataError
 from cifar_scratch.inference.predict import load_image
+from tests.conftest import REPO
 
 EXIF_ORIENTATION = 0x0112
 
@@ -165,3 +169,24 @@ def test_image_size_is_for_image_folders():
         DataConfig(dataset="digits", image_size=[32, 32])
     with pytest.raises(ConfigError, match="data.image_size.0: Input should be greater than or equal to 1"):
         cs.config_of({"data": {"dataset": "imagefolder", "source": "x", "image_size": [0, 4]}, "model": {"layers": ["dense"]}})
+
+
+@pytest.mark.slow
+def test_the_shipped_photo_config_checks_and_trains_on_a_folder_beside_it(photos, tmp_path):
+    (tmp_path / "configs").mkdir()
+    shutil.copy(REPO / "configs" / "my_photos.yaml", tmp_path / "configs" / "my_photos.yaml")
+    shutil.copytree(photos, tmp_path / "my_photos")
+    config = tmp_path / "configs" / "my_photos.yaml"
+    runner = CliRunner()
+    checked = runner.invoke(
+        app, ["gradcheck", str(config), "--max-elements", "4"], env={"CIFAR_SCRATCH_DATA": str(tmp_path / "data")}
+    )
+    assert checked.exit_code == 0, checked.output
+    trained = runner.invoke(
+        app,
+        ["train", str(config), "training.epochs=1", "--quiet", "--runs-dir", str(tmp_path / "runs")],
+        env={"CIFAR_SCRATCH_DATA": str(tmp_path / "data")},
+    )
+    assert trained.exit_code == 0, trained.output
+    run = cs.load_run(trained.output.strip().splitlines()[-1])
+    assert run.info["image_shape"] == [64, 64, 3] and len(run.history) == 1
