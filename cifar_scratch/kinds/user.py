@@ -196,13 +196,20 @@ def user_layer_kind(reference: str) -> LayerKind:
     """The record of the user layer ``reference`` (a file's path absolute), registered on first use;
     registered again when its file has changed since. ValueError when it cannot be loaded."""
     cls = load_class(reference)
-    known = LAYER_KINDS.get(reference)
-    if known is not None:
-        if known.user is cls:
-            return known
-        unregister_layer(reference)  # the file changed: its new class replaces the old
+    if (known := _registered(LAYER_KINDS, reference, cls, unregister_layer)) is not None:
+        return known
     options = options_model(reference, cls)
     return register_layer(LayerKind(options, _module_factory(cls), _examples(cls, options), user=cls))
+
+
+def _registered(records: dict, reference: str, cls: type, unregister: Callable[[str], None]):
+    """The record registered for ``reference`` when it holds this very class (else None); one of an
+    earlier version of the file is removed, so that the new class replaces it."""
+    known = records.get(reference)
+    if known is not None and known.user is not cls:
+        unregister(reference)
+        return None
+    return known
 
 
 class UserOptimizerOptions(Section):
@@ -217,11 +224,8 @@ class UserOptimizerOptions(Section):
 def user_optimizer_kind(reference: str) -> OptimizerKind:
     """The record of the user optimizer ``reference``, registered on first use (again when its file changed)."""
     cls = load_class(reference, Optimizer)
-    known = OPTIMIZER_KINDS.get(reference)
-    if known is not None:
-        if known.user is cls:
-            return known
-        unregister_optimizer(reference)
+    if (known := _registered(OPTIMIZER_KINDS, reference, cls, unregister_optimizer)) is not None:
+        return known
     options = options_model(reference, cls, UserOptimizerOptions, "name", skip=3)  # self, params, hyper
     own = [name for name in options.model_fields if name not in UserOptimizerOptions.model_fields and name != "name"]
 
@@ -239,11 +243,8 @@ def user_optimizer_kind(reference: str) -> OptimizerKind:
 def user_loss_kind(reference: str) -> LossKind:
     """The record of the user loss ``reference``, registered on first use (again when its file changed)."""
     cls = load_class(reference, Loss)
-    known = LOSS_KINDS.get(reference)
-    if known is not None:
-        if known.user is cls:
-            return known
-        unregister_loss(reference)
+    if (known := _registered(LOSS_KINDS, reference, cls, unregister_loss)) is not None:
+        return known
     options = options_model(reference, cls, Section, "name")
     own = [name for name in options.model_fields if name != "name"]
 
