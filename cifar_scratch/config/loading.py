@@ -173,8 +173,45 @@ def build_config(tree: dict, overrides: list[str] = (), base_dir: Path | None = 
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    path = Path(path)
-    return build_config(read_yaml_mapping(path), overrides, base_dir=path.resolve().parent)
+    """The config file at ``path`` (and the files its ``base:`` chain names) with ``overrides`` applied last."""
+    return build_config(read_config_tree(Path(path)), overrides)
+
+
+def read_config_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A config file's mapping with its relative paths made absolute against its folder, merged onto
+    the file its ``base:`` names (relative to it; chains allowed, cycles refused). Mappings merge key by
+    key, lists and values replace; a section that names another kind (``name``, ``type``) replaces the base's."""
+    path = path.expanduser().resolve() if path.exists() else path
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
+        raise ConfigError(f"{chain[-1]}: base: a cycle of configs ({cycle})")
+    tree = read_yaml_mapping(path)
+    _absolute_paths(tree, path.parent)
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base: the path of another config file (got {short(base)})")
+    base_path = Path(base).expanduser()
+    base_path = base_path if base_path.is_absolute() else path.parent / base_path
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base: {base_path} is not a config file")
+    return merge(read_config_tree(base_path, (*chain, path)), tree)
+
+
+def merge(base: dict, tree: dict) -> dict:
+    """``tree`` on top of ``base``: mappings merge key by key, anything else replaces (lists too); a
+    mapping whose ``name`` or ``type`` differs from the base's replaces it whole (another kind's keys)."""
+    merged = dict(base)
+    for key, value in tree.items():
+        below = base.get(key)
+        other_kind = (
+            any(k in value and isinstance(below, dict) and below.get(k) != value[k] for k in ("name", "type"))
+            if isinstance(value, dict)
+            else False
+        )
+        merged[key] = merge(below, value) if isinstance(value, dict) and isinstance(below, dict) and not other_kind else value
+    return merged
 
 
 def dump_config(config: RunConfig, folder: Path | None = None) -> str:
