@@ -59,7 +59,7 @@ from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.options import MAX_LR, Float, Int, Section
 
 #: ``path/to/file.py:Class`` or ``package.module:Class``.
-REFERENCE = re.compile(r"^(?P<where>[^:]+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+REFERENCE = re.compile(r"^(?P<where>.+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")  # the last colon: C:\\ paths too
 #: Where a user layer with no ``examples`` of its own is checked alone: an image, else a vector.
 DEFAULT_EXAMPLE_SHAPES = ((4, 5, 3), (7,))
 
@@ -70,7 +70,7 @@ def is_reference(value: Any) -> bool:
 
 
 def is_file_reference(reference: str) -> bool:
-    return reference.partition(":")[0].endswith(".py")
+    return reference.rpartition(":")[0].endswith(".py")
 
 
 def absolute_reference(reference: str, base: Path) -> str:
