@@ -20,6 +20,7 @@ import os
 import tarfile
 import zipfile
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -92,8 +93,10 @@ def _entries(source: Path) -> tuple[list[tuple[str, str, str, int, int]], list[s
     """-> (rows (split, class, where, size, mtime) sorted, the names of files that are no images, fingerprint)."""
     files, folders, fingerprint_base = _listing(source)
     files = [f for f in files if not any(_hidden(part) for part in f[0])]
-    images = [f for f in files if Path(f[0][-1]).suffix.lower() in IMAGE_SUFFIXES]
-    others = [f[1] for f in files if f not in images]
+    images, others = [], []
+    for f in files:
+        (images if Path(f[0][-1]).suffix.lower() in IMAGE_SUFFIXES else others).append(f)
+    others = [where for _, where, *_ in others]
     split_layout = any(len(parts) >= 3 and parts[-3] in SPLITS for parts, *_ in images)
     if split_layout:
         rows = [
@@ -196,6 +199,26 @@ def _decode_one(data: bytes, where: str, size: tuple[int, int] | None) -> tuple[
         return pictures.to_pixels(image, where, 3, size), gray
 
 
+def _decoded(source: Path, rows: list, size: tuple[int, int] | None) -> Iterator[tuple[int, tuple[np.ndarray, bool]]]:
+    """(row index, :func:`_decode_one`'s result) of every row: on this thread for small files, on a pool
+    of threads for large ones, with a few encoded files in flight at a time (not the whole folder)."""
+    if sum(r[3] for r in rows) / len(rows) < PARALLEL_BYTES:
+        for i, data in _encoded(source, rows):
+            yield i, _decode_one(data, rows[i][2], size)
+        return
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for i, data in _encoded(source, rows):
+            pending.append((i, pool.submit(_decode_one, data, rows[i][2], size)))
+            while len(pending) > 4 * workers:
+                i, future = pending.popleft()
+                yield i, future.result()
+        while pending:
+            i, future = pending.popleft()
+            yield i, future.result()
+
+
 def _decode_all(source: Path, rows: list, progress: bool, size: tuple[int, int] | None) -> dict[str, np.ndarray]:
     classes = sorted({r[1] for r in rows if r[0] == "train"})
     index = {name: i for i, name in enumerate(classes)}
@@ -204,36 +227,20 @@ def _decode_all(source: Path, rows: list, progress: bool, size: tuple[int, int] 
             raise DataError(f"{where}: class folder {cls!r} of the {split} split has no counterpart in train/")
     images: np.ndarray | None = None
     all_gray = True
-    first: tuple[str, tuple[int, ...]] | None = None
-    parallel = sum(r[3] for r in rows) / len(rows) >= PARALLEL_BYTES
-    workers = max(1, min(8, os.cpu_count() or 1)) if parallel else 1
-    with (
-        ThreadPoolExecutor(workers) as pool,
-        tqdm(total=len(rows), desc=f"decode {source.name}", unit="img", disable=not progress) as bar,
-    ):
-        pending = []
-
-        def drain(limit: int) -> None:
-            nonlocal images, all_gray, first
-            while len(pending) > limit:
-                i, future = pending.pop(0)
-                pixels, gray = future.result()
-                all_gray &= gray
-                if images is None:
-                    images, first = np.empty((len(rows), *pixels.shape), np.uint8), (rows[i][2], pixels.shape)
-                if pixels.shape != images.shape[1:]:
-                    raise DataError(
-                        f"{rows[i][2]} is {_size_text(pixels.shape)} pixels, {first[0]} {_size_text(first[1])} (width x height): "
-                        f"images of one dataset need one size; set data.image_size: [H, W] to resize them all "
-                        f"(e.g. [{first[1][0]}, {first[1][1]}])"
-                    )
-                images[i] = pixels
-                bar.update(1)
-
-        for i, data in _encoded(source, rows):
-            pending.append((i, pool.submit(_decode_one, data, rows[i][2], size)))
-            drain(4 * workers)  # bounded: encoded photos in flight, not the whole folder
-        drain(0)
+    first: tuple[str, tuple[int, ...]] = ("", ())
+    with tqdm(total=len(rows), desc=f"decode {source.name}", unit="img", disable=not progress) as bar:
+        for i, (pixels, gray) in _decoded(source, rows, size):
+            all_gray &= gray
+            if images is None:
+                images, first = np.empty((len(rows), *pixels.shape), np.uint8), (rows[i][2], pixels.shape)
+            if pixels.shape != images.shape[1:]:
+                raise DataError(
+                    f"{rows[i][2]} is {_size_text(pixels.shape)} pixels, {first[0]} {_size_text(first[1])} (width x height): "
+                    f"images of one dataset need one size; set data.image_size: [H, W] to resize them all "
+                    f"(e.g. [{first[1][0]}, {first[1][1]}])"
+                )
+            images[i] = pixels
+            bar.update(1)
     if all_gray:
         images = np.ascontiguousarray(images[..., :1])  # every image gray: one channel (R = G = B)
     labels = np.array([index[r[1]] for r in rows], dtype=np.int64)

@@ -40,7 +40,8 @@ def to_pixels(image: Image.Image, where: str, channels: int, size: tuple[int, in
     try:
         if size is not None and image.format == "JPEG":
             image.draft("L" if channels == 1 else "RGB", _cover(image.size, size, exif_rotated=_rotated(image)))
-        image = ImageOps.exif_transpose(image)
+        if image.info.get("exif") or image.format == "TIFF":  # only these can hold an orientation; reading EXIF costs
+            image = ImageOps.exif_transpose(image)
         if image.mode in ("I", "F"):
             raise DataError(
                 f"{where}: {image.mode!r} images (32-bit integer or float pixels) are not supported; use 8 or 16 bits"
@@ -63,6 +64,8 @@ def is_gray(image: Image.Image) -> bool:
 
 def _rotated(image: Image.Image) -> bool:
     """Whether the EXIF orientation turns the image by 90 degrees (width and height trade places)."""
+    if not image.info.get("exif"):
+        return False
     try:
         return image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
     except Exception:  # noqa: BLE001 - damaged EXIF: exif_transpose will ignore it too
