@@ -94,7 +94,7 @@ def model_to_onnx(model: Sequential, normalizer: Normalizer, class_names: list[s
         producer_name="cifar-scratch",
         ir_version=IR_VERSION,
     )
-    onnx.helper.set_model_props(proto, {"class_names": ",".join(class_names), "input": "float32 pixels 0-255, NHWC"})
+    onnx.helper.set_model_props(proto, {"class_names": json.dumps(class_names), "input": "float32 pixels 0-255, NHWC"})
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
