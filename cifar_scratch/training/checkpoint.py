@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import tokenize
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -77,7 +78,18 @@ def load_checkpoint(path: str | Path, shapes: Shapes | None = None) -> tuple[dic
                 expected = shapes(name, metadata) if shapes is not None else ()
                 if expected is not None:
                     arrays[name] = _read_array(archive, info, None if shapes is None else tuple(expected), path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, OSError, EOFError, RecursionError) as exc:
+    # NumPy parses a .npy header with Python's tokenizer: a damaged one can also raise TokenError or SyntaxError.
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        KeyError,
+        ValueError,
+        OSError,
+        EOFError,
+        RecursionError,
+        tokenize.TokenError,
+        SyntaxError,
+    ) as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
     return arrays, metadata
 

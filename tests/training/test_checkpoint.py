@@ -114,3 +114,16 @@ def test_a_checkpoint_that_is_not_a_regular_file_is_refused(tmp_path):
     os.mkfifo(tmp_path / "fifo.npz")
     with pytest.raises(CheckpointError, match="no such checkpoint .not a regular file."):
         load_checkpoint(tmp_path / "fifo.npz")
+
+
+def test_a_header_the_tokenizer_chokes_on_is_a_checkpoint_error(tmp_path):
+    """NumPy reads a .npy header with Python's tokenizer: a bit flip there raised TokenError (the fuzz
+    campaign found it), which is a damaged checkpoint like any other."""
+    path = tmp_path / "flipped.npz"
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (6, }"  # an unclosed parenthesis
+    text += " " * (63 - (len(text) + 10) % 64) + "\n"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", HEADER)
+        archive.writestr("param/w.npy", b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode() + b"\0" * 24)
+    with pytest.raises(CheckpointError, match=r"flipped.npz: unreadable checkpoint \((TokenError|SyntaxError)"):
+        load_checkpoint(path)
