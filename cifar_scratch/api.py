@@ -143,24 +143,23 @@ class Run:
 
     def load_model(self, checkpoint: str = "best") -> tuple[Sequential, Any]:
         """(model in eval mode, normaliser) with the weights of ``checkpoint`` (best or last)."""
-        from cifar_scratch.builders import model_input_shape
-        from cifar_scratch.inference.evaluate import restore_model
+        return self._restore(checkpoint)[1:3]
+
+    def _restore(self, checkpoint: str):
+        """:func:`cifar_scratch.inference.evaluate.restore_run` of ``checkpoint`` (best or last)."""
+        from cifar_scratch.inference.evaluate import restore_run
 
         path = {"best": self.folder.best, "last": self.folder.last}.get(checkpoint)
         if path is None:
             raise UsageError(f"checkpoint: best or last (got {checkpoint!r})")
         if not path.is_file():
             raise CheckpointError(f"{path}: no such checkpoint")
-        config, info = self.config, self.info
-        shape = tuple(info["image_shape"]) if isinstance(info.get("image_shape"), list) else model_input_shape(config)
-        classes = len(info.get("class_names") or self.metrics.get("class_names") or ())
-        model, normalizer, _ = restore_model(config, path, shape, classes)
-        return model.eval(), normalizer
+        return restore_run(self.path, path)
 
     def predict(self, images: np.ndarray, checkpoint: str = "best", batch_size: int = 256) -> np.ndarray:
         """Class probabilities (N, classes) float32 of uint8 ``images`` (N, H, W, C), or (N, H, W) for one
         channel, in the run's image size, with its normalisation and kernels."""
-        model, normalizer = self.load_model(checkpoint)
+        config, model, normalizer, _ = self._restore(checkpoint)
         images = np.asarray(images)
         if images.ndim == len(model.input_shape) and model.input_shape[-1] == 1:  # (N, H, W): one channel
             images = images[..., None]
@@ -169,7 +168,7 @@ class Run:
                 f"images: uint8 of shape (N, {', '.join(map(str, model.input_shape))}) as the run trained on "
                 f"(got {images.dtype} {images.shape})"
             )
-        with kernels.using(self.config.training.engine):
+        with kernels.using(config.training.engine):
             logits = [model.forward(normalizer(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
         return softmax(np.concatenate(logits)) if logits else np.zeros((0, model.output_shape[0]), np.float32)
 

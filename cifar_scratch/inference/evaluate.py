@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_scratch import reports
-from cifar_scratch.builders import build_model
+from cifar_scratch.builders import build_model, model_input_shape
 from cifar_scratch.config import RunConfig, load_config
 from cifar_scratch.data import Normalizer, load_dataset
 from cifar_scratch.errors import CheckpointError, DataError, UsageError
@@ -60,6 +60,23 @@ def restore_model(
     normalizer = Normalizer(np.zeros(channels, np.float32), np.ones(channels, np.float32))  # filled from the checkpoint
     meta = load_weights(model, normalizer, checkpoint)
     return model, normalizer, meta
+
+
+def restore_run(
+    run_dir: Path, checkpoint: Path, notes: list[str] | None = None
+) -> tuple[RunConfig, Sequential, Normalizer, list[str]]:
+    """A run folder's config, its model (eval mode) with ``checkpoint``'s weights, its normalisation and its
+    class names, from config.yaml and run.json, for inference without the data (predict, export, the API).
+    A run from before run.json recorded ``image_shape`` takes its dataset's input shape."""
+    config = run_config(run_dir, notes)
+    info = RunFolder(run_dir).read_info()
+    class_names = info.get("class_names")
+    if not isinstance(class_names, list) or not class_names:
+        raise CheckpointError(f"{run_dir}: run.json lists no class_names")
+    recorded = info.get("image_shape")
+    shape = tuple(recorded) if isinstance(recorded, list) and len(recorded) == 3 else model_input_shape(config)
+    model, normalizer, _ = restore_model(config, checkpoint, shape, len(class_names))
+    return config, model.eval(), normalizer, [str(name) for name in class_names]
 
 
 def evaluate_checkpoint(

@@ -151,24 +151,18 @@ def export_run(target: Path, out: Path | None = None, notes: list[str] | None = 
     """Write the run's best (or the given) checkpoint as ``fmt`` (onnx, safetensors) to ``out`` (default
     ``RUN/export/model.<format>``) -> the path."""
     from cifar_scratch.fileio import atomic_open
-    from cifar_scratch.inference.evaluate import locate, restore_model, run_config
+    from cifar_scratch.inference.evaluate import locate, restore_run
     from cifar_scratch.runs.folder import RunFolder
 
     if fmt not in FORMATS:
         raise UsageError(f"--format: onnx or safetensors (got {fmt!r})")
     onnx = import_onnx() if fmt == "onnx" else None
     run_dir, checkpoint = locate(target)
-    config = run_config(run_dir, notes)
-    info = RunFolder(run_dir).read_info()
-    names, shape = info.get("class_names"), info.get("image_shape")
-    if not isinstance(names, list) or not isinstance(shape, list):
-        raise UserError(f"{run_dir}: run.json lists no class_names or image_shape")
-    model, normalizer, _ = restore_model(config, checkpoint, tuple(shape), len(names))
-    names = [str(n) for n in names]
+    _, model, normalizer, names = restore_run(run_dir, checkpoint, notes)
     if fmt == "onnx":
-        data = model_to_onnx(model.eval(), normalizer, names, onnx).SerializeToString()
+        data = model_to_onnx(model, normalizer, names, onnx).SerializeToString()
     else:
-        data = safetensors_bytes(model.eval(), normalizer, names)
+        data = safetensors_bytes(model, normalizer, names)
     out = Path(out) if out is not None else RunFolder(run_dir).path / "export" / FORMATS[fmt]
     with atomic_open(out, "wb") as handle:
         handle.write(data)

@@ -16,14 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_scratch.builders import model_input_shape
 from cifar_scratch.data import images as pictures
-from cifar_scratch.errors import CheckpointError, DataError, UsageError
+from cifar_scratch.errors import DataError, UsageError
 from cifar_scratch.fileio import format_bytes, open_regular
-from cifar_scratch.inference.evaluate import locate, restore_model, run_config
+from cifar_scratch.inference.evaluate import locate, restore_run
 from cifar_scratch.nn import kernels
 from cifar_scratch.nn.reference import softmax
-from cifar_scratch.runs.folder import RunFolder
 from cifar_scratch.training.evaluation import EVAL_BATCH
 
 #: Largest image accepted, in pixels, checked from the header before decoding (decompression bombs).
@@ -67,16 +65,8 @@ def predict_images(
     if not Path(target).exists():
         raise UsageError(f"{target}: no such run folder or checkpoint")
     run_dir, checkpoint = locate(target)
-    config = run_config(run_dir, notes)
-    info = RunFolder(run_dir).read_info()
-    class_names = info.get("class_names")
-    if not isinstance(class_names, list) or not class_names:
-        raise CheckpointError(f"{run_dir}: run.json lists no class_names")
-    recorded = info.get("image_shape")  # runs before it was recorded: known datasets' shapes, else the data's
-    shape = tuple(recorded) if isinstance(recorded, list) and len(recorded) == 3 else model_input_shape(config)
-    model, normalizer, _ = restore_model(config, checkpoint, shape, len(class_names))
-    pixels = np.stack([load_image(Path(path), shape) for path in images])
-    model.eval()
+    config, model, normalizer, class_names = restore_run(run_dir, checkpoint, notes)
+    pixels = np.stack([load_image(Path(path), model.input_shape) for path in images])
     with kernels.using(engine or config.training.engine):
         logits = np.concatenate(
             [model.forward(normalizer(pixels[i : i + EVAL_BATCH])) for i in range(0, len(pixels), EVAL_BATCH)]
