@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix  # noqa: E402
 
 from cifar_scratch.fileio import atomic_open  # noqa: E402
@@ -138,4 +138,63 @@ def plot_comparison(curves: list[tuple[str, list[dict]]], path: Path, panels: li
             ax.set_xticks(range(len(names)), names)
         ax.set(xlabel=parameter, ylabel=metric, title=f"{metric} by {parameter}")
         ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_layer_health(rows: list[dict], path: Path) -> None:
+    """layers.png: per layer (x, in the model's order) and epoch (one line each, light to dark), the
+    activations' standard deviation, the share of dead units, the gradient norm and the update ratio
+    (against cs231n's rule of thumb, 1e-3). ``rows``: diagnostics.csv's."""
+    layers = list(dict.fromkeys(row["layer"] for row in rows))
+    every = sorted({row["epoch"] for row in rows})
+    # At most 8 epochs (the first, the last, evenly between): more lines would only blur together.
+    epochs = sorted({every[round(i)] for i in np.linspace(0, len(every) - 1, min(8, len(every)))})
+    at = {(row["epoch"], row["layer"]): row for row in rows}
+    panels = (
+        ("act_std", "activation std", "linear"),
+        ("dead_fraction", "share of dead units", "linear"),
+        ("grad_norm", "gradient norm", "log"),
+        ("update_ratio", "update / weight ratio", "log"),
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(max(8.0, 0.45 * len(layers) + 4), 7.5))
+    fig.subplots_adjust(hspace=0.55, wspace=0.25)  # room for the layer names (a constrained layout costs 0.4 s here)
+    colours = plt.get_cmap("viridis")(np.linspace(0.9, 0.1, len(epochs)))
+    for ax, (key, label, scale) in zip(axes.ravel(), panels):
+        shown = [layer for layer in layers if any(at.get((e, layer), {}).get(key) is not None for e in epochs)]
+        for colour, epoch in zip(colours, epochs):
+            values = [at.get((epoch, layer), {}).get(key) for layer in shown]
+            values = [np.nan if v is None or (scale == "log" and v <= 0) else v for v in values]
+            ax.plot(range(len(shown)), values, "o-", color=colour, markersize=3, linewidth=1, label=f"epoch {epoch:g}")
+        if key == "update_ratio":
+            ax.axhline(1e-3, color="0.4", linestyle="--", linewidth=1, label="1e-3")
+        if scale == "log" and ax.has_data() and np.isfinite(ax.dataLim.ymin) and ax.dataLim.ymin > 0:
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks double the drawing time
+        ax.set_xticks(range(len(shown)), shown, rotation=60, ha="right", fontsize=7)
+        ax.set(ylabel=label, title=label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle(f"per-layer health, epochs {', '.join(f'{e:g}' for e in epochs)}: light to dark")
+    _save(fig, path)
+
+
+def plot_lr_find(
+    lrs: list[float], losses: list[float], smoothed: list[float], suggestion: float | None, path: Path, name: str
+) -> None:
+    """lr_find.png: the loss of each step (light) and its smoothed curve against the learning rate (log
+    scale), the suggested rate marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(lrs, losses, color="tab:blue", alpha=0.25, linewidth=1, label="loss of each step")
+    ax.plot(lrs[: len(smoothed)], smoothed, color="tab:blue", linewidth=1.8, label="smoothed")
+    if suggestion is not None:
+        at = int(np.argmin(np.abs(np.log(np.asarray(lrs)) - np.log(suggestion))))
+        ax.axvline(suggestion, color="tab:orange", linestyle="--", linewidth=1)
+        ax.plot([suggestion], [smoothed[at]], "o", color="tab:orange", label=f"suggested lr {suggestion:.3g}")
+    if smoothed:  # the blow-up would flatten the useful part of the curve
+        low, high = min(smoothed), smoothed[min(10, len(smoothed) - 1)]
+        ax.set_ylim(low - 0.1 * (high - low + 1e-12), max(high, smoothed[0]) + 0.5 * (high - low + 1e-12))
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate", ylabel="training loss", title=f"learning-rate range test: {name}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
     _save(fig, path)

@@ -24,6 +24,8 @@ RUN_FOLDER_FILES = (
     "plots/lr.png",
     "plots/confusion_matrix.png",
     "plots/confusion_matrix_normalized.png",
+    "plots/layers.png",
+    "diagnostics.csv",
 )
 
 

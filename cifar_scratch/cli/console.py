@@ -97,6 +97,9 @@ class ConsoleReport(Callback):
         parts += [f"lr {row['lr']:.3g}", f"{row['epoch_time']:.1f}s{best}"]
         self._print("  ".join(parts))
 
+    def on_warning(self, trainer: Trainer, message: str) -> None:
+        self._print(f"warning: {message}")
+
     def on_train_end(self, trainer: Trainer) -> None:
         best = trainer.state.best_epoch
         self._print(f"stopped: {trainer.state.stop_reason}; " + (f"best epoch {best}" if best else "no best epoch"))
@@ -253,6 +256,17 @@ def benchmark(r: dict, name: str, batch: int, steps: int, repeats: int, threads:
 
 
 # --------------------------------------------------------------------------- sweep, runs
+def lr_find(result, overrides: list[str]) -> str:
+    """The range test's outcome: where it stopped and the suggested rate, as overrides to train with."""
+    lines = [f"{len(result.lrs)} steps from lr {result.lrs[0]:.3g} to {result.lrs[-1]:.3g}; stopped: {result.stop_reason}"]
+    if overrides:
+        lines.append(f"suggested (steepest fall of the smoothed loss): {' '.join(overrides)}")
+    else:
+        lines.append("no suggestion: the smoothed loss never fell; try a lower --start-lr or more --steps")
+    lines.append(f"plot: {result.folder / 'lr_find.png'}")
+    return "\n".join(lines)
+
+
 def sweep_plan(plan) -> str:
     """What a sweep is about to do (:class:`cifar_scratch.sweeps.SweepPlan`)."""
     spec = plan.spec

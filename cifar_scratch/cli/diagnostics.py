@@ -1,18 +1,24 @@
-"""``cifar-scratch gradcheck`` and ``benchmark``: is the backward pass right, and how fast is a step."""
+"""``cifar-scratch gradcheck``, ``benchmark`` and ``lr-find``: is the backward pass right, how fast is a
+step, and which learning rate to train at."""
 
 from __future__ import annotations
 
+import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
+from tqdm import tqdm
 
 from cifar_scratch import runtime
 from cifar_scratch.cli import console
 from cifar_scratch.cli.app import command
-from cifar_scratch.cli.options import ENGINE_OPTION, THREADS_OPTION, Engine
+from cifar_scratch.cli.options import DATA_DIR_OPTION, ENGINE_OPTION, QUIET_OPTION, THREADS_OPTION, Engine
 from cifar_scratch.config import load_config
+from cifar_scratch.data import resolve_data_dir
+from cifar_scratch.errors import UsageError
 from cifar_scratch.fileio import atomic_write_json
 from cifar_scratch.nn import kernels
 
@@ -102,3 +108,43 @@ def benchmark(
     typer.echo(console.benchmark(result, resolved.name, batch, steps, repeats, chosen.describe(), resolved.training.engine))
     if json_path is not None:
         atomic_write_json(json_path, result)
+
+
+@command
+def lr_find(
+    config: Path = typer.Argument(..., help="YAML config whose model, data and optimizer to test."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides."),
+    start_lr: float = typer.Option(1e-7, "--start-lr", min=0.0, help="The first step's learning rate."),
+    end_lr: float = typer.Option(10.0, "--end-lr", min=0.0, help="The last step's learning rate."),
+    steps: int = typer.Option(100, "--steps", min=12, help="Steps of the exponential ramp."),
+    diverge: float = typer.Option(
+        4.0, "--diverge", min=1.0, help="Stop once the smoothed loss passes this many times its lowest."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", show_default=False, help="Results folder. [default: <runs_dir>/lr-find/<time>_<name>]"
+    ),
+    data_dir: Optional[Path] = DATA_DIR_OPTION,
+    quiet: bool = QUIET_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
+) -> None:
+    """Learning-rate range test: an exponential ramp over a few steps; plots loss against rate and suggests optimizer.lr."""
+    from cifar_scratch.training.lr_find import lr_find as find
+
+    resolved = load_config(config, overrides or [])
+    if not start_lr < end_lr:
+        raise UsageError(f"--start-lr must be below --end-lr (got {start_lr:g}, {end_lr:g})")
+    folder = out or Path(resolved.output.runs_dir) / "lr-find" / f"{time.strftime('%Y%m%d-%H%M%S')}_{resolved.name}"
+    bar = None if quiet else tqdm(total=steps, desc="lr-find", unit="step", leave=False, file=sys.stderr)
+
+    def follow(step: int, lr: float, loss: float) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(lr=f"{lr:.2g}", loss=f"{loss:.3g}", refresh=False)
+
+    with runtime.compute(threads):
+        result = find(resolved, resolve_data_dir(data_dir), folder, start_lr, end_lr, steps, diverge, not quiet, follow)
+    if bar is not None:
+        bar.close()
+    if not quiet:
+        typer.echo(console.lr_find(result, result.suggested_overrides(resolved)))
+    typer.echo(str(result.folder))

@@ -134,3 +134,18 @@ def compare(
     panels = sweeps[0].metric_by_parameter(load_spec(sweeps[0].spec_path)) if len(sweeps) == 1 else []
     comparing.draw(runs, target, panels)
     typer.echo(f"figure: {target}", err=fmt is not TableFormat.table)
+
+
+@command
+def report(
+    folder: Path = typer.Argument(..., help="A run folder or a sweep folder."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", show_default=False, help="The HTML file. [default: FOLDER/report.html]"
+    ),
+) -> None:
+    """One self-contained HTML page (metrics, plots, health, history, config; a sweep's comparison) that opens offline."""
+    from cifar_scratch.runs.report import write_report
+
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder")
+    typer.echo(str(write_report(folder, out)))

@@ -41,11 +41,15 @@ def train(
     quiet: bool = QUIET_OPTION,
     threads: Optional[int] = THREADS_OPTION,
     engine: Optional[Engine] = ENGINE_OPTION,
+    tensorboard: bool = typer.Option(
+        False, "--tensorboard", help="Write TensorBoard event files (output.tensorboard=true; see tensorboard --logdir runs/)."
+    ),
 ) -> None:
     """Train a model; the run folder's path is the last line printed."""
     from cifar_scratch.training.run import resume_config, resume_run, start_run
 
     overrides = list(overrides or []) + ([f"training.engine={engine.value}"] if engine else [])
+    overrides += ["output.tensorboard=true"] if tensorboard else []
     if resume is not None and config is not None:
         # With --resume every positional argument is an override.
         overrides.insert(0, str(config))

@@ -243,7 +243,14 @@ def _kind_first(value: Any) -> Any:
 
 
 #: Keys that may change on --resume; anything else would make config.yaml lie about what ran.
-RESUMABLE_KEYS = ("training.epochs", "training.early_stopping", "training.checkpoint_every", "output.plots")
+RESUMABLE_KEYS = (
+    "training.epochs",
+    "training.early_stopping",
+    "training.checkpoint_every",
+    "output.plots",
+    "output.tensorboard",
+    "output.histogram_every",
+)
 
 
 def lookup(tree, dotted: str):

@@ -299,6 +299,17 @@ class EMAConfig(_Section):
     )
 
 
+class GradClipConfig(_Section):
+    """Clipping of the gradients by their global norm (PyTorch's clip_grad_norm_)."""
+
+    max_norm: Float = Field(
+        ...,
+        gt=0.0,
+        le=1e12,
+        description="When the L2 norm of all trained gradients together exceeds this, scale them down to it.",
+    )
+
+
 class TrainingConfig(_Section):
     epochs: Int = Field(10, gt=0, le=1_000_000, description="Passes over the training split.")
     batch_size: Int = Field(128, gt=0, le=1_000_000, description="Images per training step.")
@@ -321,6 +332,11 @@ class TrainingConfig(_Section):
     checkpoint_every: Int = Field(1, gt=0, description="Write checkpoints/last.npz every N epochs (and always at the end).")
     ema: Optional[EMAConfig] = Field(
         None, description="Average the weights: {decay: 0.99, every: 1, warmup_epochs: 0, start_epochs: 0, lookahead: false}."
+    )
+    grad_clip: Optional[GradClipConfig] = Field(
+        None,
+        description="Clip the gradients: {max_norm: N}, over all trained parameters together; history.csv's "
+        "grad_norm column is the epoch's mean norm before clipping (recorded with or without this).",
     )
     tta: Literal[TTA_MODES] = Field(
         "none",
@@ -346,6 +362,22 @@ class OutputConfig(_Section):
         "runs", description="Where run folders go (--runs-dir overrides it); config.yaml records the folder used."
     )
     plots: bool = Field(True, description="Draw loss, accuracy, learning-rate and confusion-matrix plots.")
+    health: bool = Field(
+        True,
+        description="Per-layer health: activation statistics, dead units, gradient norms and update ratios per epoch "
+        "(diagnostics.csv, plots/layers.png), and a warning for a dead, exploding or vanishing layer.",
+    )
+    health_every: Int = Field(
+        10, ge=1, le=1_000_000, description="Steps between samples of activations and weight updates (gradients: every step)."
+    )
+    tensorboard: bool = Field(
+        False,
+        description="Write TensorBoard event files into the run folder's tensorboard/ (train --tensorboard; needs "
+        "the tensorboard extra).",
+    )
+    histogram_every: Int = Field(
+        5, ge=1, le=1_000_000, description="Epochs between TensorBoard histograms of every weight and gradient."
+    )
 
 
 class RunConfig(_Section):

@@ -59,6 +59,10 @@ class Module:
     #: Whether ``backward`` takes ``input_grad=False`` to skip the input gradient when nothing upstream
     #: needs it (then returning None): worth it where that gradient costs a GEMM (dense, conv2d, containers).
     skips_input_grad = False
+    #: An activation function (its outputs are what per-layer health describes); a rectifier's units can
+    #: die (never positive again), which health counts.
+    activation = False
+    rectifier = False
 
     def __init__(self) -> None:
         self.name = self.kind
@@ -254,11 +258,13 @@ class _KernelLayer(Layer):
 
 class ReLU(_KernelLayer):
     kind = "relu"
+    activation = rectifier = True
     kernel_names = ("relu_forward", "relu_backward")
 
 
 class LeakyReLU(_KernelLayer):
     kind = "leaky_relu"
+    activation = rectifier = True
     kernel_names = ("leaky_relu_forward", "leaky_relu_backward")
 
     def __init__(self, alpha: float = 0.01) -> None:
@@ -271,11 +277,13 @@ class LeakyReLU(_KernelLayer):
 
 class Tanh(_KernelLayer):
     kind = "tanh"
+    activation = True
     kernel_names = ("tanh_forward", "tanh_backward")
 
 
 class Sigmoid(_KernelLayer):
     kind = "sigmoid"
+    activation = True
     kernel_names = ("sigmoid_forward", "sigmoid_backward")
 
 
@@ -315,6 +323,7 @@ class GELU(_KernelLayer):
     """GELU; ``approximate``: "tanh" (the tanh form) or "none" (the erf form), as PyTorch names them."""
 
     kind = "gelu"
+    activation = rectifier = True
 
     def __init__(self, approximate: str = "tanh") -> None:
         super().__init__()

@@ -25,6 +25,7 @@ class Sequential(Module):
         self.layers = list(layers)
         if name is not None:
             self.name, self.explicit_name = name, True
+        self.observer = None  # fn(child, output) after each child's forward pass (see observe)
         self._name_children()
 
     def _name_children(self) -> None:
@@ -93,11 +94,20 @@ class Sequential(Module):
         self.output_shape = shape
         return shape
 
+    def observe(self, observer) -> None:
+        """Call ``observer(child, output)`` after the forward pass of every child, here and in nested
+        containers (None stops it): how per-layer health sees activations without touching a layer."""
+        for _, module in self.named_modules():
+            if isinstance(module, Sequential):
+                module.observer = observer
+
     # ------------------------------------------------------------------ compute
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x: (N, *input_shape) -> (N, *output_shape)."""
         for child in self.layers:
             x = child.forward(x)
+            if self.observer is not None:
+                self.observer(child, x)
         return x
 
     def backward(self, dout: np.ndarray, input_grad: bool = True, skip: Collection[str] = ()) -> np.ndarray | None:

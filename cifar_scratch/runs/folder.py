@@ -35,7 +35,7 @@ MAX_INFO_BYTES = 16_000_000
 #: A run's other small files (metrics.json, config.yaml, history.csv) are far smaller; a bigger one is not read.
 MAX_FILE_BYTES = 64_000_000
 #: The columns of history.csv.
-HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time")
+HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "grad_norm", "epoch_time")
 
 
 class RunFolder:
@@ -46,6 +46,8 @@ class RunFolder:
     SUMMARY = "summary.txt"
     HISTORY = "history.csv"
     HISTORY_JSONL = "history.jsonl"
+    DIAGNOSTICS = "diagnostics.csv"
+    TENSORBOARD = "tensorboard"
     METRICS = "metrics.json"
     CHECKPOINTS = "checkpoints"
     LAST = "last.npz"
@@ -87,6 +89,14 @@ class RunFolder:
     @property
     def history(self) -> Path:
         return self.path / self.HISTORY
+
+    @property
+    def diagnostics(self) -> Path:
+        return self.path / self.DIAGNOSTICS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / self.TENSORBOARD
 
     @property
     def metrics(self) -> Path:
@@ -264,6 +274,36 @@ class RunFolder:
         atomic_write_text(
             self.path / self.HISTORY_JSONL, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in history)
         )
+
+    def write_diagnostics(self, rows: list[dict], fields: tuple[str, ...]) -> None:
+        """diagnostics.csv (per-layer health, one row per layer and epoch), rewritten whole."""
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(json_safe(rows))
+        atomic_write_text(self.diagnostics, text.getvalue())
+
+    def read_diagnostics(self) -> list[dict]:
+        """``diagnostics.csv`` as dicts (numbers as floats, empty cells left out); [] when absent or unreadable."""
+        try:
+            raw_rows = list(
+                csv.DictReader(io.StringIO(read_limited(self.diagnostics, MAX_FILE_BYTES).decode("utf-8"), newline=""))
+            )
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return []
+        rows = []
+        for raw in raw_rows:
+            row = {}
+            for key, value in raw.items():
+                if value in (None, ""):
+                    continue
+                try:
+                    row[key] = value if key in ("layer", "config", "kind") else float(value)
+                except ValueError:
+                    break
+            else:
+                rows.append(row)
+        return rows
 
     def read_history(self) -> list[dict]:
         """``history.csv`` as dicts of floats (epoch first); [] when absent or unreadable; empty cells are left out."""

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifar_scratch import runtime
+from cifar_scratch.config import load_config
 from cifar_scratch.errors import UsageError
 from cifar_scratch.sweeps.ledger import JobOutcome, SweepFolder, acquire, plan
 from cifar_scratch.sweeps.local import run_local
@@ -96,6 +97,12 @@ def run_sweep(
 
         require_optuna()
     check_jobs(spec, probe_jobs(spec))
+    # A base config that logs to TensorBoard gives the sweep an HParams view: one session per job.
+    tensorboard = load_config(Path(spec.base)).output.tensorboard
+    if tensorboard:
+        from cifar_scratch.training.tensorboard import require_tensorboardx
+
+        require_tensorboardx(f"base ({spec.base}): output.tensorboard")
     folder = SweepFolder(out or default_folder(spec_path, spec, runs_dir or Path("runs")))
     folder.prepare(spec)
     lock = acquire(folder)
@@ -130,6 +137,10 @@ def run_sweep(
                 outcomes = run_local(spec, folder, todo, jobs, per_job, data_dir, fail_fast, report, more=more)
         finally:
             rows = folder.write_results(spec, folder.jobs(spec))
+            if tensorboard:
+                from cifar_scratch.training.tensorboard import write_hparams
+
+                write_hparams(folder.path / "tensorboard", rows, list(spec.parameters), spec.metric.name)
     finally:
         lock.release()
     return SweepResult(folder, spec, outcomes, rows)

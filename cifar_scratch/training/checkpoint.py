@@ -143,6 +143,7 @@ class _RunningMeans(BaseModel):
     correct: NonNegativeInt
     seen: NonNegativeInt
     elapsed: float
+    grad_norm_sum: Optional[float] = 0.0  # of the global gradient norms before clipping; null once NaN
 
 
 class _HistoryRow(BaseModel):
@@ -152,6 +153,7 @@ class _HistoryRow(BaseModel):
     val_loss: Optional[float]
     val_accuracy: Optional[float]
     lr: float
+    grad_norm: Optional[float] = None  # the epoch's mean global gradient norm before clipping
     epoch_time: float
 
 
@@ -176,6 +178,7 @@ class CheckpointMetadata(BaseModel):
     input_shape: list[int]
     config: dict[str, Any]
     data: dict[str, str]
+    health: Optional[dict[str, Any]] = None  # training.health.LayerHealth's state
 
 
 def read_metadata(raw: dict, path: Path) -> CheckpointMetadata:

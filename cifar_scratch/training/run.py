@@ -28,6 +28,8 @@ from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.runs.folder import RunFolder, now
 from cifar_scratch.training.checkpoint import check_checkpoint_matches, load_weights
 from cifar_scratch.training.evaluation import evaluate_split
+from cifar_scratch.training.health import HEALTH_FIELDS
+from cifar_scratch.training.tensorboard import TensorBoardLogger, require_tensorboardx
 from cifar_scratch.training.trainer import Callback, Trainer, TrainingParts, steps_per_epoch
 
 OFFLINE_AUGMENT_STREAM = 1  # second seed word of the generator that draws data.augment.copies
@@ -40,10 +42,14 @@ class RunResult:
 
 
 class HistoryWriter(Callback):
-    """Rewrites history.csv and history.jsonl atomically after each epoch, from the checkpointed history."""
+    """Rewrites history.csv, history.jsonl and diagnostics.csv atomically after each epoch, from the
+    checkpointed history and layer health."""
 
     def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
-        RunFolder(trainer.run_dir).write_history(trainer.state.history)
+        folder = RunFolder(trainer.run_dir)
+        folder.write_history(trainer.state.history)
+        if trainer.health is not None:
+            folder.write_diagnostics(trainer.health.rows, HEALTH_FIELDS)
 
 
 def assemble(config: RunConfig, dataset: Dataset) -> TrainingParts:
@@ -73,9 +79,17 @@ def assemble(config: RunConfig, dataset: Dataset) -> TrainingParts:
     return TrainingParts(dataset, model, normalizer, optimizer, schedule, rng, batches, fingerprint, average, build_loss(config))
 
 
+def run_callbacks(config: RunConfig) -> list[Callback]:
+    """What every run writes as it trains: its history (and health), and TensorBoard's files when asked."""
+    loggers: list[Callback] = [HistoryWriter()]
+    if config.output.tensorboard:
+        loggers.append(TensorBoardLogger(config.output.histogram_every))
+    return loggers
+
+
 def build_trainer(config: RunConfig, dataset: Dataset, run_dir: Path, callbacks: list[Callback]) -> Trainer:
     """A :class:`Trainer` for ``config`` that keeps its run in ``run_dir`` (history written after each epoch)."""
-    return Trainer(config, assemble(config, dataset), run_dir, [HistoryWriter(), *callbacks])
+    return Trainer(config, assemble(config, dataset), run_dir, [*run_callbacks(config), *callbacks])
 
 
 #: Images sampled for the whitening of a first convolution (init: whiten); every patch of each is used.
@@ -142,6 +156,8 @@ def start_run(
     is written into the run's ``config.yaml``, as an absolute path. ``overrides`` (the command line's
     dotted overrides, already applied to ``config``) are recorded in ``run.json`` for listings.
     """
+    if config.output.tensorboard:
+        require_tensorboardx("output.tensorboard")
     dataset = load_dataset(config.data, data_dir, progress)
     runs_dir = Path(runs_dir or config.output.runs_dir).expanduser().resolve()
     # config.yaml (and every checkpoint) records what ran: the folder used and the one data source used,
@@ -155,7 +171,7 @@ def start_run(
     parts = assemble(config, dataset)  # what can refuse the config refuses it here, before the folder exists
     folder = RunFolder.create(runs_dir, config.name)
     config = keep_user_code(config, folder)
-    trainer = Trainer(config, parts, folder.path, [HistoryWriter(), *callbacks])
+    trainer = Trainer(config, parts, folder.path, [*run_callbacks(config), *callbacks])
     with folder.lock():
         atomic_write_text(folder.config, dump_config(config, folder.path))
         atomic_write_text(folder.summary, trainer.model.summary() + "\n")
@@ -200,6 +216,8 @@ def resume_run(
     folder = RunFolder(run_dir)
     run_dir = folder.path
     config = resume_config(run_dir, overrides)
+    if config.output.tensorboard:
+        require_tensorboardx("output.tensorboard")
     last = folder.last
     if not last.exists():
         raise CheckpointError(f"{run_dir}: not a resumable run folder (checkpoints/last.npz is missing)")
@@ -330,6 +348,8 @@ def finish(trainer: Trainer) -> dict:
         "train_time_s": float(sum(r["epoch_time"] for r in state.history)),
         "tta": trainer.config.training.tta,
     }
+    if trainer.health is not None:
+        metrics["warnings"] = list(trainer.health.warned.values())
     if trainer.best_path.exists() or not state.diverged:
         metrics |= _measure(trainer)
     else:
@@ -340,6 +360,9 @@ def finish(trainer: Trainer) -> dict:
         reports.plot_lr(
             state.lrs, trainer.steps_per_epoch, trainer.config.schedule.name, folder.plots / "lr.png", state.best_epoch
         )
+        if trainer.health is not None and trainer.health.rows:
+            reports.plot_layer_health(trainer.health.rows, folder.plots / "layers.png")
+    trainer._emit("on_metrics", trainer, metrics)
     return metrics
 
 

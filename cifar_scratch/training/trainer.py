@@ -24,6 +24,7 @@ from cifar_scratch.nn.losses import CrossEntropy, Loss
 from cifar_scratch.nn.model import Sequential
 from cifar_scratch.nn.reference import cross_entropy
 from cifar_scratch.optim.averaging import WeightAverage
+from cifar_scratch.optim.clipping import clip_by_global_norm, global_norm, squared_norms
 from cifar_scratch.optim.optimizers import Optimizer
 from cifar_scratch.optim.schedules import Schedule
 from cifar_scratch.runs.folder import RunFolder
@@ -38,6 +39,7 @@ from cifar_scratch.training.checkpoint import (
     weight_shapes,
 )
 from cifar_scratch.training.evaluation import evaluate_split
+from cifar_scratch.training.health import LayerHealth
 
 #: Second seed word of the stream that draws the parity bits of alternating flips.
 ALTERNATE_FLIP_STREAM = 2
@@ -47,13 +49,22 @@ DIVERGED = "diverged"
 
 class Callback:
     """Hooks into training (progress, logging, a stop of one's own); every method is optional. A hook
-    may call ``trainer.stop(reason)``: the run ends after the current epoch, saved and measured."""
+    may call ``trainer.stop(reason)``: the run ends after the current epoch, saved and measured.
+    ``on_warning``: a layer-health warning (once per problem); ``on_checkpoint``: ``last.npz`` was just
+    written; ``on_metrics``: the final metrics of the best weights, after training and its plots."""
 
     def on_train_start(self, trainer: Trainer) -> None: ...
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
     def on_batch_end(self, trainer: Trainer, batch: int, batches: int, loss: float, accuracy: float) -> None: ...
     def on_epoch_end(self, trainer: Trainer, row: dict) -> None: ...
+    def on_warning(self, trainer: Trainer, message: str) -> None: ...
+    def on_checkpoint(self, trainer: Trainer) -> None: ...
     def on_train_end(self, trainer: Trainer) -> None: ...
+    def on_metrics(self, trainer: Trainer, metrics: dict) -> None: ...
+
+
+#: The running sums of an epoch as it starts.
+FRESH_RUNNING = {"loss_sum": 0.0, "correct": 0, "seen": 0, "elapsed": 0.0, "grad_norm_sum": 0.0}
 
 
 @dataclass
@@ -68,7 +79,7 @@ class TrainState:
     # Position inside an epoch that was interrupted (None between epochs).
     permutation: np.ndarray | None = None
     batch_in_epoch: int = 0
-    running: dict = field(default_factory=lambda: {"loss_sum": 0.0, "correct": 0, "seen": 0, "elapsed": 0.0})
+    running: dict = field(default_factory=lambda: dict(FRESH_RUNNING))
     lrs: list[float] = field(default_factory=list)  # the learning rate of every step taken, for lr.png
 
     @property
@@ -101,6 +112,8 @@ class Trainer:
         self.steps_per_epoch, self.data_fingerprint, self.average = parts.steps_per_epoch, parts.data_fingerprint, parts.average
         self.loss = parts.loss
         self.state = TrainState()
+        # Per-layer health; it reads the arrays the optimizer trains, so it follows the optimizer's names.
+        self.health = LayerHealth(self.model, self.optimizer.params, config.output.health_every) if config.output.health else None
         dataset = parts.dataset
         augment_config = config.data.augment
         self.online_augment = augment_config if is_active(augment_config) and augment_config.copies == 0 else None
@@ -150,8 +163,14 @@ class Trainer:
             # changed dataset would otherwise silently train or test on other images.
             "config": self.config.model_dump(mode="json"),
             "data": self.data_fingerprint,
+            "health": self.health.state_dict() if self.health is not None else None,
         }
         save_checkpoint(path, arrays, metadata)
+
+    def save_last(self) -> None:
+        """Save ``checkpoints/last.npz``, then tell the callbacks (a logger flushes what it holds up to it)."""
+        self.save(self.last_path)
+        self._emit("on_checkpoint", self)
 
     def restore(self, path: Path) -> CheckpointMetadata:
         """Load the full training state written by :meth:`save`; a damaged checkpoint is a CheckpointError."""
@@ -172,6 +191,11 @@ class Trainer:
             raise CheckpointError(
                 f"{damaged}: train/permutation is not a permutation of the {len(self.dataset.train)} training images"
             )
+        if self.health is not None and meta.health is not None:
+            try:
+                self.health.load_state_dict(meta.health)
+            except ValueError as exc:
+                raise CheckpointError(f"{damaged}: {exc}") from None
         lrs = arrays.get("history/lr")
         if lrs is None or lrs.ndim != 1 or lrs.dtype != np.float64 or len(lrs) != meta.step:
             raise CheckpointError(f"{damaged}: history/lr must hold one float64 learning rate per step ({meta.step})")
@@ -185,7 +209,11 @@ class Trainer:
             stop_reason=meta.stop_reason,
             permutation=permutation,
             batch_in_epoch=meta.batch_in_epoch,
-            running={**meta.running.model_dump(), "loss_sum": _nan_if_none(meta.running.loss_sum)},
+            running={
+                **meta.running.model_dump(),
+                "loss_sum": _nan_if_none(meta.running.loss_sum),
+                "grad_norm_sum": _nan_if_none(meta.running.grad_norm_sum),
+            },
             lrs=lrs.tolist(),
         )
         return meta
@@ -242,13 +270,13 @@ class Trainer:
         """
         with signals.deferred():
             if not self.last_path.exists():
-                self.save(self.last_path)
+                self.save_last()
             self._emit("on_train_start", self)
             while self.state.epoch < self.config.training.epochs and self.state.stop_reason is None:
                 self._run_epoch()
             if self.state.stop_reason is None:
                 self.state.stop_reason = "completed"
-            self.save(self.last_path)
+            self.save_last()
             self._emit("on_train_end", self)
             self._check_signal()  # a signal during the final save still stops the command with 130/143
         return self.state
@@ -261,7 +289,7 @@ class Trainer:
     def _check_signal(self) -> None:
         signum = signals.pending()
         if signum is not None:
-            self.save(self.last_path)
+            self.save_last()
             raise signals.Interrupted(signum)
 
     def _run_epoch(self) -> None:
@@ -270,7 +298,7 @@ class Trainer:
         if s.permutation is None:
             s.permutation = self.rng.permutation(len(self.dataset.train))
             s.batch_in_epoch = 0
-            s.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "elapsed": 0.0}
+            s.running = dict(FRESH_RUNNING)
         self._emit("on_epoch_start", self, epoch)
         self.model.train()
         started = time.perf_counter() - s.running["elapsed"]
@@ -294,13 +322,16 @@ class Trainer:
         if s.stop_reason is None and not all_finite(self.model.params):  # the last update can overflow a finite loss's weights
             s.stop_reason = f"{DIVERGED}: the weights became NaN or infinite by step {s.step} (epoch {epoch})"
         row = self._epoch_row(epoch, lr, started)
+        warnings = self.health.end_epoch(epoch)[1] if self.health is not None else []
         s.epoch, s.permutation, s.batch_in_epoch = epoch, None, 0
         s.history.append(row)
         self.schedule.end_epoch(row)
         self._track_best(row)
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or s.stop_reason:
-            self.save(self.last_path)
+            self.save_last()
         self._emit("on_epoch_end", self, row)
+        for message in warnings:
+            self._emit("on_warning", self, message)
         self._check_signal()
 
     def _step(self, index: np.ndarray, lr: float) -> tuple[float, float, int]:
@@ -311,10 +342,25 @@ class Trainer:
         if self.online_augment is not None:
             flip = alternate_flips(self.flip_parity, index, s.epoch) if self.flip_parity is not None else None
             images = augment(images, self.online_augment, self.rng, flip)
+        health, clip = self.health, self.config.training.grad_clip
+        if health is not None:
+            health.begin_step(s.step)
         logits = self.model.forward(self.normalizer(images))
         loss, dlogits = self.loss(logits, labels)
-        self.model.backward(dlogits, input_grad=False, skip=self.optimizer.finished())
-        self.optimizer.step(self.model.grads, lr)
+        finished = self.optimizer.finished()
+        self.model.backward(dlogits, input_grad=False, skip=finished)
+        grads = self.model.grads
+        trained = [name for name in self.optimizer.params if name not in finished]
+        squares = squared_norms(grads, trained)
+        norm = global_norm(squares)
+        s.running["grad_norm_sum"] += norm
+        if clip is not None:
+            clip_by_global_norm(grads, trained, clip.max_norm, norm)
+        if health is not None:
+            health.after_backward(squares)
+        self.optimizer.step(grads, lr)
+        if health is not None:
+            health.after_update()
         s.lrs.append(lr)
         s.step += 1
         if self.average is not None:
@@ -340,6 +386,7 @@ class Trainer:
             with self.evaluated_weights():
                 row["val_loss"], row["val_accuracy"], _ = evaluate_split(self.model, self.normalizer, self.dataset.val)
         row["lr"] = lr
+        row["grad_norm"] = s.running["grad_norm_sum"] / s.batch_in_epoch if s.batch_in_epoch else None
         row["epoch_time"] = time.perf_counter() - started
         return row
 

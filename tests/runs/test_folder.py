@@ -43,9 +43,10 @@ def test_the_folder_owns_its_layout_run_json_lock_and_history(tmp_path):
         with pytest.raises(UserError, match="another process is training this run"), folder.lock():
             pass
     assert not folder.is_locked()
-    rows = [dict(zip(HISTORY_FIELDS, (1, 0.5, 0.75, None, None, 0.1, 2.0)))]
+    rows = [dict(zip(HISTORY_FIELDS, (1, 0.5, 0.75, None, None, 0.1, 3.5, 2.0)))]
     folder.write_history(rows)
-    assert folder.read_history() == [{"epoch": 1.0, "train_loss": 0.5, "train_accuracy": 0.75, "lr": 0.1, "epoch_time": 2.0}]
+    expected = {"epoch": 1.0, "train_loss": 0.5, "train_accuracy": 0.75, "lr": 0.1, "grad_norm": 3.5, "epoch_time": 2.0}
+    assert folder.read_history() == [expected]
     folder.info.write_text("{broken")
     with pytest.raises(CheckpointError, match="run.json is damaged"):
         folder.read_info()

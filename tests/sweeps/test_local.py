@@ -312,3 +312,38 @@ def test_shipped_sweep_specs_are_valid_and_their_jobs_validate(monkeypatch):
         spec = sweeps.load_spec(path)
         assert Path(spec.base).is_absolute()
         sweeps.check_jobs(spec, sweeps.probe_jobs(spec))
+
+
+@pytest.mark.slow
+def test_a_tensorboard_sweep_writes_one_hparams_session_per_job(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard reader (test extra) checks the event files")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    base = tmp_path / "tiny.yaml"
+    base.write_text(yaml.safe_dump({**digits_tree(epochs=2), "output": {"tensorboard": True}}))
+    spec = write_spec(
+        tmp_path, {"optimizer.lr": {"values": [0.05, 0.1]}, "training.label_smoothing": {"values": [0.0, 0.1]}}, base
+    )
+    folder = tmp_path / "sweep"
+    assert invoke("sweep", spec, "-j", "2", "--out", folder).exit_code == 0
+    sessions = {}
+    for job in sorted((folder / "tensorboard").iterdir()):
+        reader = EventAccumulator(str(job))
+        reader.Reload()
+        content = reader.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+        hparams = {key: value.number_value for key, value in start.hparams.items()}
+        sessions[job.name] = (hparams, reader.Scalars("val_accuracy")[0].value)
+    rows = {f"job{row['job']}": row for row in __import__("csv").DictReader((folder / "results.csv").open())}
+    assert sessions.keys() == rows.keys() == {"job0", "job1", "job2", "job3"}
+    for name, (hparams, accuracy) in sessions.items():
+        assert hparams == {
+            "optimizer.lr": float(rows[name]["optimizer.lr"]),
+            "training.label_smoothing": float(rows[name]["training.label_smoothing"]),
+        }
+        assert accuracy == pytest.approx(float(rows[name]["val_accuracy"]))
+    assert all((run / "tensorboard").is_dir() for run in (folder / "runs").iterdir())  # each job's own scalars
+    again = invoke("sweep", spec, "--out", folder)  # nothing new: no session is written twice
+    assert again.exit_code == 0 and sorted(p.name for p in (folder / "tensorboard").iterdir()) == sorted(sessions)
+    assert all(len(list((folder / "tensorboard" / n).iterdir())) == 1 for n in sessions)

@@ -56,8 +56,9 @@ def wait_for(predicate, process, timeout=60.0) -> bool:
 
 @pytest.fixture
 def setup(tmp_path):
-    tree = digits_tree(epochs=5, batch_size=16)
-    tree["data"]["augment"] = {"flip": True, "translate": 1}  # random draws must survive every kill too
+    # Clipped steps (the norm of the first ones is above 0.5) and random draws must survive every kill too.
+    tree = digits_tree(epochs=5, batch_size=16, grad_clip={"max_norm": 0.5})
+    tree["data"]["augment"] = {"flip": True, "translate": 1}
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tree))
     env = {**os.environ, "CIFAR_SCRATCH_DATA": str(tmp_path / "data"), "PYTHONHASHSEED": "0"}
@@ -147,3 +148,50 @@ def test_double_ctrl_c_early_says_what_was_saved(setup, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     done = subprocess.run(cli("train", "--resume", run_dir), capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def scalars_of(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar TensorBoard shows for ``logdir``: tag -> [(step, value)], read by tensorboard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    reader = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+    reader.Reload()
+    return {tag: [(e.step, e.value) for e in reader.Scalars(tag)] for tag in reader.Tags()["scalars"]}
+
+
+def test_tensorboard_shows_every_scalar_once_across_kills(setup, tmp_path):
+    """Killed (SIGTERM, SIGKILL) and resumed runs log into TensorBoard exactly what an uninterrupted one does."""
+    pytest.importorskip("tensorboard", reason="the tensorboard reader (test extra) checks the event files")
+    config, env, _ = setup
+    reference = subprocess.run(
+        cli("train", config, "--tensorboard", "--runs-dir", tmp_path / "tb_reference"),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert reference.returncode == 0, reference.stderr
+    expected = scalars_of(Path(reference.stdout.strip().splitlines()[-1]) / "tensorboard")
+    assert {"loss/step", "lr/step", "loss/train", "accuracy/val", "final/test_accuracy"} <= set(expected)
+    assert len(expected["loss/step"]) == len({step for step, _ in expected["loss/step"]}) > 5
+    rng = np.random.default_rng(27)
+    for trial, signum in enumerate((signal.SIGTERM, signal.SIGKILL, signal.SIGTERM)):
+        runs = tmp_path / f"tb{trial}"
+        process = launch(cli("train", config, "--tensorboard", "--runs-dir", runs), env)
+        assert wait_for(lambda: any(runs.glob("*/checkpoints/last.npz")), process), process.communicate()[1]
+        time.sleep(rng.uniform(0.5, 2.5))
+        process.send_signal(signum)
+        process.communicate(timeout=120)
+        (run_dir,) = runs.iterdir()
+        resumed = subprocess.run(
+            cli("train", "--resume", run_dir), capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+        )
+        assert resumed.returncode == 0 or "already finished" in resumed.stderr, resumed.stderr
+        found = scalars_of(run_dir / "tensorboard")
+        assert found.keys() == expected.keys(), (trial, found.keys() ^ expected.keys())
+        for tag, points in expected.items():
+            if tag.startswith("time/") or tag == "final/train_time_s":
+                assert [s for s, _ in found[tag]] == [s for s, _ in points], (trial, tag)
+            else:
+                assert found[tag] == points, (trial, tag)

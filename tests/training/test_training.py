@@ -245,7 +245,7 @@ def test_run_folder_contents(tmp_path):
     names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")}
     assert set(RUN_FOLDER_FILES) <= names, set(RUN_FOLDER_FILES) - names
     assert (run_dir / "history.csv").read_text().splitlines()[0] == (
-        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,epoch_time"
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,grad_norm,epoch_time"
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"train_accuracy", "val_accuracy", "test_accuracy", "test_macro_f1", "best_epoch"} <= metrics.keys()
