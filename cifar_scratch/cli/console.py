@@ -261,6 +261,9 @@ def lr_find(result, overrides: list[str]) -> str:
     lines = [f"{len(result.lrs)} steps from lr {result.lrs[0]:.3g} to {result.lrs[-1]:.3g}; stopped: {result.stop_reason}"]
     if overrides:
         lines.append(f"suggested (steepest fall of the smoothed loss): {' '.join(overrides)}")
+        lines.append(
+            f"the smoothed loss is lowest at lr {result.lowest:.3g} (a tenth of it, {result.lowest / 10:.3g}, is fastai's older rule)"
+        )
     else:
         lines.append("no suggestion: the smoothed loss never fell; try a lower --start-lr or more --steps")
     lines.append(f"plot: {result.folder / 'lr_find.png'}")

@@ -40,6 +40,7 @@ class LRFindResult:
     losses: list[float]  # the training loss of each step
     smoothed: list[float]
     suggestion: float | None  # None when the curve never fell
+    lowest: float | None  # the rate of the smoothed loss's lowest point (a tenth of it: fastai's older rule)
     stop_reason: str
     settings: dict
 
@@ -124,7 +125,8 @@ def lr_find(
         "seed": config.training.seed,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    result = LRFindResult(folder, lrs, losses, smoothed, suggestion, stop_reason, settings)
+    lowest = float(lrs[int(np.argmin(smoothed))]) if smoothed else None
+    result = LRFindResult(folder, lrs, losses, smoothed, suggestion, lowest, stop_reason, settings)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.yaml", dump_config(config))
     atomic_write_json(
