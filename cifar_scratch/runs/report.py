@@ -30,7 +30,7 @@ h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;bor
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right} th{background:#f4f4f4} td.l,th.l{text-align:left}
 tr.best td{background:#eef6ee;font-weight:600} pre{background:#f7f7f7;padding:.8rem;overflow-x:auto;font-size:.8rem}
 figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top} figure img{max-width:100%}
-figcaption{color:#666;font-size:.8rem} .warn{color:#9a4b00} .scroll{max-height:28rem;overflow-y:auto}
+figcaption{color:#666;font-size:.8rem} .warn{color:#9a4b00} .scroll{max-height:28rem;overflow:auto}
 """
 
 
