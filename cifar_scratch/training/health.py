@@ -69,8 +69,13 @@ class LayerHealth:
             path: {f"{path}.{k}": trained[f"{path}.{k}"] for k in module.params if f"{path}.{k}" in trained}
             for path, module in self.layers.items()
         }
-        #: Layers whose weights (kernels, matrices) are compared with each other for the warnings.
-        self.weighted = [path for path, module in self.layers.items() if self.trained[path] and module.decays]
+        #: Layers whose weights (kernels, matrices) train: they are compared with each other for the warnings
+        #: (a frozen kernel with a trained bias, as a whitened stem, is not: a bias's ratio says little).
+        self.weighted = [
+            path
+            for path, module in self.layers.items()
+            if any(f"{path}.{name}" in self.trained[path] for name in module.decays)
+        ]
         self.sums = {path: _Sums() for path in self.layers}
         self.rows: list[dict] = []
         self.warned: dict[str, str] = {}  # "<layer>:<problem>" -> its message: each problem is warned once per run

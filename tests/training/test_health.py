@@ -114,3 +114,15 @@ def test_health_leaves_training_bit_identical(tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
     history = [json.loads(line) for line in (on.path / "history.jsonl").read_text().splitlines()]
     assert all(row["grad_norm"] > 0 for row in history)
+
+
+def test_a_layer_whose_kernel_is_frozen_is_not_judged_by_its_bias(tmp_path):
+    """A frozen kernel with a trained bias (speedrun93's whitened stem): the bias starts at zero, so its
+    update ratio is large and says nothing; only layers whose weights train are compared."""
+    tree = copy.deepcopy(TREE)
+    tree["model"]["layers"][1] = {"type": "dense", "units": 64, "trainable": ["bias"]}
+    tree["optimizer"]["lr"] = 0.5
+    run = train(tmp_path, tree)
+    assert not [w for w in run.metrics["warnings"] if "dense1" in w], run.metrics["warnings"]
+    rows = list(csv.DictReader((run.path / "diagnostics.csv").open()))
+    assert float(rows[0]["update_ratio"]) > 0.1  # the bias did move a lot
