@@ -1,6 +1,7 @@
 """cifar-scratch: neural networks written from scratch in NumPy, trained from YAML configs.
 
-The Python API (:mod:`cifar_scratch.api`): ``train``, ``load_run``, ``build_model``, ``Run``, ``Callback``.
+The Python API (:mod:`cifar_scratch.api`): ``train``, ``load_run``, ``build_model``, ``Run``, ``Callback``,
+``lr_find``, ``report``.
 """
 
 import os
@@ -15,7 +16,7 @@ __version__ = "0.1.0"
 
 #: The Python API, imported on first use: ``import cifar_scratch`` stays light, so that the console
 #: script can install its signal handlers before NumPy and the engine load (cifar_scratch.entry).
-_API = ("train", "load_run", "build_model", "Run", "Callback", "config_of")
+_API = ("train", "load_run", "build_model", "Run", "Callback", "config_of", "lr_find", "report")
 
 
 def __getattr__(name: str):

@@ -10,6 +10,8 @@
 
     run = cs.train("my.yaml", data=(x_train, y_train, x_test, y_test))   # arrays a notebook holds
     model = cs.build_model("configs/digits.yaml")   # forward / backward by hand
+    found = cs.lr_find("configs/mlp3class.yaml")     # found.suggestion, found.folder / "lr_find.png"
+    cs.report("runs/20261206-101500_digits")        # -> the HTML page's path
 
 Every function takes a config as a YAML path, a mapping (as the YAML would be) or a
 :class:`~cifar_scratch.config.RunConfig`, and raises the command line's errors
@@ -37,7 +39,7 @@ from cifar_scratch.runs.folder import RunFolder
 from cifar_scratch.runs.index import read_json
 from cifar_scratch.training.trainer import Callback
 
-__all__ = ["Callback", "Run", "build_model", "config_of", "load_run", "train"]
+__all__ = ["Callback", "Run", "build_model", "config_of", "load_run", "lr_find", "report", "train"]
 
 ConfigLike = str | Path | dict | RunConfig
 
@@ -81,6 +83,57 @@ def train(
     with runtime.compute(threads):
         result = start_run(resolved, data_dir, list(callbacks), progress=progress, runs_dir=runs_dir, overrides=overrides)
     return Run(result.run_dir)
+
+
+def lr_find(
+    config: ConfigLike,
+    *overrides: str,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    diverge: float = 4.0,
+    threads: int | None = None,
+    progress: bool = False,
+    on_step=None,
+):
+    """The learning-rate range test (as ``cifar-scratch lr-find``) -> its
+    :class:`~cifar_scratch.training.lr_find.LRFindResult` (``suggestion``, ``lrs``, ``losses``, ``folder``).
+    ``out``: its folder (default ``<runs_dir>/lr-find/<time>_<name>``); ``on_step(step, lr, loss)`` follows it."""
+    import time
+
+    from cifar_scratch.training.lr_find import lr_find as find
+
+    resolved = config_of(config, overrides)
+    if not 0 < start_lr < end_lr:
+        raise UsageError(f"start_lr must be below end_lr, both above 0 (got {start_lr:g}, {end_lr:g})")
+    folder = (
+        Path(out)
+        if out is not None
+        else (Path(resolved.output.runs_dir) / "lr-find" / f"{time.strftime('%Y%m%d-%H%M%S')}_{resolved.name}")
+    )
+    with runtime.compute(threads):
+        return find(
+            resolved,
+            resolve_data_dir(data_dir),
+            folder,
+            start_lr,
+            end_lr,
+            steps,
+            diverge,
+            progress,
+            on_step or (lambda step, lr, loss: None),
+        )
+
+
+def report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """One self-contained HTML page of the run or sweep in ``folder`` (as ``cifar-scratch report``) -> its path."""
+    from cifar_scratch.runs.report import write_report
+
+    if not Path(folder).is_dir():
+        raise UsageError(f"{folder}: no such folder")
+    return write_report(Path(folder), None if out is None else Path(out))
 
 
 def _arrays(data: tuple | dict) -> dict:

@@ -4,7 +4,6 @@ step, and which learning rate to train at."""
 from __future__ import annotations
 
 import sys
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -17,7 +16,6 @@ from cifar_scratch.cli import console
 from cifar_scratch.cli.app import command
 from cifar_scratch.cli.options import DATA_DIR_OPTION, ENGINE_OPTION, QUIET_OPTION, THREADS_OPTION, Engine
 from cifar_scratch.config import load_config
-from cifar_scratch.data import resolve_data_dir
 from cifar_scratch.errors import UsageError
 from cifar_scratch.fileio import atomic_write_json
 from cifar_scratch.nn import kernels
@@ -128,12 +126,11 @@ def lr_find(
     threads: Optional[int] = THREADS_OPTION,
 ) -> None:
     """Learning-rate range test: an exponential ramp over a few steps; plots loss against rate and suggests optimizer.lr."""
-    from cifar_scratch.training.lr_find import lr_find as find
+    from cifar_scratch.api import lr_find as find
 
     resolved = load_config(config, overrides or [])
     if not start_lr < end_lr:
         raise UsageError(f"--start-lr must be below --end-lr (got {start_lr:g}, {end_lr:g})")
-    folder = out or Path(resolved.output.runs_dir) / "lr-find" / f"{time.strftime('%Y%m%d-%H%M%S')}_{resolved.name}"
     bar = None if quiet else tqdm(total=steps, desc="lr-find", unit="step", leave=False, file=sys.stderr)
 
     def follow(step: int, lr: float, loss: float) -> None:
@@ -141,8 +138,18 @@ def lr_find(
             bar.update(1)
             bar.set_postfix(lr=f"{lr:.2g}", loss=f"{loss:.3g}", refresh=False)
 
-    with runtime.compute(threads):
-        result = find(resolved, resolve_data_dir(data_dir), folder, start_lr, end_lr, steps, diverge, not quiet, follow)
+    result = find(
+        resolved,
+        out=out,
+        data_dir=data_dir,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        steps=steps,
+        diverge=diverge,
+        threads=threads,
+        progress=not quiet,
+        on_step=follow,
+    )
     if bar is not None:
         bar.close()
     if not quiet:

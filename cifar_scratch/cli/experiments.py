@@ -144,8 +144,6 @@ def report(
     ),
 ) -> None:
     """One self-contained HTML page (metrics, plots, health, history, config; a sweep's comparison) that opens offline."""
-    from cifar_scratch.runs.report import write_report
+    from cifar_scratch.api import report as write_report
 
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: no such folder")
     typer.echo(str(write_report(folder, out)))

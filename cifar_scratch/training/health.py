@@ -72,9 +72,7 @@ class LayerHealth:
         #: Layers whose weights (kernels, matrices) train: they are compared with each other for the warnings
         #: (a frozen kernel with a trained bias, as a whitened stem, is not: a bias's ratio says little).
         self.weighted = [
-            path
-            for path, module in self.layers.items()
-            if any(f"{path}.{name}" in self.trained[path] for name in module.decays)
+            path for path, module in self.layers.items() if any(f"{path}.{name}" in self.trained[path] for name in module.decays)
         ]
         self.sums = {path: _Sums() for path in self.layers}
         self.rows: list[dict] = []
