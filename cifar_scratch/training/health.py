@@ -165,11 +165,10 @@ class LayerHealth:
                         "layer before it (a large negative bias, its initialisation) or lower optimizer.lr"
                     ),
                 )
-        rms = {}
-        for path in self.weighted:
-            norm = by_layer[path]["grad_norm"]
-            if norm is not None and math.isfinite(norm) and norm > 0:
-                rms[path] = norm / math.sqrt(sum(a.size for a in self.trained[path].values()))
+        rms = {
+            path: norm / math.sqrt(sum(a.size for a in self.trained[path].values()))
+            for path, norm in self._measured(by_layer, "grad_norm").items()
+        }
         for path, factor in _outliers(rms):
             problem = "exploding" if factor > 1 else "vanishing"
             size = f"{factor:.0f}x" if factor > 1 else f"1/{1 / factor:.0f}"
@@ -181,11 +180,7 @@ class LayerHealth:
                     "training.grad_clip.max_norm"
                 ),
             )
-        ratios = {}
-        for path in self.weighted:
-            ratio = by_layer[path]["update_ratio"]
-            if ratio is not None and math.isfinite(ratio) and ratio > 0:
-                ratios[path] = ratio
+        ratios = self._measured(by_layer, "update_ratio")
         flagged = dict(_outliers(ratios))
         for path, ratio in ratios.items():
             if path in flagged or ratio > OUTLIER_FACTOR * RULE_OF_THUMB:
@@ -202,6 +197,11 @@ class LayerHealth:
                         f"{against}: check its learning rate (optimizer.lr, a group's lr_scale)"
                     ),
                 )
+
+    def _measured(self, by_layer: dict[str, dict], column: str) -> dict[str, float]:
+        """The weight layers' positive, finite figures of ``column`` (a frozen or diverged layer has none)."""
+        values = {path: by_layer[path][column] for path in self.weighted}
+        return {path: v for path, v in values.items() if v is not None and math.isfinite(v) and v > 0}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

@@ -64,11 +64,10 @@ class TensorBoardLogger(Callback):
         logdir = RunFolder(trainer.run_dir).tensorboard
         self.writer = SummaryWriter(logdir=str(logdir), purge_step=s.step if s.step else None, flush_secs=60)
         if s.step == 0:
-            summary = trainer.model.summary()
-            config = Path(RunFolder(trainer.run_dir).config)
-            self.writer.add_text("model", _code(summary), 0)
-            if config.exists():
-                self.writer.add_text("config", _code(config.read_text(encoding="utf-8")), 0)
+            self.writer.add_text("model", _code(trainer.model.summary()), 0)
+            config_file = RunFolder(trainer.run_dir).config
+            if config_file.exists():
+                self.writer.add_text("config", _code(config_file.read_text(encoding="utf-8")), 0)
         elif s.batch_in_epoch == 0 and s.history:  # stopped between epochs: the closing epoch's figures were purged
             self._epoch(trainer, s.history[-1])
 
