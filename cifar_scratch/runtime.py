@@ -21,6 +21,7 @@ import ctypes.util
 import functools
 import math
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from cifar_scratch import __version__
 from cifar_scratch.nn.fast import parallel
 
 THREADS_ENV = "CIFAR_SCRATCH_THREADS"
@@ -194,3 +198,47 @@ def compute(threads: int | None) -> Iterator[Threads]:
     finally:
         previous_blas.restore_original_limits()
         parallel.set_workers(previous_workers)
+
+
+# --------------------------------------------------------------------------- what a timing ran on
+def vector_isa(flags: set[str]) -> str:
+    """The widest float vector instructions among a CPU's ``flags``: what sets its float32 peak."""
+    if "avx512f" in flags:
+        return "AVX-512"
+    return "AVX2" if "avx2" in flags else "no AVX2"
+
+
+def machine(threads: int | None = None) -> dict:
+    """The facts every timing must name: the CPU model and vector instructions, the BLAS and the kernels
+    it runs (``OPENBLAS_CORETYPE`` pins them, e.g. to Haswell's AVX2 ones on an AVX-512 CPU, which halves
+    the GEMM peak), the threads, and versions. ``threads`` None: the engine pool's current count."""
+    model, flags = platform.processor(), set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not flags:
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    blas = parallel.blas().info()
+    return {
+        "cpu": model,
+        "isa": vector_isa(flags) if flags else "unknown",
+        "cores": cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": [
+            f"{i['internal_api']} {i['version']} ({i['num_threads']} threads"
+            + (f", {i['architecture']} kernels)" if i.get("architecture") else ")")
+            for i in blas
+        ],
+        "blas_kernels": next((i["architecture"] for i in blas if i.get("architecture")), None),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "threads": threads if threads is not None else parallel.workers(),
+        "cifar_scratch": __version__,
+    }

@@ -210,7 +210,7 @@ def benchmark(r: dict, name: str, batch: int, steps: int, repeats: int, threads:
     m = r["machine"]
     lines = [
         f"{name}: batch {batch}, {repeats} x {steps} steps, threads {threads}, {engine} kernels",
-        f"machine: {m['cpu']} ({m['cores']} cores), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
+        f"machine: {m['cpu']} ({m['cores']} cores, {m['isa']}), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
         + (f", torch {r['torch']['version']}" if r["torch"] else ""),
     ]
     if m["openblas_coretype"]:

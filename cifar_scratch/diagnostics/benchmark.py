@@ -4,23 +4,19 @@ optionally the same model in PyTorch timed in the same run, interleaved with our
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
-from threadpoolctl import threadpool_info
 
-from cifar_scratch import __version__
+from cifar_scratch import runtime
 from cifar_scratch.builders import build_loss, build_model, build_optimizer, model_input_shape, num_classes
 from cifar_scratch.config import RunConfig
 from cifar_scratch.errors import UserError
 from cifar_scratch.kinds.optimizers import OPTIMIZER_KINDS
 from cifar_scratch.nn import layers as L
-from cifar_scratch.runtime import cores
 
 #: Keys of the JSON written by ``--json`` (documented in the README).
 JSON_FIELDS = (
@@ -76,33 +72,6 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     """Median milliseconds of ``repeats`` calls after one warm-up call."""
     fn()
     return 1e3 * statistics.median(_timed(fn) for _ in range(repeats))
-
-
-def machine_info(threads: int | None) -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": cores(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "blas": [
-            f"{i['internal_api']} {i['version']} ({i['num_threads']} threads"
-            + (f", {i['architecture']} kernels)" if i.get("architecture") else ")")
-            for i in threadpool_info()
-            if i["user_api"] == "blas"
-        ],
-        # OpenBLAS otherwise picks the kernels of this CPU; a pin to an older core (Haswell: AVX2 on
-        # an AVX-512 CPU) halves the GEMM peak, so every speed figure must say it.
-        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
-        "threads": threads,
-        "cifar_scratch": __version__,
-    }
 
 
 class OurModel:
@@ -259,7 +228,7 @@ def run_benchmark(
         "repeats": repeats,
         "threads": threads,
         "engine": config.training.engine,
-        "machine": machine_info(threads),
+        "machine": runtime.machine(threads),
     }
     for phase in ("train", "inference"):
         for model in contenders.values():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_scratch import __version__, reports, signals
+from cifar_scratch import __version__, reports, runtime, signals
 from cifar_scratch.builders import build_loss, build_model, build_optimizer, build_schedule
 from cifar_scratch.config import RESUMABLE_KEYS, RunConfig, build_config, changed_keys, dump_config, load_config
 from cifar_scratch.data import Dataset, Normalizer, Split, load_dataset
@@ -181,7 +181,8 @@ def start_run(
                 "git_commit": git_commit(),
                 "python": platform.python_version(),
                 "numpy": np.__version__,
-                "machine": platform.platform(),
+                # What its times ran on: CPU model, AVX2 or AVX-512, BLAS kernels, threads (each resume: its own).
+                "machine": runtime.machine(),
                 "command": sys.argv,
                 "overrides": list(overrides),
                 "cwd": os.getcwd(),
@@ -256,6 +257,7 @@ def resume_run(
             "from_step": state.step,
             "removed_temporaries": len(removed),
             "git_commit": git_commit(),
+            "machine": runtime.machine(),
         }
         folder.update_info({"status": "running", "resumes": [*resumes, resume]})
         return _train_and_finish(trainer)

@@ -184,6 +184,10 @@ def test_resume_print_config_and_run_json_records_resumes(tmp_path, digits_confi
     info = json.loads((run_dir / "run.json").read_text())
     assert "git_commit" in info and info["status"] == "completed"
     assert [(r["overrides"], r["from_epoch"]) for r in info["resumes"]] == [(["training.epochs=2"], 1)]
+    # Every session names what its times ran on: CPU, vector instructions, BLAS kernels, threads.
+    for machine in (info["machine"], info["resumes"][0]["machine"]):
+        assert machine["isa"] in ("AVX-512", "AVX2", "no AVX2") and machine["cpu"] and machine["threads"] >= 1
+        assert machine["blas"] and "blas_kernels" in machine
 
 
 def test_config_yaml_records_absolute_paths_and_works_from_any_folder(tmp_path, env, monkeypatch):

@@ -33,16 +33,22 @@ def test_benchmark_writes_json(tmp_path):
 
 def test_benchmark_names_the_blas_kernels_and_a_pinned_core_type(tmp_path, monkeypatch):
     """OpenBLAS's kernels decide the GEMM peak, so the report says which ran and whether the environment chose them."""
-    from cifar_scratch.diagnostics.benchmark import machine_info
+    from cifar_scratch.runtime import machine, vector_isa
 
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
-    info = machine_info(1)
+    info = machine(1)
+    assert info["threads"] == 1 and info["isa"] in ("AVX-512", "AVX2", "no AVX2")
+    assert [vector_isa({"avx2", "avx512f"}), vector_isa({"avx2", "fma"}), vector_isa({"sse4_2"})] == [
+        "AVX-512",
+        "AVX2",
+        "no AVX2",
+    ]
     assert info["openblas_coretype"] == "Haswell"
     assert any("kernels)" in line for line in info["blas"] if line.startswith("openblas"))
     result = benchmark(REPO / "configs" / "digits.yaml", "--steps", 1, "--repeats", 1, "--threads", 1)
     assert result.exit_code == 0 and "note: OPENBLAS_CORETYPE=Haswell pins OpenBLAS's kernels" in result.output
     monkeypatch.delenv("OPENBLAS_CORETYPE")
-    assert machine_info(1)["openblas_coretype"] is None
+    assert machine(1)["openblas_coretype"] is None
 
 
 def test_conv_flop_count():
