@@ -211,7 +211,12 @@ def benchmark(r: dict, name: str, batch: int, steps: int, repeats: int, threads:
     lines = [
         f"{name}: batch {batch}, {repeats} x {steps} steps, threads {threads}, {engine} kernels",
         f"machine: {m['cpu']} ({m['cores']} cores, {m['isa']}), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
-        + (f", torch {r['torch']['version']}" if r["torch"] else ""),
+        + (
+            f", torch {r['torch']['version']} (ATen {r['torch']['aten_cpu_capability']} kernels, oneDNN up to "
+            f"{r['torch']['onednn_max_cpu_isa'] or 'the CPU'})"
+            if r["torch"]
+            else ""
+        ),
     ]
     if m["openblas_coretype"]:
         lines.append(

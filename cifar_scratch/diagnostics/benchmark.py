@@ -4,6 +4,7 @@ optionally the same model in PyTorch timed in the same run, interleaved with our
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import tracemalloc
@@ -191,9 +192,14 @@ class TorchModel:
         with self.torch.inference_mode():
             self.model(self.x)
 
-    @property
-    def version(self) -> str:
-        return self.torch.__version__
+    def info(self) -> dict:
+        """Its version and the vector kernels it runs: ATen's (ATEN_CPU_CAPABILITY caps them) and
+        oneDNN's cap (ONEDNN_MAX_CPU_ISA), which emulating an AVX2 CPU on an AVX-512 one must set both."""
+        return {
+            "version": self.torch.__version__,
+            "aten_cpu_capability": self.torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        }
 
 
 def _rates(times: list[float], images: int) -> dict:
@@ -253,5 +259,5 @@ def run_benchmark(
     results["gflop_per_train_step"] = sum(row["gflop"] for row in results["layers"])
     results["achieved_gflops"] = results["gflop_per_train_step"] / (results["train"]["ours"]["step_ms_median"] / 1e3)
     results["gemm_peak_gflops"] = gemm_peak_gflops()
-    results["torch"] = {"version": theirs.version} if theirs else None
+    results["torch"] = theirs.info() if theirs else None
     return results
