@@ -65,27 +65,37 @@ def winograd_kernel(weight: np.ndarray) -> np.ndarray:
     return (KERNEL_T @ weight.reshape(9, -1)).reshape(36, *weight.shape[2:])
 
 
-def winograd_forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """x (N, H, W, C), U from :func:`winograd_kernel` -> out (N, H, W, F): a stride-1 'same' 3x3 convolution."""
+def tiled(x: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+    """x (N, H, W, C) -> (x zero-bordered to (N, 4 th + 2, 4 tw + 2, C), th, tw, images per block): one pixel
+    of 'same' padding on top and left, the rest so that th x tw tiles of 4x4 outputs cover H x W."""
     n, h, w, c = x.shape
-    f = u.shape[2]
     th, tw = -(-h // 4), -(-w // 4)
     padded = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), x.dtype)
     padded[:, 1 : h + 1, 1 : w + 1] = x
+    return padded, th, tw, max(1, -(-TILES_PER_BLOCK // (th * tw)))  # the mixing GEMMs need rows: tiles
+
+
+def input_frequencies(source: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """Zero-bordered images (n, 4 th + 2, 4 tw + 2, C) -> V (36, n th tw, C): each 6x6 tile (stride 4)
+    gathered by 36 strided copies, then B^T d B for all of them as one GEMM."""
+    count, c = source.shape[0], source.shape[3]
+    gathered = np.empty((36, count, th, tw, c), source.dtype)
+    for i in range(6):
+        for j in range(6):
+            gathered[i * 6 + j] = source[:, i : i + 4 * th : 4, j : j + 4 * tw : 4]
+    return (INPUT_T @ gathered.reshape(36, -1)).reshape(36, -1, c)
+
+
+def winograd_forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """x (N, H, W, C), U from :func:`winograd_kernel` -> out (N, H, W, F): a stride-1 'same' 3x3 convolution."""
+    n, h, w, _ = x.shape
+    f = u.shape[2]
+    padded, th, tw, block = tiled(x)
     out = np.empty((n, 4 * th, 4 * tw, f), x.dtype)
-    block = max(1, -(-TILES_PER_BLOCK // (th * tw)))  # the mixing GEMMs need rows: at least this many tiles
 
     def work(images: slice) -> None:
-        source = padded[images]
-        count = source.shape[0]
-        tiles = count * th * tw
-        gathered = np.empty((36, count, th, tw, c), x.dtype)
-        for i in range(6):
-            for j in range(6):
-                gathered[i * 6 + j] = source[:, i : i + 4 * th : 4, j : j + 4 * tw : 4]
-        freq = (INPUT_T @ gathered.reshape(36, -1)).reshape(36, tiles, c)
-        mixed = np.matmul(freq, u)  # (36, tiles, F)
-        result = (OUTPUT_T @ mixed.reshape(36, -1)).reshape(4, 4, count, th, tw, f)
+        mixed = np.matmul(input_frequencies(padded[images], th, tw), u)  # (36, tiles, F)
+        result = (OUTPUT_T @ mixed.reshape(36, -1)).reshape(4, 4, -1, th, tw, f)
         target = out[images]
         for a in range(4):
             for b in range(4):
@@ -110,22 +120,15 @@ def winograd_weight_grad(x: np.ndarray, dout: np.ndarray) -> np.ndarray:
     (36 GEMMs whose inner dimension is the tiles), and dW = G^T dU G."""
     n, h, w, c = x.shape
     f = dout.shape[3]
-    th, tw = -(-h // 4), -(-w // 4)
-    padded = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), x.dtype)
-    padded[:, 1 : h + 1, 1 : w + 1] = x
+    padded, th, tw, block = tiled(x)
     dpadded = np.zeros((n, 4 * th, 4 * tw, f), x.dtype)
     dpadded[:, :h, :w] = dout
-    block = max(1, -(-TILES_PER_BLOCK // (th * tw)))
     partial = np.zeros((-(-n // block), 36, c, f), np.float32)
 
     def work(images: slice) -> None:
-        source, grad = padded[images], dpadded[images]
-        count = source.shape[0]
-        gathered = np.empty((36, count, th, tw, c), x.dtype)
-        for i in range(6):
-            for j in range(6):
-                gathered[i * 6 + j] = source[:, i : i + 4 * th : 4, j : j + 4 * tw : 4]
-        freq = (INPUT_T @ gathered.reshape(36, -1)).reshape(36, -1, c)
+        grad = dpadded[images]
+        count = grad.shape[0]
+        freq = input_frequencies(padded[images], th, tw)
         tiles = np.empty((16, count, th, tw, f), x.dtype)
         for a in range(4):
             for b in range(4):
