@@ -8,7 +8,8 @@ booleans, no 3.0) and floats are finite and not booleans. Each problem becomes o
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Literal
+import typing
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
@@ -47,3 +48,36 @@ def refresh_config(rebuild: str) -> None:
     config = sys.modules.get("cifar_scratch.config.schema")
     if config is not None and hasattr(config, "RunConfig"):
         getattr(config, rebuild)()
+
+
+class Kinds(dict):
+    """The kinds of one family (layers, optimizers, losses) by name, in the order registered: the one
+    place a family's records live. A record has ``options`` (a :class:`Section` whose ``key`` field is
+    a literal: the kind's name) and a ``name`` property. Registering or removing one rebuilds the config
+    schema's union (``cifar_scratch.config.schema.<refresh>``), so configs accept or refuse its name."""
+
+    def __init__(self, family: str, key: str, refresh: str):
+        super().__init__()
+        self.family, self.key, self.refresh = family, key, refresh  # family with its article: "a loss"
+
+    def register(self, kind):
+        """Add ``kind``; a name taken already is a ValueError."""
+        if kind.name in self:
+            raise ValueError(f"{self.family} kind named {kind.name!r} is registered already")
+        self[kind.name] = kind
+        refresh_config(self.refresh)
+        return kind
+
+    def unregister(self, name: str) -> None:
+        """Remove a registered kind (configs refuse its name again)."""
+        del self[name]
+        refresh_config(self.refresh)
+
+    def union(self):
+        """The options of every registered kind, as a union told apart by ``key``."""
+        return Annotated[Union[tuple(kind.options for kind in self.values())], Field(discriminator=self.key)]
+
+
+def kind_name(options: type[Section], key: str) -> str:
+    """A kind's name: the literal of its options' ``key`` field (``name``, or ``type`` for layers)."""
+    return typing.get_args(options.model_fields[key].annotation)[0]

@@ -50,11 +50,15 @@ def digits_config(tmp_path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def forget_user_layers():
-    """A test's user layers (``type: file.py:Class``) leave the kinds' records, and so the schema, as they were."""
+def forget_user_kinds():
+    """A test's user layers, optimizers and losses (``file.py:Class``) leave the kinds' records, and so
+    the schema, as they were: a later test (the generated config reference) must not see them."""
     yield
     from cifar_scratch.kinds import user
-    from cifar_scratch.kinds.layers import LAYER_KINDS, unregister_layer
+    from cifar_scratch.kinds.layers import LAYER_KINDS
+    from cifar_scratch.kinds.losses import LOSS_KINDS
+    from cifar_scratch.kinds.optimizers import OPTIMIZER_KINDS
 
-    for name in [name for name in LAYER_KINDS if user.is_reference(name)]:
-        unregister_layer(name)
+    for kinds in (LAYER_KINDS, OPTIMIZER_KINDS, LOSS_KINDS):
+        for name in [name for name in kinds if user.is_reference(name)]:
+            kinds.unregister(name)

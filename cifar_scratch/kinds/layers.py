@@ -24,7 +24,6 @@ the config accepts it from then on.
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Union
@@ -34,7 +33,7 @@ from pydantic import BeforeValidator, Field
 
 from cifar_scratch.nn import layers as L
 from cifar_scratch.nn.shapes import resolve_padding
-from cifar_scratch.options import Float, Init, NonNegInt, PosInt, Section, refresh_config
+from cifar_scratch.options import Float, Init, Kinds, NonNegInt, PosInt, Section, kind_name
 
 
 class LayerOptions(Section):
@@ -60,37 +59,23 @@ class LayerKind:
 
     @property
     def name(self) -> str:
-        return typing.get_args(self.options.model_fields["type"].annotation)[0]
+        return kind_name(self.options, "type")
 
     def build(self, options: LayerOptions) -> L.Module:
         """The module for validated ``options``."""
         return self.module(**options.model_dump(exclude={"type", "trainable"}))
 
 
-#: Every layer kind by name, in the order registered.
-LAYER_KINDS: dict[str, LayerKind] = {}
+#: Every layer kind by name, in the order registered; configs accept ``{type: <its name>, ...}``.
+LAYER_KINDS: Kinds = Kinds("a layer", "type", "refresh_layer_kinds")
+unregister_layer, layer_union = LAYER_KINDS.unregister, LAYER_KINDS.union
 
 
 def register_layer(kind: LayerKind) -> LayerKind:
-    """Add a layer kind; configs accept ``{type: <its name>, ...}`` from then on."""
-    if kind.name in LAYER_KINDS:
-        raise ValueError(f"a layer kind named {kind.name!r} is registered already")
+    """Add a layer kind (:meth:`Kinds.register`); a built-in kind must bring a gradcheck example."""
     if not kind.examples and kind.user is None:  # a user's layer may leave its examples to gradcheck's defaults
         raise ValueError(f"{kind.name}: a layer kind needs at least one gradcheck example")
-    LAYER_KINDS[kind.name] = kind
-    refresh_config("refresh_layer_kinds")
-    return kind
-
-
-def unregister_layer(name: str) -> None:
-    """Remove a kind registered with :func:`register_layer` (configs refuse its ``type`` again)."""
-    del LAYER_KINDS[name]
-    refresh_config("refresh_layer_kinds")
-
-
-def layer_union():
-    """The options of every registered kind, as a union told apart by ``type``."""
-    return Annotated[Union[tuple(kind.options for kind in LAYER_KINDS.values())], Field(discriminator="type")]
+    return LAYER_KINDS.register(kind)
 
 
 def bare_layer_names(value: Any) -> Any:

@@ -8,15 +8,12 @@ or module (``loss: {name: losses/focal.py:Focal, gamma: 2.0}``) joins through :m
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal, Union
-
-from pydantic import Field
+from typing import Literal
 
 from cifar_scratch.nn.losses import CrossEntropy, Loss
-from cifar_scratch.options import Section, refresh_config
+from cifar_scratch.options import Kinds, Section, kind_name
 
 
 @dataclass(frozen=True)
@@ -29,30 +26,12 @@ class LossKind:
 
     @property
     def name(self) -> str:
-        return typing.get_args(self.options.model_fields["name"].annotation)[0]
+        return kind_name(self.options, "name")
 
 
-#: Every loss kind by name, in the order registered.
-LOSS_KINDS: dict[str, LossKind] = {}
-
-
-def register_loss(kind: LossKind) -> LossKind:
-    """Add a loss kind; configs accept ``loss: {name: <its name>, ...}`` from then on."""
-    if kind.name in LOSS_KINDS:
-        raise ValueError(f"a loss kind named {kind.name!r} is registered already")
-    LOSS_KINDS[kind.name] = kind
-    refresh_config("refresh_loss_kinds")
-    return kind
-
-
-def unregister_loss(name: str) -> None:
-    del LOSS_KINDS[name]
-    refresh_config("refresh_loss_kinds")
-
-
-def loss_union():
-    """The options of every registered kind, as a union told apart by ``name``."""
-    return Annotated[Union[tuple(kind.options for kind in LOSS_KINDS.values())], Field(discriminator="name")]
+#: Every loss kind by name, in the order registered; configs accept ``loss: {name: <its name>, ...}``.
+LOSS_KINDS: Kinds = Kinds("a loss", "name", "refresh_loss_kinds")
+register_loss, unregister_loss, loss_union = LOSS_KINDS.register, LOSS_KINDS.unregister, LOSS_KINDS.union
 
 
 class CrossEntropySpec(Section):

@@ -17,7 +17,6 @@ name there has a builder, so no name falls through to another optimizer.
 from __future__ import annotations
 
 import fnmatch
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal, Optional, Union
@@ -27,7 +26,7 @@ from pydantic import Field, field_validator, model_validator
 from cifar_scratch.errors import ConfigError
 from cifar_scratch.nn.layers import Module
 from cifar_scratch.optim.optimizers import SGD, Adam, Hyper, Muon, Optimizer
-from cifar_scratch.options import MAX_LR, Float, Int, Section, refresh_config
+from cifar_scratch.options import MAX_LR, Float, Int, Kinds, Section, kind_name
 
 
 @dataclass(frozen=True)
@@ -41,31 +40,13 @@ class OptimizerKind:
 
     @property
     def name(self) -> str:
-        return typing.get_args(self.options.model_fields["name"].annotation)[0]
+        return kind_name(self.options, "name")
 
 
-#: Every optimizer kind by name, in the order registered.
-OPTIMIZER_KINDS: dict[str, OptimizerKind] = {}
-
-
-def register_optimizer(kind: OptimizerKind) -> OptimizerKind:
-    """Add an optimizer kind; configs accept ``optimizer: {name: <its name>, ...}`` from then on."""
-    if kind.name in OPTIMIZER_KINDS:
-        raise ValueError(f"an optimizer kind named {kind.name!r} is registered already")
-    OPTIMIZER_KINDS[kind.name] = kind
-    refresh_config("refresh_optimizer_kinds")
-    return kind
-
-
-def unregister_optimizer(name: str) -> None:
-    """Remove a kind registered with :func:`register_optimizer` (configs refuse its name again)."""
-    del OPTIMIZER_KINDS[name]
-    refresh_config("refresh_optimizer_kinds")
-
-
-def optimizer_union():
-    """The options of every registered kind, as a union told apart by ``name``."""
-    return Annotated[Union[tuple(kind.options for kind in OPTIMIZER_KINDS.values())], Field(discriminator="name")]
+#: Every optimizer kind by name, in the order registered; configs accept ``optimizer: {name: <its name>, ...}``.
+OPTIMIZER_KINDS: Kinds = Kinds("an optimizer", "name", "refresh_optimizer_kinds")
+register_optimizer, unregister_optimizer = OPTIMIZER_KINDS.register, OPTIMIZER_KINDS.unregister
+optimizer_union = OPTIMIZER_KINDS.union
 
 
 # --------------------------------------------------------------------------- options shared by every kind
