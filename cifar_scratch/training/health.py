@@ -48,7 +48,7 @@ class _Sums:
     act_sum: float = 0.0
     act_squares: float = 0.0
     act_count: int = 0
-    alive: str | None = None  # a rectifier's units seen positive: np.packbits, as hex (JSON in checkpoints)
+    alive: np.ndarray | None = None  # a rectifier's units seen positive (checkpoints: np.packbits, as hex)
 
 
 class LayerHealth:
@@ -97,9 +97,7 @@ class LayerHealth:
         sums.act_count += flat.size
         if module.rectifier:
             fired = out.reshape(-1, out.shape[-1]).max(axis=0) > 0
-            if sums.alive is not None:
-                fired |= np.unpackbits(np.frombuffer(bytes.fromhex(sums.alive), np.uint8), count=fired.size).astype(bool)
-            sums.alive = np.packbits(fired).tobytes().hex()
+            sums.alive = fired if sums.alive is None else sums.alive | fired
 
     def after_backward(self, squares: dict[str, float]) -> None:
         """With the step's squared gradient norms by parameter (those trained this step); a sampled
@@ -143,8 +141,7 @@ class LayerHealth:
             mean = sums.act_sum / sums.act_count
             row["act_mean"], row["act_std"] = mean, math.sqrt(max(sums.act_squares / sums.act_count - mean * mean, 0.0))
         if sums.alive is not None:
-            fired = np.unpackbits(np.frombuffer(bytes.fromhex(sums.alive), np.uint8), count=module.output_shape[-1])
-            row["dead_fraction"] = 1.0 - float(fired.mean())
+            row["dead_fraction"] = 1.0 - float(sums.alive.mean())
         if sums.steps:
             row["grad_norm"] = sums.grad_norm / sums.steps
         if sums.samples:
@@ -205,7 +202,11 @@ class LayerHealth:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        return {"rows": self.rows, "warned": self.warned, "sums": {path: asdict(s) for path, s in self.sums.items()}}
+        sums = {
+            path: {**asdict(s), "alive": None if s.alive is None else np.packbits(s.alive).tobytes().hex()}
+            for path, s in self.sums.items()
+        }
+        return {"rows": self.rows, "warned": self.warned, "sums": sums}
 
     def load_state_dict(self, state: dict) -> None:
         """The state :meth:`state_dict` wrote; ValueError if it does not fit this model."""
@@ -224,6 +225,15 @@ class LayerHealth:
             for name, value in values.items():  # JSON holds NaN (a diverging step's sums) as null
                 if value is None and name != "alive":
                     setattr(sums[path], name, float("nan"))
+            if values["alive"] is not None:
+                try:
+                    packed = np.frombuffer(bytes.fromhex(values["alive"]), np.uint8)
+                except (TypeError, ValueError):
+                    raise ValueError(f"layer health: the sums of {path} are damaged") from None
+                units = self.layers[path].output_shape[-1]
+                if len(packed) != -(-units // 8):
+                    raise ValueError(f"layer health: the sums of {path} are damaged")
+                sums[path].alive = np.unpackbits(packed, count=units).astype(bool)
         self.sums, self.rows, self.warned = sums, rows, warned
 
 

@@ -93,7 +93,8 @@ class TensorBoardLogger(Callback):
         for key, tag in EPOCH_TAGS.items():
             _scalar(self.writer, tag, row.get(key), step)
         if trainer.health is not None:
-            for health_row in trainer.health.rows:
+            # each epoch appends one row per layer: the closing epoch's are the last ones, not a search of all
+            for health_row in trainer.health.rows[-len(trainer.health.layers) :]:
                 if health_row["epoch"] == row["epoch"]:
                     for figure in HEALTH_FIGURES:
                         _scalar(self.writer, f"health/{figure}/{health_row['layer']}", health_row[figure], step)
