@@ -266,58 +266,46 @@ class RunFolder:
     # ------------------------------------------------------------------ history
     def write_history(self, history: list[dict]) -> None:
         """history.csv and history.jsonl, rewritten whole (through temporary names)."""
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(history)
-        atomic_write_text(self.history, text.getvalue())
+        atomic_write_text(self.history, _csv_text(HISTORY_FIELDS, history))
         atomic_write_text(
             self.path / self.HISTORY_JSONL, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in history)
         )
 
     def write_diagnostics(self, rows: list[dict], fields: tuple[str, ...]) -> None:
-        """diagnostics.csv (per-layer health, one row per layer and epoch), rewritten whole."""
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(json_safe(rows))
-        atomic_write_text(self.diagnostics, text.getvalue())
+        """diagnostics.csv (per-layer health, one row per layer and epoch), rewritten whole; NaN as an empty cell."""
+        atomic_write_text(self.diagnostics, _csv_text(fields, json_safe(rows)))
 
     def read_diagnostics(self) -> list[dict]:
         """``diagnostics.csv`` as dicts (numbers as floats, empty cells left out); [] when absent or unreadable."""
-        try:
-            raw_rows = list(
-                csv.DictReader(io.StringIO(read_limited(self.diagnostics, MAX_FILE_BYTES).decode("utf-8"), newline=""))
-            )
-        except (OSError, UnicodeDecodeError, csv.Error):
-            return []
-        rows = []
-        for raw in raw_rows:
-            row = {}
-            for key, value in raw.items():
-                if value in (None, ""):
-                    continue
-                try:
-                    row[key] = value if key in ("layer", "config", "kind") else float(value)
-                except ValueError:
-                    break
-            else:
-                rows.append(row)
-        return rows
+        return _read_csv(self.diagnostics, text_columns=("layer", "config", "kind"))
 
     def read_history(self) -> list[dict]:
         """``history.csv`` as dicts of floats (epoch first); [] when absent or unreadable; empty cells are left out."""
+        return _read_csv(self.history)
+
+
+def _csv_text(fields: tuple[str, ...], rows: list[dict]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def _read_csv(path: Path, text_columns: tuple[str, ...] = ()) -> list[dict]:
+    """A CSV file this folder wrote, as dicts: ``text_columns`` as they are, the others as floats, empty
+    cells left out; a row that does not parse is skipped; [] when absent or unreadable."""
+    try:
+        raw_rows = list(csv.DictReader(io.StringIO(read_limited(path, MAX_FILE_BYTES).decode("utf-8"), newline="")))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    rows = []
+    for raw in raw_rows:
         try:
-            raw_rows = list(csv.DictReader(io.StringIO(read_limited(self.history, MAX_FILE_BYTES).decode("utf-8"), newline="")))
-        except (OSError, UnicodeDecodeError, csv.Error):
-            return []
-        rows = []
-        for raw in raw_rows:
-            try:
-                rows.append({key: float(value) for key, value in raw.items() if value not in (None, "")})
-            except ValueError:
-                continue
-        return rows
+            rows.append({k: v if k in text_columns else float(v) for k, v in raw.items() if v not in (None, "")})
+        except (TypeError, ValueError):  # TypeError: a row with more cells than the header (key None, a list)
+            continue
+    return rows
 
 
 def now() -> str:
