@@ -83,9 +83,8 @@ def lr_find(
 ) -> LRFindResult:
     """Run the range test for ``config`` and write ``lr_find.json`` and ``lr_find.png`` into ``folder``
     (created). Stops after ``steps`` steps, or once the smoothed loss exceeds ``diverge`` times its
-    lowest value or a loss is not finite. ``on_step(step, lr, loss)`` follows it."""
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"the rates must grow: 0 < start_lr < end_lr (got {start_lr:g}, {end_lr:g})")
+    lowest value or a loss is not finite. ``on_step(step, lr, loss)`` follows it. The rates are checked by
+    its callers (:func:`cifar_scratch.api.lr_find`, the command), which say what was wrong in their own terms."""
     # No layer health, no checkpoints: the trainer only takes steps here.
     config = config.model_copy(update={"output": config.output.model_copy(update={"health": False})})
     dataset = load_dataset(config.data, data_dir, progress)
