@@ -221,7 +221,7 @@ class Run:
                 f"images: uint8 of shape (N, {', '.join(map(str, model.input_shape))}) as the run trained on "
                 f"(got {images.dtype} {images.shape})"
             )
-        with kernels.using(config.training.engine):
+        with kernels.using(config.training.engine, config.training.conv_algorithm):
             logits = [model.forward(normalizer(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
         return softmax(np.concatenate(logits)) if logits else np.zeros((0, model.output_shape[0]), np.float32)
 

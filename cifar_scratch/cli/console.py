@@ -209,7 +209,8 @@ def benchmark(r: dict, name: str, batch: int, steps: int, repeats: int, threads:
     of :func:`cifar_scratch.diagnostics.benchmark.run_benchmark`'s result ``r``."""
     m = r["machine"]
     lines = [
-        f"{name}: batch {batch}, {repeats} x {steps} steps, threads {threads}, {engine} kernels",
+        f"{name}: batch {batch}, {repeats} x {steps} steps, threads {threads}, {engine} kernels"
+        + (f" ({r['conv_algorithm']} 3x3 convolutions)" if engine == "fast" and "conv_algorithm" in r else ""),
         f"machine: {m['cpu']} ({m['cores']} cores, {m['isa']}), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
         + (
             f", torch {r['torch']['version']} (ATen {r['torch']['aten_cpu_capability']} kernels, oneDNN up to "
@@ -240,9 +241,11 @@ def benchmark(r: dict, name: str, batch: int, steps: int, repeats: int, threads:
             f"ours / torch: train {r['train']['ratio']:.2f}x, inference {r['inference']['ratio']:.2f}x (same run, interleaved)"
         )
     lines.append(f"peak memory of a training step: {r['peak_memory_mb']:,.0f} MB (NumPy arrays, tracemalloc)")
+    winograd = engine == "fast" and r.get("conv_algorithm", "im2col") != "im2col"
     lines.append(
         f"GEMM work per training step: {r['gflop_per_train_step']:.2f} GFLOP -> {r['achieved_gflops']:.0f} GFLOP/s "
-        f"achieved; float32 GEMM peak here: {r['gemm_peak_gflops']:.0f} GFLOP/s"
+        f"{'effective (as direct convolution; Winograd multiplies less)' if winograd else 'achieved'}; "
+        f"float32 GEMM peak here: {r['gemm_peak_gflops']:.0f} GFLOP/s"
     )
     total = sum(row["forward_ms"] + row["backward_ms"] for row in r["layers"]) or 1.0
     layers = [

@@ -55,7 +55,7 @@ def gradcheck(
 
     resolved = load_config(config, list(overrides or [])) if config is not None else None
     kind = engine.value if engine else resolved.training.engine if resolved else "fast"
-    with runtime.compute(threads), kernels.using(kind):
+    with runtime.compute(threads), kernels.using(kind, resolved.training.conv_algorithm if resolved else None):
         results = run_checks(resolved, layer, max_elements, against and torch_dtype.value)
     typer.echo(console.gradcheck(results, threshold, torch_threshold, torch_dtype.value))
     limits = {"layers": threshold, "model": threshold, "torch": torch_threshold}
@@ -93,7 +93,7 @@ def benchmark(
 
     resolved = load_config(config, list(overrides or []) + ([f"training.engine={engine.value}"] if engine else []))
     batch = batch_size or resolved.training.batch_size
-    with runtime.compute(threads) as chosen, kernels.using(resolved.training.engine):
+    with runtime.compute(threads) as chosen, kernels.using(resolved.training.engine, resolved.training.conv_algorithm):
         result = run_benchmark(
             resolved,
             batch,

@@ -350,6 +350,13 @@ class TrainingConfig(_Section):
         "the math in plain NumPy, to read and to step through in a debugger; slower). Results agree within float32 "
         "rounding; a run keeps its engine on resume.",
     )
+    conv_algorithm: Literal["im2col", "winograd", "auto"] = Field(
+        "im2col",
+        description="How the fast engine computes stride-1 3x3 'same' convolutions: im2col (one GEMM over the gathered "
+        "patches), winograd (F(4x4, 3x3): 4x fewer multiplications, float32 error about 1e-5 of the largest value) or "
+        "auto (Winograd where it measured faster: 64 or more channels on each side and C x F >= 16384). Other "
+        "convolutions go by im2col; the reference engine ignores this.",
+    )
     evaluate_train: bool = Field(
         True,
         description="Measure the training split with the final weights too (train_accuracy in metrics.json); "

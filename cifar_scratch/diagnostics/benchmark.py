@@ -27,6 +27,7 @@ JSON_FIELDS = (
     "repeats",
     "threads",
     "engine",
+    "conv_algorithm",
     "machine",
     "train",
     "inference",
@@ -234,6 +235,7 @@ def run_benchmark(
         "repeats": repeats,
         "threads": threads,
         "engine": config.training.engine,
+        "conv_algorithm": config.training.conv_algorithm,
         "machine": runtime.machine(threads),
     }
     for phase in ("train", "inference"):

@@ -105,7 +105,7 @@ def evaluate_checkpoint(
     check_checkpoint_matches(meta, config, dataset.fingerprint(), dataset.class_names, checkpoint)
     notes += _caveats(info.get("status"), meta, config, checkpoint.name == RunFolder.LAST and Path(target).is_dir())
     tta, engine = tta or config.training.tta, engine or config.training.engine
-    with kernels.using(engine):
+    with kernels.using(engine, config.training.conv_algorithm):
         metrics, logits, report = _measure(model, normalizer, data, dataset.class_names, tta)
     head = {"checkpoint": str(checkpoint), "epoch": meta.epoch, "notes": notes, "split": split, "samples": len(data)}
     metrics = head | {"engine": engine} | metrics

@@ -67,7 +67,7 @@ def predict_images(
     run_dir, checkpoint = locate(target)
     config, model, normalizer, class_names = restore_run(run_dir, checkpoint, notes)
     pixels = np.stack([load_image(Path(path), model.input_shape) for path in images])
-    with kernels.using(engine or config.training.engine):
+    with kernels.using(engine or config.training.engine, config.training.conv_algorithm):
         logits = np.concatenate(
             [model.forward(normalizer(pixels[i : i + EVAL_BATCH])) for i in range(0, len(pixels), EVAL_BATCH)]
         )

@@ -94,7 +94,10 @@ def lr_find(
     stop_reason = f"the ramp ended at {end_lr:g}"
     order = np.empty(0, dtype=np.int64)
     started = time.perf_counter()
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), kernels.using(config.training.engine):
+    with (
+        np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        kernels.using(config.training.engine, config.training.conv_algorithm),
+    ):
         for step in range(steps):
             lr = start_lr * (end_lr / start_lr) ** (step / max(1, steps - 1))
             position = (step % trainer.steps_per_epoch) * batch

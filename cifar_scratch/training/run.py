@@ -303,7 +303,10 @@ def _train_and_finish(trainer: Trainer) -> RunResult:
     try:
         # The loop detects NaN and infinity itself and ends the run with one clear error, so NumPy's
         # floating-point warnings (overflow in matmul, invalid value in subtract) would only be noise.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), kernels.using(trainer.config.training.engine):
+        with (
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+            kernels.using(trainer.config.training.engine, trainer.config.training.conv_algorithm),
+        ):
             trainer.fit()
             metrics = finish(trainer)
     except signals.Interrupted as exc:

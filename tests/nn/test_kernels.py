@@ -1,6 +1,6 @@
 """Every fast kernel equals its reference: forward and every gradient, in float64, over 300 seeded random
-cases each (odd and non-square shapes, every option, ties in max pooling), and the sweep catches a fast
-kernel broken by one part in a million."""
+cases each (odd and non-square shapes, every option, ties in max pooling, the convolution by im2col and
+by Winograd), and the sweep catches a fast kernel broken by one part in a million."""
 
 import inspect
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cifar_scratch.nn import fast, kernels, reference
+from cifar_scratch.nn.fast import conv
 
 CASES = 300
 #: A mismatch: a difference beyond float64 rounding of a different summation order.
@@ -32,6 +33,21 @@ def _conv(rng):
         rng.standard_normal(f) if rng.random() < 0.7 else None,
     )
     return "conv2d", args + (stride, padding), {}, [True, False][rng.integers(2)]
+
+
+def _winograd(rng):
+    """Stride-1 3x3 'same' convolutions, the ones Winograd computes: sizes that fill a 4x4 tile, overhang
+    it (the last tiles partly outside) or fall short of one; and a third of other convolutions, which
+    must go by im2col whatever the algorithm asked for."""
+    if rng.random() < 1 / 3:
+        return _conv(rng)
+    n, h, w, c, f = rng.integers(1, 4), rng.integers(1, 11), rng.integers(1, 11), rng.integers(1, 6), rng.integers(1, 6)
+    args = (
+        rng.standard_normal((n, h, w, c)),
+        rng.standard_normal((3, 3, c, f)),
+        rng.standard_normal(f) if rng.random() < 0.7 else None,
+    )
+    return "conv2d", args + (1, ["same", 1][rng.integers(2)]), {}, [True, False][rng.integers(2)]
 
 
 def _maxpool(rng):
@@ -78,6 +94,7 @@ FAMILIES = {
     "gelu": _elementwise("gelu"),
     "gelu_erf": _elementwise("gelu_erf"),
     "conv2d": _conv,
+    "conv2d_winograd": _winograd,
     "maxpool": _maxpool,
     "batchnorm": _batchnorm,
 }
@@ -87,13 +104,26 @@ CHECKED = {
     "gelu": ("gelu_forward", "gelu_backward"),
     "gelu_erf": ("gelu_erf_forward", "gelu_backward"),
     "conv2d": ("conv2d_forward", "conv2d_backward"),
+    "conv2d_winograd": ("conv2d_forward", "conv2d_backward"),
     "maxpool": ("maxpool_forward", "maxpool_backward"),
     "batchnorm": ("batchnorm_forward", "batchnorm_backward"),
 }
 
 
+#: The fast engine's convolution algorithm per family (the others keep the default, im2col).
+ALGORITHM = {"conv2d_winograd": "winograd"}
+
+
 def run(engine, family, args, input_grad, dout_seed):
     """Forward and backward of one case with ``engine``'s kernels -> every output array, in order."""
+    previous = conv.use_algorithm(ALGORITHM.get(family, "im2col"))
+    try:
+        return _run(engine, family, args, input_grad, dout_seed)
+    finally:
+        conv.use_algorithm(previous)
+
+
+def _run(engine, family, args, input_grad, dout_seed):
     forward_name, backward_name = CHECKED[family]
     args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]  # batch norm updates its running stats
     out, cache = getattr(engine, forward_name)(*args)
@@ -131,8 +161,8 @@ def test_every_fast_kernel_equals_its_reference(family):
     assert mismatches(family) == []
 
 
-@pytest.mark.parametrize("name", fast.FAST)
-def test_the_sweep_catches_a_fast_kernel_off_by_one_part_in_a_million(name, monkeypatch):
+@pytest.mark.parametrize("family, name", [(family, name) for family, names in CHECKED.items() for name in names])
+def test_the_sweep_catches_a_fast_kernel_off_by_one_part_in_a_million(family, name, monkeypatch):
     original = getattr(fast, name)
 
     def broken(*args, **kwargs):
@@ -142,7 +172,6 @@ def test_the_sweep_catches_a_fast_kernel_off_by_one_part_in_a_million(name, monk
         return result
 
     monkeypatch.setattr(fast, name, broken)
-    family = next(f for f, names in CHECKED.items() if name in names)
     assert mismatches(family, cases=20), f"a broken {name} went unnoticed"
 
 
@@ -155,10 +184,14 @@ def test_every_fast_kernel_has_a_reference_with_its_signature():
         assert list(ours.parameters) == list(theirs.parameters), name
 
 
-@pytest.mark.parametrize("name", ["cifar_cnn", "speedrun93", "resnet_small", "mlp10"])
-def test_the_engines_agree_on_the_shipped_models_in_float32(name):
+@pytest.mark.parametrize(
+    "name, algorithm",
+    [(name, "im2col") for name in ("cifar_cnn", "speedrun93", "resnet_small", "mlp10")]
+    + [("cifar_cnn", "winograd"), ("speedrun93", "winograd")],
+)
+def test_the_engines_agree_on_the_shipped_models_in_float32(name, algorithm):
     """A training step of a shipped model through each engine, float32: logits, loss and every gradient
-    agree within float32 rounding (they sum in different orders)."""
+    agree within float32 rounding (they sum in different orders; Winograd rounds differently again)."""
     from cifar_scratch.builders import build_model, model_input_shape, num_classes
     from cifar_scratch.config import load_config
     from tests.conftest import REPO
@@ -170,7 +203,7 @@ def test_the_engines_agree_on_the_shipped_models_in_float32(name):
         model = build_model(config.model, model_input_shape(config), num_classes(config), rng, batch_size=4)
         x = rng.standard_normal((4, *model.input_shape)).astype(np.float32)
         labels = rng.integers(0, num_classes(config), 4)
-        with kernels.using(engine):
+        with kernels.using(engine, algorithm):
             loss, dlogits = reference.softmax_cross_entropy(model.forward(x), labels)
             model.backward(dlogits)
         results[engine] = {"loss": np.array([loss]), **{k: v.copy() for k, v in model.grads.items()}}

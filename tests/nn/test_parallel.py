@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from cifar_scratch.nn.fast import conv, parallel
+from cifar_scratch.nn.fast import conv, parallel, winograd
 from cifar_scratch.nn.fast import elementwise as F
 from cifar_scratch.nn.fast.norm import batchnorm_backward, batchnorm_forward
 
@@ -16,6 +16,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(parallel, "BLOCK_ELEMENTS", 300)
     monkeypatch.setattr(conv, "COLUMN_BLOCK", 2000)  # one image per block: units of two images
     monkeypatch.setattr(conv, "BLOCKS_PER_UNIT", 2)
+    monkeypatch.setattr(winograd, "TILES_PER_BLOCK", 9)  # one 9x9 image per block: units of four
     yield
     parallel.set_workers(1)
 
@@ -39,11 +40,14 @@ def _kernels(rng):
     out["pool"], out["pool.dx"] = y, conv.maxpool_backward(rng.standard_normal(y.shape).astype(np.float32), cache)
     y, cache = conv.maxpool_forward(x, 3, 2)  # overlapping windows: accumulated, not written
     out["pool3"], out["pool3.dx"] = y, conv.maxpool_backward(np.ones(y.shape, np.float32), cache)
-    for stride in (1, 2):
+    for name, stride, algorithm in (("conv1", 1, "im2col"), ("conv2", 2, "im2col"), ("winograd", 1, "winograd")):
+        previous = conv.use_algorithm(algorithm)
         y, cache = conv.conv2d_forward(x, w, np.full(4, 0.5, np.float32), stride, "same")
-        out[f"conv{stride}"] = y
+        conv.use_algorithm(previous)
+        assert cache[0] == ("winograd" if algorithm == "winograd" else "im2col")
+        out[name] = y
         dy = rng.standard_normal(y.shape).astype(np.float32)
-        out[f"conv{stride}.dx"], out[f"conv{stride}.dw"], out[f"conv{stride}.db"] = conv.conv2d_backward(dy, cache)
+        out[f"{name}.dx"], out[f"{name}.dw"], out[f"{name}.db"] = conv.conv2d_backward(dy, cache)
     return out
 
 

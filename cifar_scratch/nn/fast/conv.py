@@ -7,7 +7,9 @@ output. Blocks of images gather their columns and multiply them at once, in the 
 a stride-1 convolution is itself a convolution (of dout with the flipped kernel) and reuses im2col;
 for other strides col2im, the transpose of the gather, does one strided ``+=`` per kernel offset.
 Never ``np.add.at``, never a loop over images or pixels. A :class:`Workspace` lets a layer keep its
-zero-bordered input copy between steps. Max pooling keeps which window offset won instead of its input.
+zero-bordered input copy between steps. Stride-1 3x3 'same' convolutions can go by Winograd instead
+(:mod:`cifar_scratch.nn.fast.winograd`), as :func:`use_algorithm` says. Max pooling keeps which window
+offset won instead of its input.
 
 Why NHWC, and what each of these choices measured: docs/engine.md.
 """
@@ -18,9 +20,31 @@ import math
 
 import numpy as np
 
-from cifar_scratch.nn.fast import parallel
+from cifar_scratch.nn.fast import parallel, winograd
 from cifar_scratch.nn.fast.elementwise import column_sums
 from cifar_scratch.nn.shapes import conv_geometry, pair, pool_geometry
+
+#: How stride-1 3x3 'same' convolutions are computed (``training.conv_algorithm``): im2col always;
+#: Winograd F(4x4, 3x3) for each of them; or auto, Winograd where it measured faster (winograd.pays).
+#: Every other convolution goes by im2col, whatever the choice.
+ALGORITHMS = ("im2col", "winograd", "auto")
+_algorithm = "im2col"
+
+
+def use_algorithm(name: str) -> str:
+    """Compute stride-1 3x3 'same' convolutions by ``name`` (one of :data:`ALGORITHMS`) from now on;
+    -> the previous choice. A backward pass follows the method its forward pass took."""
+    global _algorithm
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown convolution algorithm {name!r}; algorithms: {', '.join(ALGORITHMS)}")
+    previous, _algorithm = _algorithm, name
+    return previous
+
+
+def _winograd(kernel, stride, pads, in_hw, out_hw, c: int, f: int) -> bool:
+    if _algorithm == "im2col" or not winograd.applies(kernel, stride, pads, in_hw, out_hw):
+        return False
+    return _algorithm == "winograd" or winograd.pays(c, f)
 
 
 class Workspace:
@@ -144,7 +168,7 @@ def conv2d_forward(
     """x (N, H, W, C), weight (kh, kw, C, F), bias (F,) or None -> out (N, Ho, Wo, F).
 
     Blocks of images go to the thread pool, each gathering its im2col rows and multiplying them by
-    the (kh*kw*C, F) weight matrix with single-threaded BLAS.
+    the (kh*kw*C, F) weight matrix with single-threaded BLAS; or by Winograd (:func:`use_algorithm`).
     """
     kernel, stride = weight.shape[:2], pair(stride)
     pads, out_hw = conv_geometry(x.shape[1:3], kernel, stride, padding)
@@ -154,7 +178,10 @@ def conv2d_forward(
         out = x.reshape(-1, x.shape[3]) @ weight2d
         if bias is not None:
             out += bias
-        return out.reshape(n, *out_hw, f), (x, None, weight, stride, pads, workspace)
+        return out.reshape(n, *out_hw, f), ("pointwise", x, None, weight, stride, pads)
+    if _winograd(kernel, stride, pads, x.shape[1:3], out_hw, x.shape[3], f):
+        out = winograd.forward(x, winograd.kernel_frequencies(weight), bias)
+        return out, ("winograd", x, None, weight, stride, pads)
     windows = _windows(_source(x, kernel, stride, pads, out_hw, workspace, "x"), kernel, stride, out_hw)
     out = np.empty((n, *out_hw, f), x.dtype)
 
@@ -165,7 +192,7 @@ def conv2d_forward(
             block += bias
 
     parallel.for_blocks(work, n, _images_per_block(windows.shape), single_threaded_blas=True)
-    return out, (x, windows, weight, stride, pads, workspace)
+    return out, ("im2col", x, windows, weight, stride, pads)
 
 
 def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
@@ -174,15 +201,18 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
     The weight gradient sums per-unit partials in a fixed order, so its bits depend on the shapes
     only, never on the number of workers.
     """
-    x, windows, weight, stride, pads, workspace = cache
+    method, x, windows, weight, stride, pads = cache
     x_shape = x.shape
     kernel, f = weight.shape[:2], weight.shape[3]
     weight2d = weight.reshape(-1, f)
     dout2d = dout.reshape(-1, f)
     dbias = column_sums(dout2d)
-    if windows is None:  # pointwise
+    if method == "pointwise":
         dx = (dout2d @ weight2d.T).reshape(x_shape) if input_grad else None
         return dx, (x.reshape(-1, x_shape[3]).T @ dout2d).reshape(weight.shape), dbias
+    if method == "winograd":
+        dx = winograd.input_grad(dout, weight) if input_grad else None
+        return dx, winograd.weight_grad(x, dout), dbias
     n = dout.shape[0]
     back_pads = (kernel[0] - 1 - pads[0], kernel[1] - 1 - pads[1])
     # For stride 1, dx is the correlation of dout with the flipped, transposed kernel ("full" padding):

@@ -1,0 +1,183 @@
+"""Winograd F(4x4, 3x3) convolution (Lavin & Gray, 2016) for stride-1 3x3 'same' layers: 4x fewer
+multiplications than direct convolution, the same results within float32 rounding.
+
+The output is cut into 4x4 tiles. Each needs the 6x6 input tile around it, d, and for a 3x3 kernel g
+
+    out tile = A^T [ (G g G^T) * (B^T d B) ] A          (* multiplies element by element)
+
+with the constant matrices below (interpolation at the points 0, 1, -1, 2, -2 and infinity). Per
+input channel c and filter f the 36 products (G g G^T) * (B^T d B) replace the 16 x 9 = 144 of
+direct convolution; summed over c, they are 36 matrix products, one per frequency k:
+
+    M[k] (tiles, F) = V[k] (tiles, C) @ U[k] (C, F),   V = B^T d B of every tile,  U = G g G^T.
+
+The transforms are linear maps of the flattened tiles, so each is one GEMM with a Kronecker matrix
+(B^T (x) B^T is 36x36): BLAS speed, where twenty elementwise passes would be memory-bound (the
+F(2x2, 3x3) prototype lost that way: docs/measurements.md). The gradients:
+
+- input: a stride-1 'same' 3x3 convolution's input gradient is the same convolution of the output
+  gradient with the kernel turned 180 degrees and its channels swapped, so it is :func:`forward` again;
+- weight: the transforms transposed. dM = A dy A^T is the gradient of the 36 products of a tile;
+  dU[k] = sum over tiles of V[k]^T dM[k] (36 GEMMs whose inner dimension is the tiles); dW = G^T dU G.
+
+Accuracy: the transforms' entries reach 5 (B) and 8 (A), and they amplify rounding: in float32 the
+largest error is about 1e-5 of the largest output, one decimal digit worse than im2col
+(tests/nn/test_winograd.py states and checks the bound). Where it pays (:func:`pays`): the mixing
+GEMMs' inner dimension is C, not 9C as in im2col, and with few channels the saved multiplications do
+not pay for the transforms (the per-shape table: docs/measurements.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from cifar_scratch.nn.fast import parallel
+
+# The exact matrices; float32 copies are made from them (see _transforms).
+BT = np.array(
+    [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ],
+    dtype=np.float64,
+)
+G = np.array(
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ]
+)
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], dtype=np.float64)
+
+#: Tiles per block of work: the mixing GEMMs need rows, and a block's transformed tiles must stay in
+#: the caches (the sizes tried: docs/measurements.md).
+TILES_PER_BLOCK = 256
+
+
+@functools.cache
+def _transforms(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (B^T (x) B^T (36, 36), G (x) G (36, 9), A^T (x) A^T (16, 36)) in ``dtype``: the transforms of
+    flattened tiles, kernels and outputs."""
+    return tuple(np.kron(m, m).astype(dtype) for m in (BT, G, AT))
+
+
+def applies(kernel, stride, pads, in_hw, out_hw) -> bool:
+    """Whether a convolution is one this module computes: 3x3, stride 1, one pixel of padding all round."""
+    return tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(pads) == (1, 1) and tuple(out_hw) == tuple(in_hw)
+
+
+def pays(c: int, f: int) -> bool:
+    """Whether Winograd beat im2col for C -> F channels, measured over the forward and both gradients
+    (benchmarks/conv_shapes.py): it wins with 64 channels or more on each side and 16,384 channel
+    pairs (64 -> 256, 128 -> 128, 256 -> 256); with fewer the mixing GEMMs run far below peak."""
+    return min(c, f) >= 64 and c * f >= 16384
+
+
+def kernel_frequencies(weight: np.ndarray) -> np.ndarray:
+    """weight (3, 3, C, F) -> U (36, C, F): G g G^T for every (c, f), as one GEMM."""
+    _, kernel_t, _ = _transforms(weight.dtype)
+    return (kernel_t @ weight.reshape(9, -1)).reshape(36, *weight.shape[2:])
+
+
+def _tiles(h: int, w: int) -> tuple[int, int, int]:
+    """-> (tile rows, tile columns, images per block of work) for H x W outputs."""
+    th, tw = -(-h // 4), -(-w // 4)
+    return th, tw, max(1, TILES_PER_BLOCK // (th * tw))
+
+
+def _input_frequencies(x: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """x (n, H, W, C) -> V (36, n th tw, C): B^T d B of every 6x6 tile (stride 4) of x with one pixel of
+    zeros on top and left and enough below and right for th x tw tiles."""
+    n, h, w, c = x.shape
+    padded = np.empty((n, 4 * th + 2, 4 * tw + 2, c), x.dtype)
+    padded[:, :1] = 0
+    padded[:, h + 1 :] = 0
+    padded[:, 1 : h + 1, :1] = 0
+    padded[:, 1 : h + 1, w + 1 :] = 0
+    padded[:, 1 : h + 1, 1 : w + 1] = x
+    s = padded.strides
+    # [i, j, n, ty, tx, c] = padded[n, 4 ty + i, 4 tx + j, c]: every tile's pixels, offsets first
+    windows = np.lib.stride_tricks.as_strided(padded, (6, 6, n, th, tw, c), (s[1], s[2], s[0], 4 * s[1], 4 * s[2], s[3]))
+    gathered = np.empty(windows.shape, x.dtype)
+    np.copyto(gathered, windows)
+    input_t, _, _ = _transforms(x.dtype)
+    return (input_t @ gathered.reshape(36, -1)).reshape(36, -1, c)
+
+
+def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """x (N, H, W, C), U (36, C, F) from :func:`kernel_frequencies`, bias (F,) or None -> out (N, H, W, F):
+    a stride-1 'same' 3x3 convolution, blocks of images in the thread pool."""
+    n, h, w, _ = x.shape
+    f = u.shape[2]
+    th, tw, per_block = _tiles(h, w)
+    _, _, output_t = _transforms(x.dtype)
+    out = np.empty((n, h, w, f), x.dtype)
+
+    def work(images: slice) -> None:
+        mixed = np.matmul(_input_frequencies(x[images], th, tw), u)  # (36, tiles, F)
+        tiles = (output_t @ mixed.reshape(36, -1)).reshape(4, 4, -1, th, tw, f)
+        target = out[images]
+        for a in range(4):  # output pixel (a, b) of every tile; the last tiles may overhang H x W
+            rows = len(range(a, h, 4))
+            for b in range(4):
+                part = tiles[a, b, :, :rows, : len(range(b, w, 4))]
+                if bias is None:
+                    target[:, a::4, b::4] = part
+                else:
+                    np.add(part, bias, out=target[:, a::4, b::4])
+
+    parallel.for_blocks(work, n, per_block, single_threaded_blas=True)
+    return out
+
+
+def input_grad(dout: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """dout (N, H, W, F), weight (3, 3, C, F) -> dx (N, H, W, C)."""
+    return forward(dout, kernel_frequencies(weight[::-1, ::-1].transpose(0, 1, 3, 2)), None)
+
+
+#: Blocks per unit of pool work; each unit adds its blocks' weight gradients into one partial sum.
+BLOCKS_PER_UNIT = 4
+
+
+def weight_grad(x: np.ndarray, dout: np.ndarray) -> np.ndarray:
+    """x (N, H, W, C), dout (N, H, W, F) -> dweight (3, 3, C, F). Units of blocks sum into partials that
+    are added in a fixed order, so the bits depend on the shapes only, never on the number of workers."""
+    n, h, w, c = x.shape
+    f = dout.shape[3]
+    th, tw, per_block = _tiles(h, w)
+    _, kernel_t, output_t = _transforms(x.dtype)
+    per_unit = per_block * BLOCKS_PER_UNIT
+    partials = np.empty((math.ceil(n / per_unit), 36, c, f), x.dtype)
+
+    def work(unit: slice) -> None:
+        partial = partials[unit.start // per_unit]
+        for start in range(unit.start, unit.stop, per_block):
+            images = slice(start, min(start + per_block, unit.stop))
+            count = images.stop - images.start
+            grad = np.zeros((count, 4 * th, 4 * tw, f), x.dtype)  # dout, zero where tiles overhang H x W
+            grad[:, :h, :w] = dout[images]
+            s = grad.strides
+            # [a, b, n, ty, tx, f] = grad[n, 4 ty + a, 4 tx + b, f]
+            tiles = np.empty((4, 4, count, th, tw, f), x.dtype)
+            np.copyto(tiles, np.lib.stride_tricks.as_strided(grad, tiles.shape, (s[1], s[2], s[0], 4 * s[1], 4 * s[2], s[3])))
+            dmixed = (output_t.T @ tiles.reshape(16, -1)).reshape(36, -1, f)  # A dy A^T of every tile
+            frequencies = _input_frequencies(x[images], th, tw).transpose(0, 2, 1)  # (36, C, tiles)
+            if start == unit.start:
+                np.matmul(frequencies, dmixed, out=partial)
+            else:
+                partial += frequencies @ dmixed
+
+    parallel.for_blocks(work, n, per_unit, single_threaded_blas=True)
+    du = partials.sum(axis=0)  # (36, C, F)
+    return (kernel_t.T @ du.reshape(36, -1)).reshape(3, 3, c, f)
