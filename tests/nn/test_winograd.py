@@ -91,3 +91,12 @@ def test_a_backward_pass_follows_the_method_of_its_forward_pass():
 def test_an_unknown_algorithm_is_refused():
     with pytest.raises(ValueError, match="unknown convolution algorithm 'fft'; algorithms: im2col, winograd, auto"):
         conv.use_algorithm("fft")
+
+
+def test_the_config_offers_exactly_the_engines_algorithms():
+    import typing
+
+    from cifar_scratch.config.schema import TrainingConfig
+    from cifar_scratch.nn import kernels
+
+    assert typing.get_args(TrainingConfig.model_fields["conv_algorithm"].annotation) == kernels.CONV_ALGORITHMS
