@@ -106,13 +106,18 @@ def _input_frequencies(x: np.ndarray, th: int, tw: int) -> np.ndarray:
     padded[:, 1 : h + 1, :1] = 0
     padded[:, 1 : h + 1, w + 1 :] = 0
     padded[:, 1 : h + 1, 1 : w + 1] = x
-    s = padded.strides
-    # [i, j, n, ty, tx, c] = padded[n, 4 ty + i, 4 tx + j, c]: every tile's pixels, offsets first
-    windows = np.lib.stride_tricks.as_strided(padded, (6, 6, n, th, tw, c), (s[1], s[2], s[0], 4 * s[1], 4 * s[2], s[3]))
-    gathered = np.empty(windows.shape, x.dtype)
-    np.copyto(gathered, windows)
     input_t, _, _ = _transforms(x.dtype)
-    return (input_t @ gathered.reshape(36, -1)).reshape(36, -1, c)
+    return (input_t @ _gather_tiles(padded, 6, th, tw).reshape(36, -1)).reshape(36, -1, c)
+
+
+def _gather_tiles(images: np.ndarray, size: int, th: int, tw: int) -> np.ndarray:
+    """images (n, >= 4 th + size - 4, >= 4 tw + size - 4, C) -> a copy (size, size, n, th, tw, C) of every
+    size x size tile at stride 4: [i, j, n, ty, tx, c] = images[n, 4 ty + i, 4 tx + j, c], offsets first."""
+    n, c, s = images.shape[0], images.shape[3], images.strides
+    view = np.lib.stride_tricks.as_strided(images, (size, size, n, th, tw, c), (s[1], s[2], s[0], 4 * s[1], 4 * s[2], s[3]))
+    tiles = np.empty(view.shape, images.dtype)
+    np.copyto(tiles, view)
+    return tiles
 
 
 def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
@@ -167,10 +172,7 @@ def weight_grad(x: np.ndarray, dout: np.ndarray) -> np.ndarray:
             count = images.stop - images.start
             grad = np.zeros((count, 4 * th, 4 * tw, f), x.dtype)  # dout, zero where tiles overhang H x W
             grad[:, :h, :w] = dout[images]
-            s = grad.strides
-            # [a, b, n, ty, tx, f] = grad[n, 4 ty + a, 4 tx + b, f]
-            tiles = np.empty((4, 4, count, th, tw, f), x.dtype)
-            np.copyto(tiles, np.lib.stride_tricks.as_strided(grad, tiles.shape, (s[1], s[2], s[0], 4 * s[1], 4 * s[2], s[3])))
+            tiles = _gather_tiles(grad, 4, th, tw)
             dmixed = (output_t.T @ tiles.reshape(16, -1)).reshape(36, -1, f)  # A dy A^T of every tile
             frequencies = _input_frequencies(x[images], th, tw).transpose(0, 2, 1)  # (36, C, tiles)
             if start == unit.start:
