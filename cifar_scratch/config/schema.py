@@ -354,7 +354,7 @@ class TrainingConfig(_Section):
         "im2col",
         description="How the fast engine computes stride-1 3x3 'same' convolutions: im2col (one GEMM over the gathered "
         "patches), winograd (F(4x4, 3x3): 4x fewer multiplications, float32 error about 1e-5 of the largest value) or "
-        "auto (Winograd where it measured faster: 64 or more channels on each side and C x F >= 16384). Other "
+        "auto (Winograd where it measured faster: 16 or more channels on each side). Other "
         "convolutions go by im2col; the reference engine ignores this.",
     )
     evaluate_train: bool = Field(

@@ -55,8 +55,8 @@ def test_the_bound_catches_a_transform_entry_off_by_a_thousandth(monkeypatch):
     "shape, kernel, stride, algorithm, method",
     [
         ((7, 7, 128), 3, 1, "auto", "winograd"),  # 128 x 128 channels: it pays
-        ((15, 15, 64), 3, 1, "auto", "im2col"),  # 64 x 64: it does not
-        ((31, 31, 24), 3, 1, "auto", "im2col"),
+        ((31, 31, 24), 3, 1, "auto", "winograd"),  # 24 x 128: it pays
+        ((32, 32, 3), 3, 1, "auto", "im2col"),  # 3 input channels: it does not
         ((31, 31, 24), 3, 1, "winograd", "winograd"),
         ((8, 8, 128), 3, 2, "winograd", "im2col"),  # stride 2: Winograd does not apply
         ((8, 8, 128), 5, 1, "winograd", "im2col"),

@@ -23,8 +23,8 @@ F(2x2, 3x3) prototype lost that way: docs/measurements.md). The gradients:
 Accuracy: the transforms' entries reach 5 (B) and 8 (A), and they amplify rounding: in float32 the
 largest error is about 1e-5 of the largest output, one decimal digit worse than im2col
 (tests/nn/test_winograd.py states and checks the bound). Where it pays (:func:`pays`): the mixing
-GEMMs' inner dimension is C, not 9C as in im2col, and with few channels the saved multiplications do
-not pay for the transforms (the per-shape table: docs/measurements.md).
+GEMMs' inner dimension is C, not 9C as in im2col, and with very few channels the saved
+multiplications do not pay for the transforms (the per-shape table: docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -79,9 +79,10 @@ def applies(kernel, stride, pads, in_hw, out_hw) -> bool:
 
 def pays(c: int, f: int) -> bool:
     """Whether Winograd beat im2col for C -> F channels, measured over the forward and both gradients
-    (benchmarks/conv_shapes.py): it wins with 64 channels or more on each side and 16,384 channel
-    pairs (64 -> 256, 128 -> 128, 256 -> 256); with fewer the mixing GEMMs run far below peak."""
-    return min(c, f) >= 64 and c * f >= 16384
+    (benchmarks/conv_shapes.py, docs/measurements.md): with 16 channels or more on each side, at every
+    shape of the shipped nets, on both CPU classes; with 3 input channels (an RGB image) the transforms
+    cost more than the 27-long dot products they replace."""
+    return min(c, f) >= 16
 
 
 def kernel_frequencies(weight: np.ndarray) -> np.ndarray:
