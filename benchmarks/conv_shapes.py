@@ -1,6 +1,7 @@
-"""Every 3x3 convolution shape of the speedrun nets, timed per algorithm: the engine's im2col and
-Winograd F(4x4, 3x3) kernels (cifar_scratch/nn/fast/conv.py, winograd.py) against an FFT convolution
-kept here as a prototype, for the forward pass, the input gradient and the weight gradient (issue 28).
+"""Every stride-1 3x3 convolution shape of the speedrun nets (or of the configs named), timed per
+algorithm: the engine's im2col and Winograd F(4x4, 3x3) kernels (cifar_scratch/nn/fast/conv.py,
+winograd.py) against an FFT convolution kept here as a prototype, for the forward pass, the input
+gradient and the weight gradient (issue 28).
 
 Usage: python benchmarks/conv_shapes.py [--batch 128 1024] [--threads 1 2] [--repeats 5] [--configs ...]
 
@@ -113,14 +114,19 @@ def fft_weight_grad(x: np.ndarray, dout: np.ndarray, size) -> np.ndarray:
     return lags[0, :3, :3].reshape(3, 3, c, f)
 
 
-def shapes(configs) -> list[tuple[int, int, int, int]]:
-    """(H, W, C, F) of every stride-1 3x3 'same' convolution of the configs, each once."""
+def shapes(configs) -> list[tuple[int, int, int, int, str]]:
+    """(H, W, C, F, padding) of every stride-1 3x3 convolution of the configs, 'same' or 'valid', each once."""
     found = {}
     for name in configs:
         for _, module in cs.build_model(REPO / "configs" / f"{name}.yaml").named_modules():
-            if isinstance(module, Conv2D) and module.params["weight"].shape[:2] == (3, 3) and module.padding == "same":
+            if (
+                isinstance(module, Conv2D)
+                and module.params["weight"].shape[:2] == (3, 3)
+                and module.stride in (1, (1, 1))
+                and module.padding in ("same", "valid")
+            ):
                 h, w, c = module.input_shape
-                found[(h, w, c, module.params["weight"].shape[3])] = None
+                found[(h, w, c, module.params["weight"].shape[3], module.padding)] = None
     return list(found)
 
 
@@ -150,8 +156,8 @@ def main() -> None:
     print(
         "ms per call (median, interleaved): fwd, dx (input gradient), dw (weight gradient) of im2col (the engine's, dx "
         "as the backward pass with the input gradient less the one without), W (the engine's Winograd F(4x4, 3x3)) and "
-        "FFT (the prototype above); x: im2col total / that algorithm's total; err: the largest of the three against "
-        "im2col, relative to its largest value; GFLOP: of direct convolution"
+        "FFT (the prototype above, 'same' only); x: im2col total / that algorithm's total; err: the largest of the "
+        "three against im2col, relative to its largest value; GFLOP: of direct convolution; v: 'valid' padding"
     )
     print(
         f"{'shape HxWxC->F':>18} {'batch':>5} {'thr':>3} {'GFLOP':>6} {'fwd':>7} {'dx':>7} {'dw':>7} "
@@ -159,35 +165,40 @@ def main() -> None:
         f"{'F fwd':>7} {'F dx':>7} {'F dw':>7} {'F x':>5} {'F err':>7}"
     )
     rng = np.random.default_rng(0)
-    for h, w, c, f in shapes(args.configs):
+    for h, w, c, f, padding in shapes(args.configs):
+        pad = 1 if padding == "same" else 0
+        ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
         weight = (rng.standard_normal((3, 3, c, f)) / math.sqrt(9 * c)).astype(np.float32)
         size = (fast_size(h + 2), fast_size(w + 2))
         for batch in args.batch:
             x = rng.standard_normal((batch, h, w, c)).astype(np.float32)
-            dout = rng.standard_normal((batch, h, w, f)).astype(np.float32)
-            flops = 2 * 9 * batch * h * w * c * f / 1e9
+            dout = rng.standard_normal((batch, ho, wo, f)).astype(np.float32)
+            flops = 2 * 9 * batch * ho * wo * c * f / 1e9
             for threads in args.threads:
                 with runtime.compute(threads):
-                    reference, cache = conv.conv2d_forward(x, weight, None)
+                    # im2col as a layer runs it: its zero-bordered copy of x kept in a workspace between calls
+                    workspace = conv.Workspace()
+                    reference, cache = conv.conv2d_forward(x, weight, None, 1, padding, workspace)
                     references = (reference, *conv.conv2d_backward(dout, cache, True)[:2])
                     algorithms = {
                         "W": (
-                            lambda: winograd.forward(x, winograd.kernel_frequencies(weight), None),
-                            lambda: winograd.input_grad(dout, weight),
-                            lambda: winograd.weight_grad(x, dout),
+                            lambda: winograd.forward(x, winograd.kernel_frequencies(weight), None, pad),
+                            lambda: winograd.input_grad(dout, weight, pad),
+                            lambda: winograd.weight_grad(x, dout, pad),
                         ),
-                        "F": (
+                    }
+                    if pad:  # the FFT prototype does 'same' convolutions only (it lost on all of them)
+                        algorithms["F"] = (
                             lambda: fft_forward(x, fft_kernel(weight, size), size),
                             lambda: fft_input_grad(dout, fft_kernel(weight, size), size),
                             lambda: fft_weight_grad(x, dout, size),
-                        ),
-                    }
+                        )
                     errors = {
                         name: max(float(np.abs(call() - ref).max() / np.abs(ref).max()) for call, ref in zip(calls, references))
                         for name, calls in algorithms.items()
                     }
                     timed = {
-                        "fwd": lambda: conv.conv2d_forward(x, weight, None),
+                        "fwd": lambda: conv.conv2d_forward(x, weight, None, 1, padding, workspace),
                         "dx+dw": lambda: conv.conv2d_backward(dout, cache, True),
                         "dw": lambda: conv.conv2d_backward(dout, cache, False),
                     }
@@ -195,9 +206,13 @@ def main() -> None:
                         timed |= {f"{name} {part}": call for part, call in zip(("fwd", "dx", "dw"), calls)}
                     ms = median_ms(timed, args.repeats)
                 ours = (ms["fwd"], ms["dx+dw"] - ms["dw"], ms["dw"])
-                cells = [f"{f'{h}x{w}x{c}->{f}':>18} {batch:>5} {threads:>3} {flops:>6.1f}"]
+                name = f"{h}x{w}x{c}->{f}" + ("" if pad else " v")
+                cells = [f"{name:>18} {batch:>5} {threads:>3} {flops:>6.1f}"]
                 cells += [" ".join(f"{v:>7.1f}" for v in ours)]
-                for name in algorithms:
+                for name in ("W", "F"):
+                    if name not in algorithms:
+                        cells += [" ".join(f"{'-':>7}" for _ in range(3)), f"{'-':>5} {'-':>7}"]
+                        continue
                     theirs = [ms[f"{name} {part}"] for part in ("fwd", "dx", "dw")]
                     cells += [" ".join(f"{v:>7.1f}" for v in theirs), f"{sum(ours) / sum(theirs):>5.2f} {errors[name]:>7.1e}"]
                 print(" ".join(cells), flush=True)

@@ -17,7 +17,7 @@ from types import ModuleType
 from cifar_scratch.nn import fast, reference
 from cifar_scratch.nn.fast import conv
 
-#: im2col, winograd or auto: how the fast engine computes stride-1 3x3 'same' convolutions.
+#: im2col, winograd or auto: how the fast engine computes stride-1 3x3 convolutions ('same' or 'valid').
 CONV_ALGORITHMS = conv.ALGORITHMS
 
 ENGINES: dict[str, ModuleType] = {"fast": fast, "reference": reference}

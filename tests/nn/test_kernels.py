@@ -36,18 +36,21 @@ def _conv(rng):
 
 
 def _winograd(rng):
-    """Stride-1 3x3 'same' convolutions, the ones Winograd computes: sizes that fill a 4x4 tile, overhang
-    it (the last tiles partly outside) or fall short of one; and a third of other convolutions, which
-    must go by im2col whatever the algorithm asked for."""
+    """Stride-1 3x3 convolutions, 'same' or 'valid', the ones Winograd computes: outputs that fill a 4x4
+    tile, overhang it (the last tiles partly outside) or fall short of one; and a third of other
+    convolutions, which must go by im2col whatever the algorithm asked for."""
     if rng.random() < 1 / 3:
         return _conv(rng)
-    n, h, w, c, f = rng.integers(1, 4), rng.integers(1, 11), rng.integers(1, 11), rng.integers(1, 6), rng.integers(1, 6)
+    padding = ["same", 1, "valid", 0][rng.integers(4)]
+    smallest = 1 if padding in ("same", 1) else 3
+    n, h, w = rng.integers(1, 4), rng.integers(smallest, 11), rng.integers(smallest, 11)
+    c, f = rng.integers(1, 6), rng.integers(1, 6)
     args = (
         rng.standard_normal((n, h, w, c)),
         rng.standard_normal((3, 3, c, f)),
         rng.standard_normal(f) if rng.random() < 0.7 else None,
     )
-    return "conv2d", args + (1, ["same", 1][rng.integers(2)]), {}, [True, False][rng.integers(2)]
+    return "conv2d", args + (1, padding), {}, [True, False][rng.integers(2)]
 
 
 def _maxpool(rng):

@@ -17,18 +17,18 @@ from cifar_scratch.nn.layers import Conv2D
 BOUND = 5e-5
 
 
-def _errors(n, h, w, c, f, rng) -> list[float]:
+def _errors(n, h, w, c, f, rng, padding="same") -> list[float]:
     x, weight, bias = (
         rng.standard_normal((n, h, w, c)),
         rng.standard_normal((3, 3, c, f)) / np.sqrt(9 * c),
         rng.standard_normal(f),
     )
-    dout = rng.standard_normal((n, h, w, f))
-    exact, cache = reference.conv2d_forward(x, weight, bias)
+    exact, cache = reference.conv2d_forward(x, weight, bias, 1, padding)
+    dout = rng.standard_normal(exact.shape)
     exact_grads = reference.conv2d_backward(dout, cache)
     previous = conv.use_algorithm("winograd")
     try:
-        out, cache = conv.conv2d_forward(*(a.astype(np.float32) for a in (x, weight, bias)))
+        out, cache = conv.conv2d_forward(*(a.astype(np.float32) for a in (x, weight, bias)), 1, padding)
         assert cache[0] == "winograd"
         grads = conv.conv2d_backward(dout.astype(np.float32), cache)
     finally:
@@ -37,9 +37,19 @@ def _errors(n, h, w, c, f, rng) -> list[float]:
     return [float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip((out, *grads), (exact, *exact_grads))]
 
 
-@pytest.mark.parametrize("shape", [(2, 31, 31, 24, 64), (2, 15, 15, 64, 128), (4, 7, 7, 128, 128), (8, 3, 3, 256, 256)])
-def test_float32_winograd_is_within_the_bound_of_a_float64_direct_convolution(shape):
-    errors = _errors(*shape, np.random.default_rng(0))
+@pytest.mark.parametrize(
+    "shape, padding",
+    [
+        ((2, 31, 31, 24, 64), "same"),
+        ((2, 15, 15, 64, 128), "same"),
+        ((4, 7, 7, 128, 128), "same"),
+        ((8, 3, 3, 256, 256), "same"),
+        ((4, 8, 8, 64, 128), "valid"),  # cifar_cnn's 'valid' layers
+        ((4, 6, 6, 128, 128), "valid"),
+    ],
+)
+def test_float32_winograd_is_within_the_bound_of_a_float64_direct_convolution(shape, padding):
+    errors = _errors(*shape, np.random.default_rng(0), padding)
     assert max(errors) < BOUND, errors
 
 
@@ -52,19 +62,21 @@ def test_the_bound_catches_a_transform_entry_off_by_a_thousandth(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "shape, kernel, stride, algorithm, method",
+    "shape, kernel, stride, padding, algorithm, method",
     [
-        ((7, 7, 128), 3, 1, "auto", "winograd"),  # 128 x 128 channels: it pays
-        ((31, 31, 24), 3, 1, "auto", "winograd"),  # 24 x 128: it pays
-        ((32, 32, 3), 3, 1, "auto", "im2col"),  # 3 input channels: it does not
-        ((31, 31, 24), 3, 1, "winograd", "winograd"),
-        ((8, 8, 128), 3, 2, "winograd", "im2col"),  # stride 2: Winograd does not apply
-        ((8, 8, 128), 5, 1, "winograd", "im2col"),
-        ((7, 7, 128), 3, 1, "im2col", "im2col"),
+        ((7, 7, 128), 3, 1, "same", "auto", "winograd"),  # 128 x 128 channels: it pays
+        ((31, 31, 24), 3, 1, "same", "auto", "winograd"),  # 24 x 128: it pays
+        ((32, 32, 3), 3, 1, "same", "auto", "im2col"),  # 3 input channels: it does not
+        ((8, 8, 64), 3, 1, "valid", "auto", "winograd"),
+        ((31, 31, 24), 3, 1, "same", "winograd", "winograd"),
+        ((8, 8, 128), 3, 2, "same", "winograd", "im2col"),  # stride 2: Winograd does not apply
+        ((8, 8, 128), 3, 1, 2, "winograd", "im2col"),  # 2 pixels of padding
+        ((8, 8, 128), 5, 1, "same", "winograd", "im2col"),
+        ((7, 7, 128), 3, 1, "same", "im2col", "im2col"),
     ],
 )
-def test_which_convolutions_take_winograd(shape, kernel, stride, algorithm, method):
-    layer = Conv2D(128, kernel, stride)
+def test_which_convolutions_take_winograd(shape, kernel, stride, padding, algorithm, method):
+    layer = Conv2D(128, kernel, stride, padding)
     layer.build(shape, np.random.default_rng(0))
     previous = conv.use_algorithm(algorithm)
     try:

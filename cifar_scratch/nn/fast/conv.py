@@ -7,9 +7,9 @@ output. Blocks of images gather their columns and multiply them at once, in the 
 a stride-1 convolution is itself a convolution (of dout with the flipped kernel) and reuses im2col;
 for other strides col2im, the transpose of the gather, does one strided ``+=`` per kernel offset.
 Never ``np.add.at``, never a loop over images or pixels. A :class:`Workspace` lets a layer keep its
-zero-bordered input copy between steps. Stride-1 3x3 'same' convolutions can go by Winograd instead
-(:mod:`cifar_scratch.nn.fast.winograd`), as :func:`use_algorithm` says. Max pooling keeps which window
-offset won instead of its input.
+zero-bordered input copy between steps. Stride-1 3x3 convolutions ('same' or 'valid') can go by
+Winograd instead (:mod:`cifar_scratch.nn.fast.winograd`), as :func:`use_algorithm` says. Max pooling
+keeps which window offset won instead of its input.
 
 Why NHWC, and what each of these choices measured: docs/engine.md.
 """
@@ -24,15 +24,16 @@ from cifar_scratch.nn.fast import parallel, winograd
 from cifar_scratch.nn.fast.elementwise import column_sums
 from cifar_scratch.nn.shapes import conv_geometry, pair, pool_geometry
 
-#: How stride-1 3x3 'same' convolutions are computed (``training.conv_algorithm``): im2col always;
-#: Winograd F(4x4, 3x3) for each of them; or auto, Winograd where it measured faster (winograd.pays).
+#: How stride-1 3x3 convolutions ('same' or 'valid') are computed (``training.conv_algorithm``): im2col
+#: always; Winograd F(4x4, 3x3) for each of them; or auto, Winograd where it measured faster
+#: (winograd.pays).
 #: Every other convolution goes by im2col, whatever the choice.
 ALGORITHMS = ("im2col", "winograd", "auto")
 _algorithm = "im2col"
 
 
 def use_algorithm(name: str) -> str:
-    """Compute stride-1 3x3 'same' convolutions by ``name`` (one of :data:`ALGORITHMS`) from now on;
+    """Compute stride-1 3x3 convolutions by ``name`` (one of :data:`ALGORITHMS`) from now on;
     -> the previous choice. A backward pass follows the method its forward pass took."""
     global _algorithm
     if name not in ALGORITHMS:
@@ -180,7 +181,7 @@ def conv2d_forward(
             out += bias
         return out.reshape(n, *out_hw, f), ("pointwise", x, None, weight, stride, pads)
     if _winograd(kernel, stride, pads, x.shape[1:3], out_hw, x.shape[3], f):
-        out = winograd.forward(x, winograd.kernel_frequencies(weight), bias)
+        out = winograd.forward(x, winograd.kernel_frequencies(weight), bias, pads[0])
         return out, ("winograd", x, None, weight, stride, pads)
     windows = _windows(_source(x, kernel, stride, pads, out_hw, workspace, "x"), kernel, stride, out_hw)
     out = np.empty((n, *out_hw, f), x.dtype)
@@ -211,8 +212,8 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
         dx = (dout2d @ weight2d.T).reshape(x_shape) if input_grad else None
         return dx, (x.reshape(-1, x_shape[3]).T @ dout2d).reshape(weight.shape), dbias
     if method == "winograd":
-        dx = winograd.input_grad(dout, weight) if input_grad else None
-        return dx, winograd.weight_grad(x, dout), dbias
+        dx = winograd.input_grad(dout, weight, pads[0]) if input_grad else None
+        return dx, winograd.weight_grad(x, dout, pads[0]), dbias
     n = dout.shape[0]
     back_pads = (kernel[0] - 1 - pads[0], kernel[1] - 1 - pads[1])
     # For stride 1, dx is the correlation of dout with the flipped, transposed kernel ("full" padding):

@@ -1,5 +1,5 @@
-"""Winograd F(4x4, 3x3) convolution (Lavin & Gray, 2016) for stride-1 3x3 'same' layers: 4x fewer
-multiplications than direct convolution, the same results within float32 rounding.
+"""Winograd F(4x4, 3x3) convolution (Lavin & Gray, 2016) for stride-1 3x3 layers, 'same' or 'valid':
+4x fewer multiplications than direct convolution, the same results within float32 rounding.
 
 The output is cut into 4x4 tiles. Each needs the 6x6 input tile around it, d, and for a 3x3 kernel g
 
@@ -15,8 +15,9 @@ The transforms are linear maps of the flattened tiles, so each is one GEMM with 
 (B^T (x) B^T is 36x36): BLAS speed, where twenty elementwise passes would be memory-bound (the
 F(2x2, 3x3) prototype lost that way: docs/measurements.md). The gradients:
 
-- input: a stride-1 'same' 3x3 convolution's input gradient is the same convolution of the output
-  gradient with the kernel turned 180 degrees and its channels swapped, so it is :func:`forward` again;
+- input: a stride-1 3x3 convolution's input gradient is the convolution of the output gradient, with
+  2 - p pixels of zeros where the forward pass had p, by the kernel turned 180 degrees and its channels
+  swapped, so it is :func:`forward` again ('same': p = 1 both ways; 'valid': p = 0, then 2);
 - weight: the transforms transposed. dM = A dy A^T is the gradient of the 36 products of a tile;
   dU[k] = sum over tiles of V[k]^T dM[k] (36 GEMMs whose inner dimension is the tiles); dW = G^T dU G.
 
@@ -73,8 +74,11 @@ def _transforms(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def applies(kernel, stride, pads, in_hw, out_hw) -> bool:
-    """Whether a convolution is one this module computes: 3x3, stride 1, one pixel of padding all round."""
-    return tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(pads) == (1, 1) and tuple(out_hw) == tuple(in_hw)
+    """Whether a convolution is one this module computes: 3x3, stride 1, and the same padding p on every
+    side, p = 1 ('same') or 0 ('valid')."""
+    if tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or pads[0] != pads[1] or pads[0] not in (0, 1):
+        return False
+    return tuple(out_hw) == tuple(size + 2 * pads[0] - 2 for size in in_hw)
 
 
 def pays(c: int, f: int) -> bool:
@@ -97,16 +101,16 @@ def _tiles(h: int, w: int) -> tuple[int, int, int]:
     return th, tw, max(1, TILES_PER_BLOCK // (th * tw))
 
 
-def _input_frequencies(x: np.ndarray, th: int, tw: int) -> np.ndarray:
-    """x (n, H, W, C) -> V (36, n th tw, C): B^T d B of every 6x6 tile (stride 4) of x with one pixel of
-    zeros on top and left and enough below and right for th x tw tiles."""
+def _input_frequencies(x: np.ndarray, pad: int, th: int, tw: int) -> np.ndarray:
+    """x (n, H, W, C) -> V (36, n th tw, C): B^T d B of every 6x6 tile (stride 4) of x with ``pad`` pixels
+    of zeros on top and left and enough below and right for th x tw tiles."""
     n, h, w, c = x.shape
     padded = np.empty((n, 4 * th + 2, 4 * tw + 2, c), x.dtype)
-    padded[:, :1] = 0
-    padded[:, h + 1 :] = 0
-    padded[:, 1 : h + 1, :1] = 0
-    padded[:, 1 : h + 1, w + 1 :] = 0
-    padded[:, 1 : h + 1, 1 : w + 1] = x
+    padded[:, :pad] = 0
+    padded[:, h + pad :] = 0
+    padded[:, pad : h + pad, :pad] = 0
+    padded[:, pad : h + pad, w + pad :] = 0
+    padded[:, pad : h + pad, pad : w + pad] = x
     input_t, _, _ = _transforms(x.dtype)
     return (input_t @ _gather_tiles(padded, 6, th, tw).reshape(36, -1)).reshape(36, -1, c)
 
@@ -121,17 +125,18 @@ def _gather_tiles(images: np.ndarray, size: int, th: int, tw: int) -> np.ndarray
     return tiles
 
 
-def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """x (N, H, W, C), U (36, C, F) from :func:`kernel_frequencies`, bias (F,) or None -> out (N, H, W, F):
-    a stride-1 'same' 3x3 convolution, blocks of images in the thread pool."""
-    n, h, w, _ = x.shape
+def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad: int = 1) -> np.ndarray:
+    """x (N, H, W, C), U (36, C, F) from :func:`kernel_frequencies`, bias (F,) or None -> out
+    (N, H + 2 pad - 2, W + 2 pad - 2, F): a stride-1 3x3 convolution of x with ``pad`` pixels of zeros
+    all round, blocks of images in the thread pool."""
+    n, h, w = x.shape[0], x.shape[1] + 2 * pad - 2, x.shape[2] + 2 * pad - 2
     f = u.shape[2]
     th, tw, per_block = _tiles(h, w)
     _, _, output_t = _transforms(x.dtype)
     out = np.empty((n, h, w, f), x.dtype)
 
     def work(images: slice) -> None:
-        mixed = np.matmul(_input_frequencies(x[images], th, tw), u)  # (36, tiles, F)
+        mixed = np.matmul(_input_frequencies(x[images], pad, th, tw), u)  # (36, tiles, F)
         tiles = (output_t @ mixed.reshape(36, -1)).reshape(4, 4, -1, th, tw, f)
         target = out[images]
         for a in range(4):  # output pixel (a, b) of every tile; the last tiles may overhang H x W
@@ -147,20 +152,22 @@ def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None) -> np.ndarray
     return out
 
 
-def input_grad(dout: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """dout (N, H, W, F), weight (3, 3, C, F) -> dx (N, H, W, C)."""
-    return forward(dout, kernel_frequencies(weight[::-1, ::-1].transpose(0, 1, 3, 2)), None)
+def input_grad(dout: np.ndarray, weight: np.ndarray, pad: int = 1) -> np.ndarray:
+    """dout (N, Ho, Wo, F), weight (3, 3, C, F) of a convolution with ``pad`` -> dx (N, Ho + 2 - 2 pad,
+    Wo + 2 - 2 pad, C)."""
+    return forward(dout, kernel_frequencies(weight[::-1, ::-1].transpose(0, 1, 3, 2)), None, 2 - pad)
 
 
 #: Blocks per unit of pool work; each unit adds its blocks' weight gradients into one partial sum.
 BLOCKS_PER_UNIT = 4
 
 
-def weight_grad(x: np.ndarray, dout: np.ndarray) -> np.ndarray:
-    """x (N, H, W, C), dout (N, H, W, F) -> dweight (3, 3, C, F). Units of blocks sum into partials that
-    are added in a fixed order, so the bits depend on the shapes only, never on the number of workers."""
-    n, h, w, c = x.shape
-    f = dout.shape[3]
+def weight_grad(x: np.ndarray, dout: np.ndarray, pad: int = 1) -> np.ndarray:
+    """x (N, H, W, C), dout (N, Ho, Wo, F) of a convolution with ``pad`` -> dweight (3, 3, C, F). Units of
+    blocks sum into partials that are added in a fixed order, so the bits depend on the shapes only,
+    never on the number of workers."""
+    n, h, w, f = dout.shape
+    c = x.shape[3]
     th, tw, per_block = _tiles(h, w)
     _, kernel_t, output_t = _transforms(x.dtype)
     per_unit = per_block * BLOCKS_PER_UNIT
@@ -175,7 +182,7 @@ def weight_grad(x: np.ndarray, dout: np.ndarray) -> np.ndarray:
             grad[:, :h, :w] = dout[images]
             tiles = _gather_tiles(grad, 4, th, tw)
             dmixed = (output_t.T @ tiles.reshape(16, -1)).reshape(36, -1, f)  # A dy A^T of every tile
-            frequencies = _input_frequencies(x[images], th, tw).transpose(0, 2, 1)  # (36, C, tiles)
+            frequencies = _input_frequencies(x[images], pad, th, tw).transpose(0, 2, 1)  # (36, C, tiles)
             if start == unit.start:
                 np.matmul(frequencies, dmixed, out=partial)
             else:
