@@ -28,6 +28,7 @@ import cifar_scratch as cs
 from cifar_scratch import runtime
 from cifar_scratch.nn.fast import conv, parallel, winograd
 from cifar_scratch.nn.layers import Conv2D
+from cifar_scratch.nn.shapes import conv_geometry
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("speedrun93", "speedrun94")
@@ -114,19 +115,18 @@ def fft_weight_grad(x: np.ndarray, dout: np.ndarray, size) -> np.ndarray:
     return lags[0, :3, :3].reshape(3, 3, c, f)
 
 
-def shapes(configs) -> list[tuple[int, int, int, int, str]]:
-    """(H, W, C, F, padding) of every stride-1 3x3 convolution of the configs, 'same' or 'valid', each once."""
+def shapes(configs) -> list[tuple[int, int, int, int, int]]:
+    """(H, W, C, F, pad) of every convolution of the configs that Winograd computes (winograd.applies:
+    stride-1 3x3, pad 1 'same' or 0 'valid'), each once."""
     found = {}
     for name in configs:
         for _, module in cs.build_model(REPO / "configs" / f"{name}.yaml").named_modules():
-            if (
-                isinstance(module, Conv2D)
-                and module.params["weight"].shape[:2] == (3, 3)
-                and module.stride in (1, (1, 1))
-                and module.padding in ("same", "valid")
-            ):
-                h, w, c = module.input_shape
-                found[(h, w, c, module.params["weight"].shape[3], module.padding)] = None
+            if not isinstance(module, Conv2D):
+                continue
+            in_hw, kernel = module.input_shape[:2], module.params["weight"].shape[:2]
+            pads, out_hw = conv_geometry(in_hw, kernel, module.stride, module.padding)
+            if winograd.applies(kernel, module.stride, pads, in_hw, out_hw):
+                found[(*module.input_shape, module.params["weight"].shape[3], pads[0])] = None
     return list(found)
 
 
@@ -165,9 +165,8 @@ def main() -> None:
         f"{'F fwd':>7} {'F dx':>7} {'F dw':>7} {'F x':>5} {'F err':>7}"
     )
     rng = np.random.default_rng(0)
-    for h, w, c, f, padding in shapes(args.configs):
-        pad = 1 if padding == "same" else 0
-        ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
+    for h, w, c, f, pad in shapes(args.configs):
+        _, (ho, wo) = conv_geometry((h, w), (3, 3), (1, 1), pad)
         weight = (rng.standard_normal((3, 3, c, f)) / math.sqrt(9 * c)).astype(np.float32)
         size = (fast_size(h + 2), fast_size(w + 2))
         for batch in args.batch:
@@ -178,7 +177,7 @@ def main() -> None:
                 with runtime.compute(threads):
                     # im2col as a layer runs it: its zero-bordered copy of x kept in a workspace between calls
                     workspace = conv.Workspace()
-                    reference, cache = conv.conv2d_forward(x, weight, None, 1, padding, workspace)
+                    reference, cache = conv.conv2d_forward(x, weight, None, 1, pad, workspace)
                     references = (reference, *conv.conv2d_backward(dout, cache, True)[:2])
                     algorithms = {
                         "W": (
@@ -198,7 +197,7 @@ def main() -> None:
                         for name, calls in algorithms.items()
                     }
                     timed = {
-                        "fwd": lambda: conv.conv2d_forward(x, weight, None, 1, padding, workspace),
+                        "fwd": lambda: conv.conv2d_forward(x, weight, None, 1, pad, workspace),
                         "dx+dw": lambda: conv.conv2d_backward(dout, cache, True),
                         "dw": lambda: conv.conv2d_backward(dout, cache, False),
                     }
@@ -206,8 +205,8 @@ def main() -> None:
                         timed |= {f"{name} {part}": call for part, call in zip(("fwd", "dx", "dw"), calls)}
                     ms = median_ms(timed, args.repeats)
                 ours = (ms["fwd"], ms["dx+dw"] - ms["dw"], ms["dw"])
-                name = f"{h}x{w}x{c}->{f}" + ("" if pad else " v")
-                cells = [f"{name:>18} {batch:>5} {threads:>3} {flops:>6.1f}"]
+                label = f"{h}x{w}x{c}->{f}" + ("" if pad else " v")
+                cells = [f"{label:>18} {batch:>5} {threads:>3} {flops:>6.1f}"]
                 cells += [" ".join(f"{v:>7.1f}" for v in ours)]
                 for name in ("W", "F"):
                     if name not in algorithms:

@@ -40,8 +40,12 @@ def _kernels(rng):
     out["pool"], out["pool.dx"] = y, conv.maxpool_backward(rng.standard_normal(y.shape).astype(np.float32), cache)
     y, cache = conv.maxpool_forward(x, 3, 2)  # overlapping windows: accumulated, not written
     out["pool3"], out["pool3.dx"] = y, conv.maxpool_backward(np.ones(y.shape, np.float32), cache)
-    layers = (("conv1", 1, "same", "im2col"), ("conv2", 2, "same", "im2col"), ("winograd", 1, "same", "winograd"))
-    for name, stride, padding, algorithm in (*layers, ("winograd.valid", 1, "valid", "winograd")):
+    for name, stride, padding, algorithm in (
+        ("conv1", 1, "same", "im2col"),
+        ("conv2", 2, "same", "im2col"),
+        ("winograd", 1, "same", "winograd"),
+        ("winograd.valid", 1, "valid", "winograd"),
+    ):
         previous = conv.use_algorithm(algorithm)
         y, cache = conv.conv2d_forward(x, w, np.full(4, 0.5, np.float32), stride, padding)
         conv.use_algorithm(previous)
