@@ -179,11 +179,13 @@ def main() -> None:
                     workspace = conv.Workspace()
                     reference, cache = conv.conv2d_forward(x, weight, None, 1, pad, workspace)
                     references = (reference, *conv.conv2d_backward(dout, cache, True)[:2])
+                    # Winograd as a layer runs it: the forward pass keeps the input's V for the weight gradient
+                    kept = winograd.frequencies_buffer(x.shape, pad, x.dtype)
                     algorithms = {
                         "W": (
-                            lambda: winograd.forward(x, winograd.kernel_frequencies(weight), None, pad),
+                            lambda: winograd.forward(x, winograd.kernel_frequencies(weight), None, pad, kept),
                             lambda: winograd.input_grad(dout, weight, pad),
-                            lambda: winograd.weight_grad(x, dout, pad),
+                            lambda: winograd.weight_grad(None, dout, pad, kept),
                         ),
                     }
                     if pad:  # the FFT prototype does 'same' convolutions only (it lost on all of them)

@@ -406,7 +406,7 @@ class Conv2D(Layer):
     def forward(self, x):
         K = kernels.active()
         out, cache = K.conv2d_forward(
-            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.workspace
+            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.workspace, self.training
         )
         self._hold_cache(K, cache)
         return out

@@ -8,8 +8,8 @@ float64 in gradient checks) and never modify their inputs, the incoming gradient
 This is the file to read first, and to step through in a debugger: ``--engine reference`` trains
 with these functions. :mod:`cifar_scratch.nn.fast` holds faster versions of some of them, with the
 same signatures and the same results (tests/nn/test_kernels.py holds each equal to its reference).
-Arguments that only the fast versions use (``workspace``, ``keep_slope``, ``keep_winners``) are
-accepted here too, so a layer can call either.
+Arguments that only the fast versions need (``workspace``, and ``keep_slope``, ``keep_winners`` and
+``keep_cache``, False in evaluation) are accepted here too, so a layer can call either.
 """
 
 from __future__ import annotations
@@ -147,13 +147,16 @@ def dropout_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- convolution
-def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=1, padding="same", workspace=None):
+def conv2d_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=1, padding="same", workspace=None, keep_cache=True
+):
     """x (N, H, W, C), weight (kh, kw, C, F), bias (F,) or None -> out (N, Ho, Wo, F):
 
         out[n, y, x, f] = bias[f] + sum over i, j, c of padded_x[n, y sy + i, x sx + j, c] weight[i, j, c, f]
 
     One matrix product per kernel offset (i, j): the input pixels that offset sees, (N, Ho, Wo, C),
     times weight[i, j], (C, F). ``padding``: ``same`` (Keras), ``valid`` or N pixels on every side.
+    Without ``keep_cache`` (evaluation: no backward pass follows) the cache is None.
     """
     (kh, kw, _, _), (sy, sx) = weight.shape, pair(stride)
     (top, bottom), (left, right) = (resolve_padding(padding, k, s, n) for k, s, n in zip((kh, kw), (sy, sx), x.shape[1:3]))
@@ -165,7 +168,7 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, s
             out += padded[:, i : i + sy * (ho - 1) + 1 : sy, j : j + sx * (wo - 1) + 1 : sx, :] @ weight[i, j]
     if bias is not None:
         out += bias
-    return out, (padded, weight, (sy, sx), (top, left), x.shape)
+    return out, ((padded, weight, (sy, sx), (top, left), x.shape) if keep_cache else None)
 
 
 def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):

@@ -100,6 +100,27 @@ def test_a_backward_pass_follows_the_method_of_its_forward_pass():
     assert np.array_equal(dweight, winograd.weight_grad(x, dout))
 
 
+def test_the_weight_gradient_uses_the_transforms_that_the_forward_pass_kept():
+    """Winograd's forward pass keeps the V of its input, not the input, for the weight gradient: the same
+    bits as transforming the input again, over several blocks and units of work (31x31: 4 images per
+    block). In evaluation (keep_cache=False) neither face keeps anything."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((37, 31, 31, 16)).astype(np.float32)
+    weight = (rng.standard_normal((3, 3, 16, 8)) / 12).astype(np.float32)
+    dout = rng.standard_normal((37, 31, 31, 8)).astype(np.float32)
+    previous = conv.use_algorithm("winograd")
+    try:
+        out, cache = conv.conv2d_forward(x, weight, None)
+        evaluated, nothing = conv.conv2d_forward(x, weight, None, keep_cache=False)
+    finally:
+        conv.use_algorithm(previous)
+    assert cache[1] is None and cache[2].shape == (36, 37 * 8 * 8, 16)
+    _, dweight, _ = conv.conv2d_backward(dout, cache)
+    assert np.array_equal(dweight, winograd.weight_grad(x, dout))
+    assert nothing is None and np.array_equal(evaluated, out)
+    assert reference.conv2d_forward(x[:1], weight, None, keep_cache=False)[1] is None
+
+
 def test_an_unknown_algorithm_is_refused():
     with pytest.raises(ValueError, match="unknown convolution algorithm 'fft'; algorithms: im2col, winograd, auto"):
         conv.use_algorithm("fft")

@@ -165,11 +165,14 @@ def conv2d_forward(
     stride=1,
     padding: str | int = "same",
     workspace: Workspace | None = None,
-) -> tuple[np.ndarray, tuple]:
+    keep_cache: bool = True,
+) -> tuple[np.ndarray, tuple | None]:
     """x (N, H, W, C), weight (kh, kw, C, F), bias (F,) or None -> out (N, Ho, Wo, F).
 
     Blocks of images go to the thread pool, each gathering its im2col rows and multiplying them by
-    the (kh*kw*C, F) weight matrix with single-threaded BLAS; or by Winograd (:func:`use_algorithm`).
+    the (kh*kw*C, F) weight matrix with single-threaded BLAS; or by Winograd (:func:`use_algorithm`),
+    which keeps the input's tile transforms for the weight gradient. Without ``keep_cache``
+    (evaluation) the cache is None.
     """
     kernel, stride = weight.shape[:2], pair(stride)
     pads, out_hw = conv_geometry(x.shape[1:3], kernel, stride, padding)
@@ -179,10 +182,13 @@ def conv2d_forward(
         out = x.reshape(-1, x.shape[3]) @ weight2d
         if bias is not None:
             out += bias
-        return out.reshape(n, *out_hw, f), ("pointwise", x, None, weight, stride, pads)
+        return out.reshape(n, *out_hw, f), (("pointwise", x, None, weight, stride, pads) if keep_cache else None)
     if _winograd(kernel, stride, pads, x.shape[1:3], out_hw, x.shape[3], f):
-        out = winograd.forward(x, winograd.kernel_frequencies(weight), bias, pads[0])
-        return out, ("winograd", x, None, weight, stride, pads)
+        # The weight gradient needs the input only as V: keeping V instead of x costs 1.25 x's bytes
+        # more and saves transforming it again (docs/measurements.md).
+        kept = winograd.frequencies_buffer(x.shape, pads[0], x.dtype) if keep_cache else None
+        out = winograd.forward(x, winograd.kernel_frequencies(weight), bias, pads[0], kept)
+        return out, (("winograd", None, kept, weight, stride, pads) if keep_cache else None)
     windows = _windows(_source(x, kernel, stride, pads, out_hw, workspace, "x"), kernel, stride, out_hw)
     out = np.empty((n, *out_hw, f), x.dtype)
 
@@ -193,7 +199,7 @@ def conv2d_forward(
             block += bias
 
     parallel.for_blocks(work, n, _images_per_block(windows.shape), single_threaded_blas=True)
-    return out, ("im2col", x, windows, weight, stride, pads)
+    return out, (("im2col", x, windows, weight, stride, pads) if keep_cache else None)
 
 
 def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
@@ -203,17 +209,17 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
     only, never on the number of workers.
     """
     method, x, windows, weight, stride, pads = cache
-    x_shape = x.shape
     kernel, f = weight.shape[:2], weight.shape[3]
-    weight2d = weight.reshape(-1, f)
     dout2d = dout.reshape(-1, f)
     dbias = column_sums(dout2d)
+    if method == "winograd":  # windows holds the V of x, which the cache does not keep
+        dx = winograd.input_grad(dout, weight, pads[0]) if input_grad else None
+        return dx, winograd.weight_grad(None, dout, pads[0], windows), dbias
+    x_shape = x.shape
+    weight2d = weight.reshape(-1, f)
     if method == "pointwise":
         dx = (dout2d @ weight2d.T).reshape(x_shape) if input_grad else None
         return dx, (x.reshape(-1, x_shape[3]).T @ dout2d).reshape(weight.shape), dbias
-    if method == "winograd":
-        dx = winograd.input_grad(dout, weight, pads[0]) if input_grad else None
-        return dx, winograd.weight_grad(x, dout, pads[0]), dbias
     n = dout.shape[0]
     back_pads = (kernel[0] - 1 - pads[0], kernel[1] - 1 - pads[1])
     # For stride 1, dx is the correlation of dout with the flipped, transposed kernel ("full" padding):
