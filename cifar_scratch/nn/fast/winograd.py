@@ -103,7 +103,8 @@ def _tiles(h: int, w: int) -> tuple[int, int, int]:
 
 def _input_frequencies(x: np.ndarray, pad: int, th: int, tw: int, out: np.ndarray | None = None) -> np.ndarray:
     """x (n, H, W, C) -> V (36, n th tw, C): B^T d B of every 6x6 tile (stride 4) of x with ``pad`` pixels
-    of zeros on top and left and enough below and right for th x tw tiles."""
+    of zeros on top and left and enough below and right for th x tw tiles; written into ``out`` (a view
+    of :func:`frequencies_buffer`'s array) when given."""
     n, h, w, c = x.shape
     padded = np.empty((n, 4 * th + 2, 4 * tw + 2, c), x.dtype)
     padded[:, :pad] = 0
