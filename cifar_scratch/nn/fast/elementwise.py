@@ -20,6 +20,14 @@ def column_sums(flat: np.ndarray) -> np.ndarray:
     return np.ones(flat.shape[0], flat.dtype) @ flat
 
 
+def channel_rows(rows: int, *vectors: np.ndarray | None) -> list[np.ndarray | None]:
+    """(C,) vectors -> (rows, C) copies (None stays None), for a pass over blocks of ``rows`` rows of
+    an (M, C) array. NumPy broadcasts a (C,) operand one row of C elements at a time, so with few
+    channels a per-channel multiply runs at about half the speed of a flat one; against a block-sized
+    copy it is a flat pass over two arrays, with the same results."""
+    return [None if v is None else np.tile(v, (rows, 1)) for v in vectors]
+
+
 def _blockwise(kernel, *inputs: np.ndarray, outputs: int = 1) -> list[np.ndarray]:
     """Elementwise work block by block in the thread pool: ``kernel(*input_blocks, *output_blocks)``
     over the flattened arrays, each block of ``parallel.BLOCK_ELEMENTS``, so a chain of ufuncs keeps

@@ -1,8 +1,9 @@
 """Fast batch normalisation: the same functions as :mod:`cifar_scratch.nn.reference`.
 
 Per-channel sums are BLAS matrix-vector products (:func:`column_sums`), and each elementwise pass
-runs block by block in the thread pool into ``out=`` buffers; the cache keeps the normalised input
-and the inverse standard deviation.
+runs block by block in the thread pool into ``out=`` buffers, its per-channel vectors repeated to a
+block's rows (:func:`channel_rows`); the cache keeps the normalised input and the inverse standard
+deviation.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from cifar_scratch.nn.fast import parallel
-from cifar_scratch.nn.fast.elementwise import column_sums
+from cifar_scratch.nn.fast.elementwise import channel_rows, column_sums
 
 
 def batchnorm_forward(
@@ -37,10 +38,12 @@ def batchnorm_forward(
         inv = 1.0 / np.sqrt(running_var + dtype(eps))
         scale = inv if gamma is None else gamma * inv
         shift = -running_mean * scale if beta is None else beta - running_mean * scale
+        scale, shift = channel_rows(min(rows, len(flat)), scale, shift)
 
         def apply(block: slice) -> None:
-            np.multiply(flat[block], scale, out=out[block])
-            out[block] += shift
+            rows_here = block.stop - block.start
+            np.multiply(flat[block], scale[:rows_here], out=out[block])
+            out[block] += shift[:rows_here]
 
         parallel.for_blocks(apply, len(flat), rows)
         return out.reshape(x.shape), None
@@ -48,21 +51,24 @@ def batchnorm_forward(
     mean = column_sums(flat) / dtype(count)
     xhat = np.empty_like(flat)
     squares = out  # scratch until the output is written
+    (mean_rows,) = channel_rows(min(rows, count), mean)
 
     def center(block: slice) -> None:
-        np.subtract(flat[block], mean, out=xhat[block])
+        np.subtract(flat[block], mean_rows[: block.stop - block.start], out=xhat[block])
         np.square(xhat[block], out=squares[block])
 
     parallel.for_blocks(center, count, rows)
     var = column_sums(squares) / dtype(count)
     inv = 1.0 / np.sqrt(var + dtype(eps))
     scale = inv if gamma is None else gamma * inv
+    scale_rows, inv_rows, beta_rows = channel_rows(min(rows, count), scale, inv, beta)
 
     def normalize(block: slice) -> None:
-        np.multiply(xhat[block], scale, out=out[block])
-        xhat[block] *= inv
-        if beta is not None:
-            out[block] += beta
+        rows_here = block.stop - block.start
+        np.multiply(xhat[block], scale_rows[:rows_here], out=out[block])
+        xhat[block] *= inv_rows[:rows_here]
+        if beta_rows is not None:
+            out[block] += beta_rows[:rows_here]
 
     parallel.for_blocks(normalize, count, rows)
     running_mean *= dtype(1.0 - momentum)
@@ -85,12 +91,14 @@ def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.n
     scale = inv if gamma is None else gamma * inv
     count = flat.shape[0]
     along_xhat, shift = -(dgamma * scale) / count, (dbeta * scale) / count
+    along_xhat, scale, shift = channel_rows(min(rows, count), along_xhat, scale, shift)
 
     def work(block: slice) -> None:
+        rows_here = block.stop - block.start
         d = dx[block]
-        np.multiply(xhat[block], along_xhat, out=d)
-        d += flat[block] * scale
-        d -= shift
+        np.multiply(xhat[block], along_xhat[:rows_here], out=d)
+        d += flat[block] * scale[:rows_here]
+        d -= shift[:rows_here]
 
     parallel.for_blocks(work, count, rows)
     return dx.reshape(dout.shape), (dgamma if gamma is not None else None), dbeta
