@@ -16,7 +16,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(parallel, "BLOCK_ELEMENTS", 300)
     monkeypatch.setattr(conv, "COLUMN_BLOCK", 2000)  # one image per block: units of two images
     monkeypatch.setattr(conv, "BLOCKS_PER_UNIT", 2)
-    monkeypatch.setattr(winograd, "TILES_PER_BLOCK", 9)  # one 9x9 image per block: units of four
+    monkeypatch.setattr(winograd, "TILES_PER_BLOCK", 9)  # one 9x9 image per block: units of two
     yield
     parallel.set_workers(1)
 
@@ -94,6 +94,23 @@ def test_for_blocks_covers_every_index_once_and_reports_worker_errors(small_bloc
 
     with pytest.raises(ValueError, match="boom"):
         parallel.for_blocks(fail, 1001, 7)
+
+
+@pytest.mark.parametrize(
+    "length, block, per_unit, expected",
+    [
+        (128, 14, 8, (11, 32)),  # cifar_cnn's last 3x3 layer: 4 equal units, not 112 + 16 images
+        (1024, 256, 4, (256, 256)),  # speedrun94's 3x3 outputs: 4 units of one block, not one unit of 4
+        (1024, 16, 4, (16, 64)),  # blocks enough: units of blocks_per_unit full blocks, as before
+        (3, 5, 4, (3, 3)),  # one block: one unit
+    ],
+)
+def test_units_of_blocks_are_even_and_at_least_min_units(length, block, per_unit, expected):
+    got = parallel.units_of_blocks(length, block, per_unit)
+    assert got == expected
+    block, unit = got
+    sizes = [min(unit, length - start) for start in range(0, length, unit)]
+    assert len(sizes) >= min(parallel.MIN_UNITS, -(-length // block)) and max(sizes) - min(sizes) < block
 
 
 def test_set_workers_returns_the_previous_count():

@@ -240,8 +240,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
     elif input_grad:
         offsets = list(_offsets(kernel, stride, pads, x_shape[1:3], dout.shape[1:3]))
     dx = np.empty(x_shape, dout.dtype) if input_grad else None
-    per_block = _images_per_block(windows.shape)
-    per_unit = per_block * BLOCKS_PER_UNIT
+    per_block, per_unit = parallel.units_of_blocks(n, _images_per_block(windows.shape), BLOCKS_PER_UNIT)
     partials = np.empty((math.ceil(n / per_unit), weight2d.shape[0], f), dout.dtype)
 
     def work(unit: slice) -> None:

@@ -91,6 +91,24 @@ def _spread(work: Callable[[slice], None], length: int, block: int, blocks: int)
         future.result()
 
 
+#: The fewest units a sum of partials is split into, where there are blocks enough: each unit is one
+#: worker's at a time, so fewer units than workers would leave a core idle. A constant, not the
+#: worker count, because the units decide the rounding of the sum.
+MIN_UNITS = 4
+
+
+def units_of_blocks(length: int, block: int, blocks_per_unit: int) -> tuple[int, int]:
+    """-> (block, unit): sizes for work over ``range(length)`` that sums one partial per unit of blocks
+    of at most ``block``, at most ``blocks_per_unit`` blocks to a unit, in at least :data:`MIN_UNITS`
+    units of equal size where there are blocks enough. Depends on the arguments only, so the sum's
+    bits never depend on the number of workers."""
+    block = max(1, block)
+    blocks = math.ceil(length / block)
+    units = max(math.ceil(blocks / blocks_per_unit), min(MIN_UNITS, blocks))
+    unit = max(1, math.ceil(length / units))
+    return math.ceil(unit / math.ceil(unit / block)), unit
+
+
 def rows_per_block(row_elements: int) -> int:
     """How many rows of ``row_elements`` make one block."""
     return max(1, BLOCK_ELEMENTS // max(1, row_elements))

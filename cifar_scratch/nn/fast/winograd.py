@@ -188,7 +188,7 @@ def weight_grad(x: np.ndarray | None, dout: np.ndarray, pad: int = 1, kept: np.n
     c, dtype = source.shape[-1], source.dtype
     th, tw, per_block = _tiles(h, w)
     _, kernel_t, output_t = _transforms(dtype)
-    per_unit = per_block * BLOCKS_PER_UNIT
+    per_block, per_unit = parallel.units_of_blocks(n, per_block, BLOCKS_PER_UNIT)
     partials = np.empty((math.ceil(n / per_unit), 36, c, f), dtype)
 
     def work(unit: slice) -> None:
