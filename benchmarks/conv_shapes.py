@@ -185,7 +185,7 @@ def main() -> None:
                         "W": (
                             lambda: winograd.forward(x, winograd.kernel_frequencies(weight), None, pad, kept),
                             lambda: winograd.input_grad(dout, weight, pad),
-                            lambda: winograd.weight_grad(None, dout, pad, kept),
+                            lambda: winograd.weight_grad(kept, dout),
                         ),
                     }
                     if pad:  # the FFT prototype does 'same' convolutions only (it lost on all of them)

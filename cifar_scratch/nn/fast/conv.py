@@ -214,7 +214,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
     dbias = column_sums(dout2d)
     if method == "winograd":  # windows holds the V of x, which the cache does not keep
         dx = winograd.input_grad(dout, weight, pads[0]) if input_grad else None
-        return dx, winograd.weight_grad(None, dout, pads[0], windows), dbias
+        return dx, winograd.weight_grad(windows, dout), dbias
     x_shape = x.shape
     weight2d = weight.reshape(-1, f)
     if method == "pointwise":

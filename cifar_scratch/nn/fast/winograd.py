@@ -73,12 +73,17 @@ def _transforms(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.kron(m, m).astype(dtype) for m in (BT, G, AT))
 
 
+def output_size(in_hw, pad: int) -> tuple[int, int]:
+    """(H, W) of the input -> (Ho, Wo): a 3x3 kernel with ``pad`` pixels of zeros all round."""
+    return tuple(size + 2 * pad - 2 for size in in_hw)
+
+
 def applies(kernel, stride, pads, in_hw, out_hw) -> bool:
     """Whether a convolution is one this module computes: 3x3, stride 1, and the same padding p on every
     side, p = 1 ('same') or 0 ('valid')."""
     if tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or pads[0] != pads[1] or pads[0] not in (0, 1):
         return False
-    return tuple(out_hw) == tuple(size + 2 * pads[0] - 2 for size in in_hw)
+    return tuple(out_hw) == output_size(in_hw, pads[0])
 
 
 def pays(c: int, f: int) -> bool:
@@ -132,11 +137,23 @@ def _gather_tiles(images: np.ndarray, size: int, th: int, tw: int) -> np.ndarray
 
 def frequencies_buffer(x_shape: tuple[int, ...], pad: int, dtype) -> np.ndarray:
     """An empty (36, N th tw, C) array in which :func:`forward` keeps the V of every tile of an
-    (N, H, W, C) input, so that :func:`weight_grad` need not transform the input again: 2.25 times the
-    input's bytes (36 values per 16 pixels), plus padding to whole tiles."""
-    n, h, w, c = x_shape
-    th, tw, _ = _tiles(h + 2 * pad - 2, w + 2 * pad - 2)
-    return np.empty((36, n * th * tw, c), dtype)
+    (N, H, W, C) input, for :func:`weight_grad`: 2.25 times the input's bytes (36 values per 16
+    pixels), plus padding to whole tiles."""
+    th, tw, _ = _tiles(*output_size(x_shape[1:3], pad))
+    return np.empty((36, x_shape[0] * th * tw, x_shape[3]), dtype)
+
+
+def input_frequencies(x: np.ndarray, pad: int = 1) -> np.ndarray:
+    """x (N, H, W, C) -> V (36, N th tw, C): the V of every tile, as :func:`forward` keeps it (a layer
+    gets V from its forward pass; this serves tests and benchmarks). Blocks of images in the pool."""
+    th, tw, per_block = _tiles(*output_size(x.shape[1:3], pad))
+    v = frequencies_buffer(x.shape, pad, x.dtype)
+
+    def work(images: slice) -> None:
+        _input_frequencies(x[images], pad, th, tw, v[:, images.start * th * tw : images.stop * th * tw])
+
+    parallel.for_blocks(work, x.shape[0], per_block, single_threaded_blas=True)
+    return v
 
 
 def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad: int = 1, keep: np.ndarray | None = None) -> np.ndarray:
@@ -144,8 +161,7 @@ def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad: int = 1,
     (N, H + 2 pad - 2, W + 2 pad - 2, F): a stride-1 3x3 convolution of x with ``pad`` pixels of zeros
     all round, blocks of images in the thread pool. ``keep``: None, or an array from
     :func:`frequencies_buffer` that receives the input's V, for :func:`weight_grad`."""
-    n, h, w = x.shape[0], x.shape[1] + 2 * pad - 2, x.shape[2] + 2 * pad - 2
-    f = u.shape[2]
+    n, (h, w), f = x.shape[0], output_size(x.shape[1:3], pad), u.shape[2]
     th, tw, per_block = _tiles(h, w)
     _, _, output_t = _transforms(x.dtype)
     out = np.empty((n, h, w, f), x.dtype)
@@ -178,14 +194,12 @@ def input_grad(dout: np.ndarray, weight: np.ndarray, pad: int = 1) -> np.ndarray
 BLOCKS_PER_UNIT = 4
 
 
-def weight_grad(x: np.ndarray | None, dout: np.ndarray, pad: int = 1, kept: np.ndarray | None = None) -> np.ndarray:
-    """x (N, H, W, C), dout (N, Ho, Wo, F) of a convolution with ``pad`` -> dweight (3, 3, C, F). ``kept``:
-    the V of x that :func:`forward` kept (x may then be None), or None to transform x again. Units of
-    blocks sum into partials that are added in a fixed order, so the bits depend on the shapes only,
-    never on the number of workers."""
+def weight_grad(v: np.ndarray, dout: np.ndarray) -> np.ndarray:
+    """V (36, N th tw, C) of the input, as :func:`forward` kept it, and dout (N, Ho, Wo, F) -> dweight
+    (3, 3, C, F). Units of blocks sum into partials that are added in a fixed order, so the bits depend
+    on the shapes only, never on the number of workers."""
     n, h, w, f = dout.shape
-    source = x if kept is None else kept
-    c, dtype = source.shape[-1], source.dtype
+    c, dtype = v.shape[-1], v.dtype
     th, tw, per_block = _tiles(h, w)
     _, kernel_t, output_t = _transforms(dtype)
     per_block, per_unit = parallel.units_of_blocks(n, per_block, BLOCKS_PER_UNIT)
@@ -200,11 +214,7 @@ def weight_grad(x: np.ndarray | None, dout: np.ndarray, pad: int = 1, kept: np.n
             grad[:, :h, :w] = dout[images]
             tiles = _gather_tiles(grad, 4, th, tw)
             dmixed = (output_t.T @ tiles.reshape(16, -1)).reshape(36, -1, f)  # A dy A^T of every tile
-            if kept is None:
-                frequencies = _input_frequencies(x[images], pad, th, tw)
-            else:
-                frequencies = kept[:, start * th * tw : images.stop * th * tw]
-            frequencies = frequencies.transpose(0, 2, 1)  # (36, C, tiles)
+            frequencies = v[:, start * th * tw : images.stop * th * tw].transpose(0, 2, 1)  # (36, C, tiles)
             if start == unit.start:
                 np.matmul(frequencies, dmixed, out=partial)
             else:
