@@ -182,13 +182,13 @@ def conv2d_forward(
         out = x.reshape(-1, x.shape[3]) @ weight2d
         if bias is not None:
             out += bias
-        return out.reshape(n, *out_hw, f), (("pointwise", x, None, weight, stride, pads) if keep_cache else None)
+        return out.reshape(n, *out_hw, f), (("pointwise", x, weight) if keep_cache else None)
     if _winograd(kernel, stride, pads, x.shape[1:3], out_hw, x.shape[3], f):
         # The weight gradient needs the input only as V: keeping V instead of x costs 1.25 x's bytes
         # more and saves transforming it again (docs/measurements.md).
         kept = winograd.frequencies_buffer(x.shape, pads[0], x.dtype) if keep_cache else None
         out = winograd.forward(x, winograd.kernel_frequencies(weight), bias, pads[0], kept)
-        return out, (("winograd", None, kept, weight, stride, pads) if keep_cache else None)
+        return out, (("winograd", kept, weight, pads) if keep_cache else None)
     windows = _windows(_source(x, kernel, stride, pads, out_hw, workspace, "x"), kernel, stride, out_hw)
     out = np.empty((n, *out_hw, f), x.dtype)
 
@@ -208,18 +208,20 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
     The weight gradient sums per-unit partials in a fixed order, so its bits depend on the shapes
     only, never on the number of workers.
     """
-    method, x, windows, weight, stride, pads = cache
-    kernel, f = weight.shape[:2], weight.shape[3]
-    dout2d = dout.reshape(-1, f)
+    method, *kept = cache  # what the forward pass of that method kept
+    dout2d = dout.reshape(-1, dout.shape[3])
     dbias = column_sums(dout2d)
-    if method == "winograd":  # windows holds the V of x, which the cache does not keep
+    if method == "winograd":
+        v, weight, pads = kept
         dx = winograd.input_grad(dout, weight, pads[0]) if input_grad else None
-        return dx, winograd.weight_grad(windows, dout), dbias
-    x_shape = x.shape
-    weight2d = weight.reshape(-1, f)
+        return dx, winograd.weight_grad(v, dout), dbias
     if method == "pointwise":
-        dx = (dout2d @ weight2d.T).reshape(x_shape) if input_grad else None
-        return dx, (x.reshape(-1, x_shape[3]).T @ dout2d).reshape(weight.shape), dbias
+        x, weight = kept
+        dx = (dout2d @ weight.reshape(-1, weight.shape[3]).T).reshape(x.shape) if input_grad else None
+        return dx, (x.reshape(-1, x.shape[3]).T @ dout2d).reshape(weight.shape), dbias
+    x, windows, weight, stride, pads = kept
+    kernel, f, x_shape = weight.shape[:2], weight.shape[3], x.shape
+    weight2d = weight.reshape(-1, f)
     n = dout.shape[0]
     back_pads = (kernel[0] - 1 - pads[0], kernel[1] - 1 - pads[1])
     # For stride 1, dx is the correlation of dout with the flipped, transposed kernel ("full" padding):
