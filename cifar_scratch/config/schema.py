@@ -19,6 +19,7 @@ from cifar_scratch.kinds import optimizers as optimizer_kinds
 from cifar_scratch.kinds.layers import CONTAINER_SPECS, LayerSpec, bare_layer_names
 from cifar_scratch.kinds.losses import CrossEntropySpec
 from cifar_scratch.kinds.optimizers import SGDSpec
+from cifar_scratch.nn.kernels import CONV_ALGORITHMS, ENGINES
 from cifar_scratch.options import MAX_SEED, OFFICIAL_SOURCE, Float, Int, Section
 
 Monitor = Literal["val_loss", "val_accuracy"]
@@ -344,13 +345,13 @@ class TrainingConfig(_Section):
         "the image and its mirror (flip), and of both shifted by one pixel each way (flip+translate). "
         "Plain accuracy is reported beside it.",
     )
-    engine: Literal["fast", "reference"] = Field(
+    engine: Literal[tuple(ENGINES)] = Field(
         "fast",
         description="The kernels that run: fast (cifar_scratch/nn/fast) or reference (cifar_scratch/nn/reference.py: "
         "the math in plain NumPy, to read and to step through in a debugger; slower). Results agree within float32 "
         "rounding; a run keeps its engine on resume.",
     )
-    conv_algorithm: Literal["im2col", "winograd", "auto"] = Field(
+    conv_algorithm: Literal[CONV_ALGORITHMS] = Field(
         "im2col",
         description="How the fast engine computes stride-1 3x3 convolutions ('same' or 'valid'): im2col (one GEMM "
         "over the gathered patches), winograd (F(4x4, 3x3): 4x fewer multiplications, float32 error about 1e-5 of "
