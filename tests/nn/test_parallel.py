@@ -97,6 +97,19 @@ def test_for_blocks_covers_every_index_once_and_reports_worker_errors(small_bloc
 
 
 @pytest.mark.parametrize(
+    "length, most, expected",
+    [
+        (128, 256, 32),  # cifar_cnn's 4x4-output layer: 4 blocks of tiles, not one on one core
+        (1024, 256, 256),  # blocks enough: the largest
+        (1000, 7, 7),
+        (3, 10, 1),  # fewer images than parts: one each
+    ],
+)
+def test_even_blocks_cut_small_work_into_at_least_min_parts(length, most, expected):
+    assert parallel.even_blocks(length, most) == expected
+
+
+@pytest.mark.parametrize(
     "length, block, per_unit, expected",
     [
         (128, 14, 8, (11, 32)),  # cifar_cnn's last 3x3 layer: 4 equal units, not 112 + 16 images
@@ -110,7 +123,7 @@ def test_units_of_blocks_are_even_and_at_least_min_units(length, block, per_unit
     assert got == expected
     block, unit = got
     sizes = [min(unit, length - start) for start in range(0, length, unit)]
-    assert len(sizes) >= min(parallel.MIN_UNITS, -(-length // block)) and max(sizes) - min(sizes) < block
+    assert len(sizes) >= min(parallel.MIN_PARTS, -(-length // block)) and max(sizes) - min(sizes) < block
 
 
 def test_set_workers_returns_the_previous_count():

@@ -198,7 +198,7 @@ def conv2d_forward(
         if bias is not None:
             block += bias
 
-    parallel.for_blocks(work, n, _images_per_block(windows.shape), single_threaded_blas=True)
+    parallel.for_blocks(work, n, parallel.even_blocks(n, _images_per_block(windows.shape)), single_threaded_blas=True)
     return out, (("im2col", x, windows, weight, stride, pads) if keep_cache else None)
 
 

@@ -91,20 +91,28 @@ def _spread(work: Callable[[slice], None], length: int, block: int, blocks: int)
         future.result()
 
 
-#: The fewest units a sum of partials is split into, where there are blocks enough: each unit is one
-#: worker's at a time, so fewer units than workers would leave a core idle. A constant, not the
-#: worker count, because the units decide the rounding of the sum.
-MIN_UNITS = 4
+#: The fewest parts that work of many GEMMs is cut into where it can be: blocks of images, and units
+#: of a sum of partials. Fewer parts than workers leave a core idle (a batch of 128 at 4x4 outputs was
+#: one block of Winograd tiles, on one core). A constant, not the worker count: the parts decide which
+#: GEMM rows go together and how sums are grouped, so they must not change the bits.
+MIN_PARTS = 4
+
+
+def even_blocks(length: int, most: int) -> int:
+    """Block size for work over ``range(length)``: at most ``most``, in at least :data:`MIN_PARTS`
+    blocks where ``length`` allows, all of nearly one size."""
+    blocks = max(math.ceil(length / max(1, most)), min(MIN_PARTS, length))
+    return max(1, math.ceil(length / max(1, blocks)))
 
 
 def units_of_blocks(length: int, block: int, blocks_per_unit: int) -> tuple[int, int]:
     """-> (block, unit): sizes for work over ``range(length)`` that sums one partial per unit of blocks
-    of at most ``block``, at most ``blocks_per_unit`` blocks to a unit, in at least :data:`MIN_UNITS`
+    of at most ``block``, at most ``blocks_per_unit`` blocks to a unit, in at least :data:`MIN_PARTS`
     units of equal size where there are blocks enough. Depends on the arguments only, so the sum's
     bits never depend on the number of workers."""
     block = max(1, block)
     blocks = math.ceil(length / block)
-    units = max(math.ceil(blocks / blocks_per_unit), min(MIN_UNITS, blocks))
+    units = max(math.ceil(blocks / blocks_per_unit), min(MIN_PARTS, blocks))
     unit = max(1, math.ceil(length / units))
     return math.ceil(unit / math.ceil(unit / block)), unit
 

@@ -100,10 +100,10 @@ def kernel_frequencies(weight: np.ndarray) -> np.ndarray:
     return (kernel_t @ weight.reshape(9, -1)).reshape(36, *weight.shape[2:])
 
 
-def _tiles(h: int, w: int) -> tuple[int, int, int]:
-    """-> (tile rows, tile columns, images per block of work) for H x W outputs."""
+def _tiles(n: int, h: int, w: int) -> tuple[int, int, int]:
+    """-> (tile rows, tile columns, images per block of work) for N images of H x W outputs."""
     th, tw = -(-h // 4), -(-w // 4)
-    return th, tw, max(1, TILES_PER_BLOCK // (th * tw))
+    return th, tw, parallel.even_blocks(n, TILES_PER_BLOCK // (th * tw))
 
 
 def _input_frequencies(x: np.ndarray, pad: int, th: int, tw: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -139,14 +139,14 @@ def frequencies_buffer(x_shape: tuple[int, ...], pad: int, dtype) -> np.ndarray:
     """An empty (36, N th tw, C) array in which :func:`forward` keeps the V of every tile of an
     (N, H, W, C) input, for :func:`weight_grad`: 2.25 times the input's bytes (36 values per 16
     pixels), plus padding to whole tiles."""
-    th, tw, _ = _tiles(*output_size(x_shape[1:3], pad))
+    th, tw, _ = _tiles(x_shape[0], *output_size(x_shape[1:3], pad))
     return np.empty((36, x_shape[0] * th * tw, x_shape[3]), dtype)
 
 
 def input_frequencies(x: np.ndarray, pad: int = 1) -> np.ndarray:
     """x (N, H, W, C) -> V (36, N th tw, C): the V of every tile, as :func:`forward` keeps it (a layer
     gets V from its forward pass; this serves tests and benchmarks). Blocks of images in the pool."""
-    th, tw, per_block = _tiles(*output_size(x.shape[1:3], pad))
+    th, tw, per_block = _tiles(x.shape[0], *output_size(x.shape[1:3], pad))
     v = frequencies_buffer(x.shape, pad, x.dtype)
 
     def work(images: slice) -> None:
@@ -162,7 +162,7 @@ def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad: int = 1,
     all round, blocks of images in the thread pool. ``keep``: None, or an array from
     :func:`frequencies_buffer` that receives the input's V, for :func:`weight_grad`."""
     n, (h, w), f = x.shape[0], output_size(x.shape[1:3], pad), u.shape[2]
-    th, tw, per_block = _tiles(h, w)
+    th, tw, per_block = _tiles(n, h, w)
     _, _, output_t = _transforms(x.dtype)
     out = np.empty((n, h, w, f), x.dtype)
 
@@ -200,7 +200,7 @@ def weight_grad(v: np.ndarray, dout: np.ndarray) -> np.ndarray:
     on the shapes only, never on the number of workers."""
     n, h, w, f = dout.shape
     c, dtype = v.shape[-1], v.dtype
-    th, tw, per_block = _tiles(h, w)
+    th, tw, per_block = _tiles(n, h, w)
     _, kernel_t, output_t = _transforms(dtype)
     per_block, per_unit = parallel.units_of_blocks(n, per_block, BLOCKS_PER_UNIT)
     partials = np.empty((math.ceil(n / per_unit), 36, c, f), dtype)
