@@ -46,11 +46,31 @@ def _errors(n, h, w, c, f, rng, padding="same") -> list[float]:
         ((8, 3, 3, 256, 256), "same"),
         ((4, 8, 8, 64, 128), "valid"),  # cifar_cnn's 'valid' layers
         ((4, 6, 6, 128, 128), "valid"),
+        ((2, 16, 16, 32, 32), "valid"),  # a 'valid' layer large enough for Winograd's input gradient
     ],
 )
 def test_float32_winograd_is_within_the_bound_of_a_float64_direct_convolution(shape, padding):
     errors = _errors(*shape, np.random.default_rng(0), padding)
     assert max(errors) < BOUND, errors
+
+
+@pytest.mark.parametrize("size, winograd_dx", [(6, False), (8, False), (9, True), (16, True)])
+def test_small_valid_layers_take_their_input_gradient_by_col2im(size, winograd_dx, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, size, size, 16)).astype(np.float32)
+    weight = (rng.standard_normal((3, 3, 16, 16)) / 12).astype(np.float32)
+    calls = []
+    monkeypatch.setattr(winograd, "input_grad", lambda *args: calls.append(args) or np.zeros(x.shape, np.float32))
+    previous = conv.use_algorithm("winograd")
+    try:
+        out, cache = conv.conv2d_forward(x, weight, None, 1, "valid")
+    finally:
+        conv.use_algorithm(previous)
+    dx, _, _ = conv.conv2d_backward(np.ones_like(out), cache)
+    assert bool(calls) == winograd_dx and dx.shape == x.shape
+    if not winograd_dx:  # col2im's dx against the reference's
+        expected = reference.conv2d_backward(np.ones(out.shape), reference.conv2d_forward(x, weight, None, 1, "valid")[1])[0]
+        assert np.abs(dx - expected).max() < 1e-5 * np.abs(expected).max()
 
 
 def test_the_bound_catches_a_transform_entry_off_by_a_thousandth(monkeypatch):
