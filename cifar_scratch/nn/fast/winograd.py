@@ -171,6 +171,15 @@ def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad: int = 1,
         mixed = np.matmul(_input_frequencies(x[images], pad, th, tw, target_v), u)  # (36, tiles, F)
         tiles = (output_t @ mixed.reshape(36, -1)).reshape(4, 4, -1, th, tw, f)
         target = out[images]
+        if h == 4 * th and w == 4 * tw:
+            # tiles[a, b, n, ty, tx] is pixel (4 ty + a, 4 tx + b) of image n: one transposing copy
+            # instead of the sixteen strided ones below, each a NumPy call that the pool's other
+            # worker may wait on for the GIL (docs/measurements.md). Where the last tiles overhang
+            # H x W, the one copy would need a second one, which cost more than it saved.
+            np.copyto(target.reshape(-1, th, 4, tw, 4, f), tiles.transpose(2, 3, 0, 4, 1, 5))
+            if bias is not None:
+                target += bias
+            return
         for a in range(4):  # output pixel (a, b) of every tile; the last tiles may overhang H x W
             rows = len(range(a, h, 4))
             for b in range(4):
