@@ -176,9 +176,8 @@ def _valid_input_grad(dout: np.ndarray, weight: np.ndarray) -> np.ndarray:
     def work(images: slice) -> None:
         _add_windows(dx[images], dout[images], weight2d, kernel, offsets)
 
-    parallel.for_blocks(
-        work, n, parallel.even_blocks(n, COLUMN_BLOCK // (ho * wo * weight2d.shape[0])), single_threaded_blas=True
-    )
+    per_block = _images_per_block((n, ho, wo, *kernel, c))  # as many images as im2col's blocks hold
+    parallel.for_blocks(work, n, parallel.even_blocks(n, per_block), single_threaded_blas=True)
     return dx
 
 
