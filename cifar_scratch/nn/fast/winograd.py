@@ -135,6 +135,50 @@ def _gather_tiles(images: np.ndarray, size: int, th: int, tw: int) -> np.ndarray
     return tiles
 
 
+def _tile_regions(h: int, w: int, th: int, tw: int):
+    """The output split by how its 4x4 tiles fit: -> for each of (full tiles, bottom strip, right strip,
+    corner) that is not empty, (pixel rows, pixel columns, tile rows, tile columns, rows in a tile,
+    columns in a tile). Only the last tile row and column may overhang H x W, so four regions, each
+    one transposing copy between (N, H, W, F) and tiles (4, 4, N, th, tw, F), cover any size."""
+    full_h, full_w = h // 4, w // 4
+    rows = [(slice(0, 4 * full_h), slice(0, full_h), 4), (slice(4 * full_h, h), slice(full_h, th), h - 4 * full_h)]
+    cols = [(slice(0, 4 * full_w), slice(0, full_w), 4), (slice(4 * full_w, w), slice(full_w, tw), w - 4 * full_w)]
+    for pixel_rows, tile_rows, a in rows:
+        for pixel_cols, tile_cols, b in cols:
+            if pixel_rows.stop > pixel_rows.start and pixel_cols.stop > pixel_cols.start:
+                yield pixel_rows, pixel_cols, tile_rows, tile_cols, a, b
+
+
+def _pixels(images: np.ndarray, pixel_rows: slice, pixel_cols: slice, a: int, b: int) -> np.ndarray:
+    """A region of images (n, H, W, F) as a view (n, tile rows, a, tile columns, b, F), never a copy."""
+    region = images[:, pixel_rows, pixel_cols]
+    n, rows, cols, f = region.shape
+    return np.reshape(region, (n, rows // a, a, cols // b, b, f), copy=False)
+
+
+def _place_tiles(out: np.ndarray, tiles: np.ndarray) -> None:
+    """tiles (4, 4, n, th, tw, F), [a, b, n, ty, tx] the output pixel (4 ty + a, 4 tx + b) -> out (n, H,
+    W, F), dropping what overhangs. Four copies at most: each NumPy call is one the pool's other
+    worker may wait on for the GIL (docs/measurements.md), where one per pixel of a tile made 16."""
+    th, tw = tiles.shape[3:5]
+    for pixel_rows, pixel_cols, tile_rows, tile_cols, a, b in _tile_regions(*out.shape[1:3], th, tw):
+        part = tiles[:a, :b, :, tile_rows, tile_cols]  # (a, b, n, rows, cols, F)
+        np.copyto(_pixels(out, pixel_rows, pixel_cols, a, b), part.transpose(2, 3, 0, 4, 1, 5))
+
+
+def _take_tiles(dout: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """dout (n, H, W, F) -> tiles (4, 4, n, th, tw, F) as :func:`_place_tiles` would place them, zero
+    where the tiles overhang H x W: the transpose of the placement, for the weight gradient."""
+    n, h, w, f = dout.shape
+    tiles = np.empty((4, 4, n, th, tw, f), dout.dtype)
+    for pixel_rows, pixel_cols, tile_rows, tile_cols, a, b in _tile_regions(h, w, th, tw):
+        part = tiles[:, :, :, tile_rows, tile_cols]
+        np.copyto(part[:a, :b].transpose(2, 3, 0, 4, 1, 5), _pixels(dout, pixel_rows, pixel_cols, a, b))
+        part[a:] = 0
+        part[:a, b:] = 0
+    return tiles
+
+
 def frequencies_buffer(x_shape: tuple[int, ...], pad: int, dtype) -> np.ndarray:
     """An empty (36, N th tw, C) array in which :func:`forward` keeps the V of every tile of an
     (N, H, W, C) input, for :func:`weight_grad`: 2.25 times the input's bytes (36 values per 16
@@ -171,23 +215,9 @@ def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad: int = 1,
         mixed = np.matmul(_input_frequencies(x[images], pad, th, tw, target_v), u)  # (36, tiles, F)
         tiles = (output_t @ mixed.reshape(36, -1)).reshape(4, 4, -1, th, tw, f)
         target = out[images]
-        if h == 4 * th and w == 4 * tw:
-            # tiles[a, b, n, ty, tx] is pixel (4 ty + a, 4 tx + b) of image n: one transposing copy
-            # instead of the sixteen strided ones below, each a NumPy call that the pool's other
-            # worker may wait on for the GIL (docs/measurements.md). Where the last tiles overhang
-            # H x W, the one copy would need a second one, which cost more than it saved.
-            np.copyto(target.reshape(-1, th, 4, tw, 4, f), tiles.transpose(2, 3, 0, 4, 1, 5))
-            if bias is not None:
-                target += bias
-            return
-        for a in range(4):  # output pixel (a, b) of every tile; the last tiles may overhang H x W
-            rows = len(range(a, h, 4))
-            for b in range(4):
-                part = tiles[a, b, :, :rows, : len(range(b, w, 4))]
-                if bias is None:
-                    target[:, a::4, b::4] = part
-                else:
-                    np.add(part, bias, out=target[:, a::4, b::4])
+        _place_tiles(target, tiles)
+        if bias is not None:
+            target += bias
 
     parallel.for_blocks(work, n, per_block, single_threaded_blas=True)
     return out
@@ -218,10 +248,7 @@ def weight_grad(v: np.ndarray, dout: np.ndarray) -> np.ndarray:
         partial = partials[unit.start // per_unit]
         for start in range(unit.start, unit.stop, per_block):
             images = slice(start, min(start + per_block, unit.stop))
-            count = images.stop - images.start
-            grad = np.zeros((count, 4 * th, 4 * tw, f), dtype)  # dout, zero where tiles overhang H x W
-            grad[:, :h, :w] = dout[images]
-            tiles = _gather_tiles(grad, 4, th, tw)
+            tiles = _take_tiles(dout[images], th, tw)
             dmixed = (output_t.T @ tiles.reshape(16, -1)).reshape(36, -1, f)  # A dy A^T of every tile
             frequencies = v[:, start * th * tw : images.stop * th * tw].transpose(0, 2, 1)  # (36, C, tiles)
             if start == unit.start:
