@@ -181,11 +181,12 @@ def main() -> None:
                     references = (reference, *conv.conv2d_backward(dout, cache, True)[:2])
                     # Winograd as a layer runs it: the forward pass keeps the input's V for the weight gradient
                     kept = winograd.frequencies_buffer(x.shape, pad, x.dtype)
+                    # Its dx and dw share one pass (winograd.backward): dw alone is timed, dx is the difference
                     algorithms = {
                         "W": (
                             lambda: winograd.forward(x, winograd.kernel_frequencies(weight), None, pad, kept),
-                            lambda: winograd.input_grad(dout, weight, pad),
-                            lambda: winograd.weight_grad(kept, dout),
+                            lambda: winograd.backward(kept, dout, weight, pad)[0],
+                            lambda: winograd.backward(kept, dout, weight, pad, input_grad=False)[1],
                         ),
                     }
                     if pad:  # the FFT prototype does 'same' convolutions only (it lost on all of them)
@@ -215,6 +216,8 @@ def main() -> None:
                         cells += [" ".join(f"{'-':>7}" for _ in range(3)), f"{'-':>5} {'-':>7}"]
                         continue
                     theirs = [ms[f"{name} {part}"] for part in ("fwd", "dx", "dw")]
+                    if name == "W":  # its "dx" call ran both gradients
+                        theirs[1] -= theirs[2]
                     cells += [" ".join(f"{v:>7.1f}" for v in theirs), f"{sum(ours) / sum(theirs):>5.2f} {errors[name]:>7.1e}"]
                 print(" ".join(cells), flush=True)
 

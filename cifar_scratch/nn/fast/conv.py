@@ -84,12 +84,6 @@ def _offsets(kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, 
                 yield i, j, rows[0], cols[0], rows[1], cols[1]
 
 
-#: 'Valid' Winograd layers with outputs up to this size take their input gradient by col2im: Winograd's
-#: would convolve dout with a border of 2 zeros into more tiles than the forward pass used (4 per image
-#: against 1 for 4x4 outputs). col2im measured 1.6x faster at 4x4 outputs, about even at 6x6, 1.4x
-#: slower at 14x14 (docs/measurements.md).
-SMALL_VALID = 6
-
 #: im2col values per block: 1 MB of float32. The forward and backward passes gather the columns of a
 #: few images at a time and multiply them at once, so the columns never leave the caches; a whole
 #: batch's columns (850 MB for airbench's first 3x3 layer at batch 1024) would go through memory twice.
@@ -162,25 +156,6 @@ def _add_windows(dx: np.ndarray, dout: np.ndarray, weight2d: np.ndarray, kernel,
         dx[:, in_rows, in_cols, :] += dcols[:, out_rows, out_cols, i, j, :]
 
 
-def _valid_input_grad(dout: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """dout (N, Ho, Wo, F) of a stride-1 'valid' convolution with weight (kh, kw, C, F) -> dx (N, Ho +
-    kh - 1, Wo + kw - 1, C) by col2im, blocks of images in the pool (for small Winograd layers:
-    :data:`SMALL_VALID`)."""
-    n, ho, wo, f = dout.shape
-    kernel, c = weight.shape[:2], weight.shape[2]
-    x_hw = (ho + kernel[0] - 1, wo + kernel[1] - 1)
-    offsets = list(_offsets(kernel, (1, 1), (0, 0), x_hw, (ho, wo)))
-    weight2d = weight.reshape(-1, f)
-    dx = np.empty((n, *x_hw, c), dout.dtype)
-
-    def work(images: slice) -> None:
-        _add_windows(dx[images], dout[images], weight2d, kernel, offsets)
-
-    per_block = _images_per_block((n, ho, wo, *kernel, c))  # as many images as im2col's blocks hold
-    parallel.for_blocks(work, n, parallel.even_blocks(n, per_block), single_threaded_blas=True)
-    return dx
-
-
 def _images_per_block(windows_shape) -> int:
     return max(1, COLUMN_BLOCK // math.prod(windows_shape[1:]))
 
@@ -240,13 +215,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
     dbias = column_sums(dout2d)
     if method == "winograd":
         v, weight, pads = kept
-        if not input_grad:
-            dx = None
-        elif pads == (0, 0) and max(dout.shape[1:3]) <= SMALL_VALID:
-            dx = _valid_input_grad(dout, weight)
-        else:
-            dx = winograd.input_grad(dout, weight, pads[0])
-        return dx, winograd.weight_grad(v, dout), dbias
+        return (*winograd.backward(v, dout, weight, pads[0], input_grad), dbias)
     if method == "pointwise":
         x, weight = kept
         dx = (dout2d @ weight.reshape(-1, weight.shape[3]).T).reshape(x.shape) if input_grad else None

@@ -13,13 +13,14 @@ direct convolution; summed over c, they are 36 matrix products, one per frequenc
 
 The transforms are linear maps of the flattened tiles, so each is one GEMM with a Kronecker matrix
 (B^T (x) B^T is 36x36): BLAS speed, where twenty elementwise passes would be memory-bound (the
-F(2x2, 3x3) prototype lost that way: docs/measurements.md). The gradients:
+F(2x2, 3x3) prototype lost that way: docs/measurements.md). The gradients (:func:`backward`) are the
+forward pass transposed, both from dM = A dy A^T, the gradient of every tile's 36 products:
 
-- input: a stride-1 3x3 convolution's input gradient is the convolution of the output gradient, with
-  2 - p pixels of zeros where the forward pass had p, by the kernel turned 180 degrees and its channels
-  swapped, so it is :func:`forward` again ('same': p = 1 both ways; 'valid': p = 0, then 2);
-- weight: the transforms transposed. dM = A dy A^T is the gradient of the 36 products of a tile;
-  dU[k] = sum over tiles of V[k]^T dM[k] (36 GEMMs whose inner dimension is the tiles); dW = G^T dU G.
+- weight: dU[k] = sum over tiles of V[k]^T dM[k] (36 GEMMs whose inner dimension is the tiles), with
+  V as the forward pass kept it; dW = G^T dU G;
+- input: dV[k] = dM[k] U[k]^T, then B dV B^T is the gradient of every 6x6 input tile, added into the
+  input where the tile was read. Its transforms run over the C input channels; dx as a convolution of
+  dout by the turned kernel would transform dout's F channels, and for 'valid' layers more tiles.
 
 Accuracy: the transforms' entries reach 5 (B) and 8 (A), and they amplify rounding: in float32 the
 largest error is about 1e-5 of the largest output, one decimal digit worse than im2col
@@ -223,26 +224,32 @@ def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad: int = 1,
     return out
 
 
-def input_grad(dout: np.ndarray, weight: np.ndarray, pad: int = 1) -> np.ndarray:
-    """dout (N, Ho, Wo, F), weight (3, 3, C, F) of a convolution with ``pad`` -> dx (N, Ho + 2 - 2 pad,
-    Wo + 2 - 2 pad, C)."""
-    return forward(dout, kernel_frequencies(weight[::-1, ::-1].transpose(0, 1, 3, 2)), None, 2 - pad)
-
-
 #: Blocks per unit of pool work; each unit adds its blocks' weight gradients into one partial sum.
 BLOCKS_PER_UNIT = 4
 
 
-def weight_grad(v: np.ndarray, dout: np.ndarray) -> np.ndarray:
-    """V (36, N th tw, C) of the input, as :func:`forward` kept it, and dout (N, Ho, Wo, F) -> dweight
-    (3, 3, C, F). Units of blocks sum into partials that are added in a fixed order, so the bits depend
-    on the shapes only, never on the number of workers."""
+def backward(v: np.ndarray, dout: np.ndarray, weight: np.ndarray, pad: int = 1, input_grad: bool = True):
+    """V (36, N th tw, C) of the input, as :func:`forward` kept it, dout (N, Ho, Wo, F) and weight (3, 3,
+    C, F) of a convolution with ``pad`` -> dx (N, Ho + 2 - 2 pad, Wo + 2 - 2 pad, C) (None unless
+    ``input_grad``), dweight (3, 3, C, F).
+
+    Both gradients start from dM = A dy A^T, the gradient of every tile's 36 products, taken once per
+    block of images. dweight: dU[k] = sum over tiles of V[k]^T dM[k], then G^T dU G; units of blocks sum
+    into partials that are added in a fixed order, so the bits depend on the shapes only, never on the
+    number of workers. dx: dV[k] = dM[k] U[k]^T, the tiles' gradients B dV B^T, and each 6x6 tile added
+    into the input where it was read (tiles overlap by 2 pixels). That is the forward pass transposed:
+    its transforms run over C channels where dx as a convolution of dout would run over F, and it
+    needs no more tiles than the forward pass ('valid' layers' dx as a convolution would need more).
+    """
     n, h, w, f = dout.shape
     c, dtype = v.shape[-1], v.dtype
     th, tw, per_block = _tiles(n, h, w)
-    _, kernel_t, output_t = _transforms(dtype)
+    input_t, kernel_t, output_t = _transforms(dtype)
     per_block, per_unit = parallel.units_of_blocks(n, per_block, BLOCKS_PER_UNIT)
     partials = np.empty((math.ceil(n / per_unit), 36, c, f), dtype)
+    if input_grad:
+        u_t = kernel_frequencies(weight).transpose(0, 2, 1)  # (36, F, C)
+        dx = np.empty((n, h + 2 - 2 * pad, w + 2 - 2 * pad, c), dtype)
 
     def work(unit: slice) -> None:
         partial = partials[unit.start // per_unit]
@@ -255,7 +262,30 @@ def weight_grad(v: np.ndarray, dout: np.ndarray) -> np.ndarray:
                 np.matmul(frequencies, dmixed, out=partial)
             else:
                 partial += frequencies @ dmixed
+            if input_grad:
+                dtiles = input_t.T @ np.matmul(dmixed, u_t).reshape(36, -1)  # B dV B^T, (36, tiles * C)
+                _add_input_tiles(dx[images], dtiles.reshape(6, 6, -1, th, tw, c), pad)
 
     parallel.for_blocks(work, n, per_unit, single_threaded_blas=True)
     du = partials.sum(axis=0)  # (36, C, F)
-    return (kernel_t.T @ du.reshape(36, -1)).reshape(3, 3, c, f)
+    return (dx if input_grad else None), (kernel_t.T @ du.reshape(36, -1)).reshape(3, 3, c, f)
+
+
+def _add_input_tiles(dx: np.ndarray, dtiles: np.ndarray, pad: int) -> None:
+    """dtiles (6, 6, n, th, tw, C), the gradient of every 6x6 input tile read at stride 4 from the input
+    with ``pad`` pixels of zeros -> dx (n, H, W, C), the sum over the tiles that read each pixel. The
+    tiles' first 4x4 pixels go into a buffer of whole tiles in one copy; their last two rows, last two
+    columns and the corner overlap the next tiles' and are added in three strided passes."""
+    n, th, tw, c = dtiles.shape[2:]
+    summed = np.empty((n, 4 * th + 4, 4 * tw + 4, c), dx.dtype)  # 2 pixels of slack past the last tiles
+    summed[:, 4 * th :] = 0
+    summed[:, : 4 * th, 4 * tw :] = 0
+
+    def tiles_at(row: int, col: int) -> np.ndarray:  # (n, th, 4, tw, 4, C) view of the tiles from (row, col)
+        return np.reshape(summed[:, row : row + 4 * th, col : col + 4 * tw], (n, th, 4, tw, 4, c), copy=False)
+
+    np.copyto(tiles_at(0, 0), dtiles[:4, :4].transpose(2, 3, 0, 4, 1, 5))
+    tiles_at(4, 0)[:, :, :2] += dtiles[4:, :4].transpose(2, 3, 0, 4, 1, 5)
+    tiles_at(0, 4)[:, :, :, :, :2] += dtiles[:4, 4:].transpose(2, 3, 0, 4, 1, 5)
+    tiles_at(4, 4)[:, :, :2, :, :2] += dtiles[4:, 4:].transpose(2, 3, 0, 4, 1, 5)
+    np.copyto(dx, summed[:, pad : pad + dx.shape[1], pad : pad + dx.shape[2]])
