@@ -188,6 +188,11 @@ def frequencies_buffer(x_shape: tuple[int, ...], pad: int, dtype) -> np.ndarray:
     return np.empty((36, x_shape[0] * th * tw, x_shape[3]), dtype)
 
 
+def _of_images(v: np.ndarray, images: slice, tiles_per_image: int) -> np.ndarray:
+    """The part of V (36, N th tw, C) that holds the tiles of ``images``, a view."""
+    return v[:, images.start * tiles_per_image : images.stop * tiles_per_image]
+
+
 def input_frequencies(x: np.ndarray, pad: int = 1) -> np.ndarray:
     """x (N, H, W, C) -> V (36, N th tw, C): the V of every tile, as :func:`forward` keeps it (a layer
     gets V from its forward pass; this serves tests and benchmarks). Blocks of images in the pool."""
@@ -195,7 +200,7 @@ def input_frequencies(x: np.ndarray, pad: int = 1) -> np.ndarray:
     v = frequencies_buffer(x.shape, pad, x.dtype)
 
     def work(images: slice) -> None:
-        _input_frequencies(x[images], pad, th, tw, v[:, images.start * th * tw : images.stop * th * tw])
+        _input_frequencies(x[images], pad, th, tw, _of_images(v, images, th * tw))
 
     parallel.for_blocks(work, x.shape[0], per_block, single_threaded_blas=True)
     return v
@@ -212,7 +217,7 @@ def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad: int = 1,
     out = np.empty((n, h, w, f), x.dtype)
 
     def work(images: slice) -> None:
-        target_v = None if keep is None else keep[:, images.start * th * tw : images.stop * th * tw]
+        target_v = None if keep is None else _of_images(keep, images, th * tw)
         mixed = np.matmul(_input_frequencies(x[images], pad, th, tw, target_v), u)  # (36, tiles, F)
         tiles = (output_t @ mixed.reshape(36, -1)).reshape(4, 4, -1, th, tw, f)
         target = out[images]
@@ -257,7 +262,7 @@ def backward(v: np.ndarray, dout: np.ndarray, weight: np.ndarray, pad: int = 1, 
             images = slice(start, min(start + per_block, unit.stop))
             tiles = _take_tiles(dout[images], th, tw)
             dmixed = (output_t.T @ tiles.reshape(16, -1)).reshape(36, -1, f)  # A dy A^T of every tile
-            frequencies = v[:, start * th * tw : images.stop * th * tw].transpose(0, 2, 1)  # (36, C, tiles)
+            frequencies = _of_images(v, images, th * tw).transpose(0, 2, 1)  # (36, C, tiles)
             if start == unit.start:
                 np.matmul(frequencies, dmixed, out=partial)
             else:
