@@ -182,7 +182,7 @@ def _take_tiles(dout: np.ndarray, th: int, tw: int) -> np.ndarray:
 
 def frequencies_buffer(x_shape: tuple[int, ...], pad: int, dtype) -> np.ndarray:
     """An empty (36, N th tw, C) array in which :func:`forward` keeps the V of every tile of an
-    (N, H, W, C) input, for :func:`weight_grad`: 2.25 times the input's bytes (36 values per 16
+    (N, H, W, C) input, for :func:`backward`: 2.25 times the input's bytes (36 values per 16
     pixels), plus padding to whole tiles."""
     th, tw, _ = _tiles(x_shape[0], *output_size(x_shape[1:3], pad))
     return np.empty((36, x_shape[0] * th * tw, x_shape[3]), dtype)
@@ -210,7 +210,7 @@ def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad: int = 1,
     """x (N, H, W, C), U (36, C, F) from :func:`kernel_frequencies`, bias (F,) or None -> out
     (N, H + 2 pad - 2, W + 2 pad - 2, F): a stride-1 3x3 convolution of x with ``pad`` pixels of zeros
     all round, blocks of images in the thread pool. ``keep``: None, or an array from
-    :func:`frequencies_buffer` that receives the input's V, for :func:`weight_grad`."""
+    :func:`frequencies_buffer` that receives the input's V, for :func:`backward`."""
     n, (h, w), f = x.shape[0], output_size(x.shape[1:3], pad), u.shape[2]
     th, tw, per_block = _tiles(n, h, w)
     _, _, output_t = _transforms(x.dtype)
