@@ -287,7 +287,7 @@ def _add_input_tiles(dx: np.ndarray, dtiles: np.ndarray, pad: int) -> None:
     summed[:, : 4 * th, 4 * tw :] = 0
 
     def tiles_at(row: int, col: int) -> np.ndarray:  # (n, th, 4, tw, 4, C) view of the tiles from (row, col)
-        return np.reshape(summed[:, row : row + 4 * th, col : col + 4 * tw], (n, th, 4, tw, 4, c), copy=False)
+        return _pixels(summed, slice(row, row + 4 * th), slice(col, col + 4 * tw), 4, 4)
 
     np.copyto(tiles_at(0, 0), dtiles[:4, :4].transpose(2, 3, 0, 4, 1, 5))
     tiles_at(4, 0)[:, :, :2] += dtiles[4:, :4].transpose(2, 3, 0, 4, 1, 5)
