@@ -28,6 +28,12 @@ def channel_rows(rows: int, *vectors: np.ndarray | None) -> list[np.ndarray | No
     return [None if v is None else np.tile(v, (rows, 1)) for v in vectors]
 
 
+def _zeros(x: np.ndarray) -> np.ndarray:
+    """Zeros for one block of ``x``: NumPy's ``maximum`` against a scalar 0 runs about 3 times slower
+    than against an array of zeros (docs/measurements.md)."""
+    return np.zeros(min(x.size, parallel.BLOCK_ELEMENTS), x.dtype)
+
+
 def _blockwise(kernel, *inputs: np.ndarray, outputs: int = 1) -> list[np.ndarray]:
     """Elementwise work block by block in the thread pool: ``kernel(*input_blocks, *output_blocks)``
     over the flattened arrays, each block of ``parallel.BLOCK_ELEMENTS``, so a chain of ufuncs keeps
@@ -96,13 +102,18 @@ def gelu_erf_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray
     is q = Phi(-a) = 0.5 R(t) g (A&S 7.1.26, within 1.5e-7), so x Phi(x) = max(x, 0) - a q for either
     sign. The cached slope is the exact derivative of that function: Phi + x (c t^2 R'(t) g + a q),
     c = p / (2 sqrt 2), so numerical gradient checks hold to rounding. Constant factors are folded
-    into the polynomials' coefficients: every ufunc pass counts. Block by block in the thread pool,
-    like :func:`gelu_forward`.
+    into the polynomials' coefficients: every ufunc pass counts, and some cost several (``exp``
+    against ``exp2``, ``copysign`` against two bitwise passes, ``maximum`` against a scalar:
+    docs/measurements.md). Block by block in the thread pool, like :func:`gelu_forward`.
     """
     dtype = x.dtype.type
     tail = [dtype(0.5 * a) for a in ERF_A]  # 0.5 R(t)
     slope_c = ERF_P / (2 * np.sqrt(2.0))
     tail_slope = [dtype(slope_c * (k + 1) * a) for k, a in enumerate(ERF_A)]  # c R'(t)
+    to_base_2 = dtype(-0.5 / np.log(2.0))  # exp(-x^2 / 2) = 2^(x^2 * to_base_2)
+    bits = np.dtype(f"i{x.dtype.itemsize}")  # the float's bits as an integer
+    sign = bits.type(np.iinfo(bits).min)  # the sign bit alone
+    zeros = _zeros(x)
 
     def work(xs: np.ndarray, o: np.ndarray, slope: np.ndarray | None = None) -> None:
         a = np.abs(xs)
@@ -114,10 +125,10 @@ def gelu_erf_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray
             q += coefficient
             q *= t
         g = np.square(xs)
-        g *= dtype(-0.5)
-        np.exp(g, out=g)
+        g *= to_base_2
+        np.exp2(g, out=g)
         q *= g  # q = Phi(-|x|), at most 0.5
-        np.maximum(xs, dtype(0.0), out=o)
+        np.maximum(xs, zeros[: xs.size], out=o)
         a *= q  # a q
         o -= a
         if slope is not None:
@@ -131,9 +142,12 @@ def gelu_erf_forward(x: np.ndarray, keep_slope: bool = True) -> tuple[np.ndarray
             d *= g
             d += a  # dPhi/dx, even in x
             d *= xs
-            # Phi = q below zero and 1 - q from zero up: 0.5 + (0.5 - q) with the sign of x
+            # Phi = q below zero and 1 - q from zero up: 0.5 + (0.5 - q) with the sign of x. As
+            # 0.5 - q >= 0, OR-ing x's sign bit into it gives that sign (t, now free, holds the bits)
             np.subtract(dtype(0.5), q, out=q)
-            np.copysign(q, xs, out=q)
+            signs = t.view(bits)
+            np.bitwise_and(xs.view(bits), sign, out=signs)
+            np.bitwise_or(q.view(bits), signs, out=q.view(bits))
             d += q
             np.add(d, dtype(0.5), out=slope)
 
