@@ -314,7 +314,10 @@ def maxpool_forward(x: np.ndarray, size=2, stride=None, keep_winners: bool = Tru
             np.multiply(larger, won.dtype.type(offset), out=step)
             np.maximum(won, step, out=won)
 
-    parallel.for_blocks(work, x.shape[0], parallel.rows_per_block(math.prod(x.shape[1:])))
+    # Blocks of images sized by their output: every call here is over an output-sized array, and on
+    # two threads input-sized blocks (a quarter of the images for 2x2 windows) spent their time
+    # handing the GIL back and forth (docs/measurements.md).
+    parallel.for_blocks(work, x.shape[0], parallel.rows_per_block(math.prod(out.shape[1:])))
     return out, (winner, x.shape, windows, size, stride)
 
 
@@ -342,5 +345,5 @@ def maxpool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
             else:
                 dxs[window] += douts * hit
 
-    parallel.for_blocks(work, in_shape[0], parallel.rows_per_block(math.prod(in_shape[1:])))
+    parallel.for_blocks(work, in_shape[0], parallel.rows_per_block(math.prod(winner.shape[1:])))  # as forward
     return dx
