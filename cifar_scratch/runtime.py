@@ -208,10 +208,23 @@ def vector_isa(flags: set[str]) -> str:
     return "AVX2" if "avx2" in flags else "no AVX2"
 
 
+def numpy_simd() -> str | None:
+    """The widest SIMD target that NumPy's own loops (ufuncs, sorts; not BLAS) dispatch to here, e.g.
+    "AVX512_ICL" or "X86_V3" (AVX2). ``NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"``
+    keeps them to AVX2 on an AVX-512 CPU, as ``OPENBLAS_CORETYPE=Haswell`` does for BLAS. None where
+    this NumPy does not say (the tables are private: ``numpy.show_runtime`` reads the same ones)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_baseline__, __cpu_dispatch__, __cpu_features__
+    except ImportError:
+        return None
+    enabled = [target for target in __cpu_dispatch__ if __cpu_features__.get(target)]  # narrowest first
+    return (enabled or list(__cpu_baseline__) or [None])[-1]
+
+
 def machine(threads: int | None = None) -> dict:
     """The facts every timing must name: the CPU model and vector instructions, the BLAS and the kernels
     it runs (``OPENBLAS_CORETYPE`` pins them, e.g. to Haswell's AVX2 ones on an AVX-512 CPU, which halves
-    the GEMM peak), the threads, and versions. ``threads`` None: the engine pool's current count."""
+    the GEMM peak), NumPy's own SIMD target (:func:`numpy_simd`), the threads, and versions. ``threads`` None: the engine pool's current count."""
     model, flags = platform.processor(), set()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -232,6 +245,8 @@ def machine(threads: int | None = None) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "numpy_simd": numpy_simd(),
+        "numpy_disabled_features": os.environ.get("NPY_DISABLE_CPU_FEATURES"),
         "blas": [
             f"{i['internal_api']} {i['version']} ({i['num_threads']} threads"
             + (f", {i['architecture']} kernels)" if i.get("architecture") else ")")

@@ -211,7 +211,9 @@ def benchmark(r: dict, name: str, batch: int, steps: int, repeats: int, threads:
     lines = [
         f"{name}: batch {batch}, {repeats} x {steps} steps, threads {threads}, {engine} kernels"
         + (f" ({r['conv_algorithm']} 3x3 convolutions)" if engine == "fast" and "conv_algorithm" in r else ""),
-        f"machine: {m['cpu']} ({m['cores']} cores, {m['isa']}), numpy {m['numpy']}, BLAS {', '.join(m['blas'])}"
+        f"machine: {m['cpu']} ({m['cores']} cores, {m['isa']}), numpy {m['numpy']}"
+        + (f" (SIMD up to {m['numpy_simd']})" if m.get("numpy_simd") else "")
+        + f", BLAS {', '.join(m['blas'])}"
         + (
             f", torch {r['torch']['version']} (ATen {r['torch']['aten_cpu_capability']} kernels, oneDNN up to "
             f"{r['torch']['onednn_max_cpu_isa'] or 'the CPU'})"
@@ -222,6 +224,10 @@ def benchmark(r: dict, name: str, batch: int, steps: int, repeats: int, threads:
     if m["openblas_coretype"]:
         lines.append(
             f"note: OPENBLAS_CORETYPE={m['openblas_coretype']} pins OpenBLAS's kernels (unset it to let it pick this CPU's)"
+        )
+    if m.get("numpy_disabled_features"):
+        lines.append(
+            f"note: NPY_DISABLE_CPU_FEATURES={m['numpy_disabled_features']} keeps NumPy's own loops off those SIMD targets"
         )
     rows = [
         [

@@ -51,6 +51,26 @@ def test_benchmark_names_the_blas_kernels_and_a_pinned_core_type(tmp_path, monke
     assert machine(1)["openblas_coretype"] is None
 
 
+def test_numpy_simd_names_its_target_and_can_be_held_to_avx2():
+    """Emulating an AVX2 CPU on an AVX-512 one pins NumPy's own loops too, and the report says so."""
+    import os
+    import subprocess
+    import sys
+
+    from numpy._core._multiarray_umath import __cpu_baseline__, __cpu_dispatch__
+
+    from cifar_scratch.runtime import machine, numpy_simd
+
+    assert numpy_simd() in (*__cpu_dispatch__, *__cpu_baseline__)
+    assert machine(1)["numpy_simd"] == numpy_simd()
+    if machine(1)["isa"] != "AVX-512" or "X86_V4" not in __cpu_dispatch__:
+        pytest.skip("needs an AVX-512 CPU and a NumPy that dispatches to it, to turn AVX-512 off")
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
+    code = "from cifar_scratch.runtime import machine; m = machine(1); print(m['numpy_simd'], m['numpy_disabled_features'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[0] == "X86_V3" and "X86_V4" in out.stdout
+
+
 def test_conv_flop_count():
     layer = make_layer("conv2d", {"filters": 8})
     layer.build((6, 6, 4), np.random.default_rng(0))
