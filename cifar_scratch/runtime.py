@@ -224,7 +224,8 @@ def numpy_simd() -> str | None:
 def machine(threads: int | None = None) -> dict:
     """The facts every timing must name: the CPU model and vector instructions, the BLAS and the kernels
     it runs (``OPENBLAS_CORETYPE`` pins them, e.g. to Haswell's AVX2 ones on an AVX-512 CPU, which halves
-    the GEMM peak), NumPy's own SIMD target (:func:`numpy_simd`), the threads, and versions. ``threads`` None: the engine pool's current count."""
+    the GEMM peak), NumPy's own SIMD target (:func:`numpy_simd`), the threads, and versions.
+    ``threads`` None: the engine pool's current count."""
     model, flags = platform.processor(), set()
     try:
         with open("/proc/cpuinfo") as handle:
