@@ -212,7 +212,7 @@ def benchmark(r: dict, name: str, batch: int, steps: int, repeats: int, threads:
         f"{name}: batch {batch}, {repeats} x {steps} steps, threads {threads}, {engine} kernels"
         + (f" ({r['conv_algorithm']} 3x3 convolutions)" if engine == "fast" and "conv_algorithm" in r else ""),
         f"machine: {m['cpu']} ({m['cores']} cores, {m['isa']}), numpy {m['numpy']}"
-        + (f" (SIMD up to {m['numpy_simd']})" if m.get("numpy_simd") else "")
+        + (f" (SIMD up to {m['numpy_simd']})" if m["numpy_simd"] else "")
         + f", BLAS {', '.join(m['blas'])}"
         + (
             f", torch {r['torch']['version']} (ATen {r['torch']['aten_cpu_capability']} kernels, oneDNN up to "
@@ -225,7 +225,7 @@ def benchmark(r: dict, name: str, batch: int, steps: int, repeats: int, threads:
         lines.append(
             f"note: OPENBLAS_CORETYPE={m['openblas_coretype']} pins OpenBLAS's kernels (unset it to let it pick this CPU's)"
         )
-    if m.get("numpy_disabled_features"):
+    if m["numpy_disabled_features"]:
         lines.append(
             f"note: NPY_DISABLE_CPU_FEATURES={m['numpy_disabled_features']} keeps NumPy's own loops off those SIMD targets"
         )
