@@ -146,7 +146,7 @@ def test_lr_find_and_report_from_python(tmp_path):
     found = cs.lr_find(digits_tree(batch_size=32), out=tmp_path / "find", steps=40)
     assert found.folder == tmp_path / "find" and (found.folder / "lr_find.png").is_file()
     assert len(found.lrs) == len(found.losses) <= 40 and found.lrs[0] == pytest.approx(1e-7)
-    run = cs.train(digits_tree(epochs=1), runs_dir=tmp_path / "runs")
+    run = cs.train(digits_tree(plots=True, epochs=1), runs_dir=tmp_path / "runs")
     page = cs.report(run.path, out=tmp_path / "page.html")
     assert page == tmp_path / "page.html" and "<img src='data:image/png;base64," in page.read_text(encoding="utf-8")
     with pytest.raises(UsageError, match="start_lr must be below end_lr"):

@@ -309,7 +309,7 @@ def test_a_full_disk_while_finishing_leaves_the_run_to_be_finished(tmp_path, dig
         raise OSError(28, "No space left on device", "lr.png")
 
     monkeypatch.setattr(reports, "plot_lr", full)
-    result = invoke("train", digits_config, "training.epochs=1", "--runs-dir", tmp_path / "runs", env=env)
+    result = invoke("train", digits_config, "training.epochs=1", "output.plots=true", "--runs-dir", tmp_path / "runs", env=env)
     assert result.exit_code == 1 and "No space left on device" in result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "metrics.json").exists() and not (run_dir / "plots" / "lr.png").exists()

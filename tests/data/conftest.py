@@ -38,7 +38,8 @@ def http_server(tmp_path):
     handler_class = type("Handler", (_Handler,), {"requests": Counter(), "delay": 0.0})
     handler = functools.partial(handler_class, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever's next poll: 0.5 s by default, at every test's teardown
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield Server(root, f"http://127.0.0.1:{server.server_address[1]}", handler_class.requests, handler_class)
     server.shutdown()

@@ -56,7 +56,7 @@ def check_images(page: Page) -> None:
 
 @pytest.mark.slow
 def test_a_run_report_holds_metrics_plots_health_history_and_config_in_one_file(tmp_path):
-    run = cs.train(digits_tree(epochs=2), runs_dir=tmp_path)
+    run = cs.train(digits_tree(plots=True, epochs=2), runs_dir=tmp_path)
     result = runner.invoke(app, ["report", str(run.path)])
     assert result.exit_code == 0, result.output
     target = run.path / "report.html"
@@ -84,7 +84,7 @@ def test_report_refuses_a_folder_that_is_neither_run_nor_sweep(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_report_ranks_the_jobs_and_draws_the_comparison(tmp_path):
     base = tmp_path / "tiny.yaml"
-    base.write_text(yaml.safe_dump(digits_tree(epochs=2)))
+    base.write_text(yaml.safe_dump(digits_tree(plots=True, epochs=2)))
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"base": str(base), "parameters": {"optimizer.lr": {"values": [0.01, 0.1]}}}))
     folder = tmp_path / "sweep"

@@ -57,7 +57,7 @@ def wait_for(predicate, process, timeout=60.0) -> bool:
 @pytest.fixture
 def setup(tmp_path):
     # Clipped steps (the norm of the first ones is above 0.5) and random draws must survive every kill too.
-    tree = digits_tree(epochs=5, batch_size=16, grad_clip={"max_norm": 0.5})
+    tree = digits_tree(plots=True, epochs=5, batch_size=16, grad_clip={"max_norm": 0.5})  # killed while drawing too
     tree["data"]["augment"] = {"flip": True, "translate": 1}
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tree))
