@@ -193,25 +193,54 @@ def test_every_fast_kernel_has_a_reference_with_its_signature():
     + [("cifar_cnn", "winograd"), ("speedrun93", "winograd")],
 )
 def test_the_engines_agree_on_the_shipped_models_in_float32(name, algorithm):
-    """A training step of a shipped model through each engine, float32: logits, loss and every gradient
-    agree within float32 rounding (they sum in different orders; Winograd rounds differently again)."""
+    """A training step of a shipped model, float32: every layer, given the input and the output gradient
+    it got in the reference engine's step, gives the same output, input gradient and parameter gradients
+    in the fast engine, within float32 rounding (they sum in different orders; Winograd rounds
+    differently again). Layer by layer, not end to end: where two roundings straddle a ReLU's zero or a
+    tie in a max-pooling window, they route a whole gradient value differently, and in a step of 4
+    images of this size that happens by chance (about once per 10^5 values)."""
     from cifar_scratch.builders import build_model, model_input_shape, num_classes
     from cifar_scratch.config import load_config
+    from cifar_scratch.nn import layers
     from tests.conftest import REPO
 
     config = load_config(REPO / "configs" / f"{name}.yaml")
-    results = {}
+    models, calls = {}, []
     for engine in kernels.ENGINES:
         rng = np.random.default_rng(0)
-        model = build_model(config.model, model_input_shape(config), num_classes(config), rng, batch_size=4)
-        x = rng.standard_normal((4, *model.input_shape)).astype(np.float32)
+        models[engine] = build_model(config.model, model_input_shape(config), num_classes(config), rng, batch_size=4)
+        x = rng.standard_normal((4, *models[engine].input_shape)).astype(np.float32)
         labels = rng.integers(0, num_classes(config), 4)
-        with kernels.using(engine, algorithm):
-            loss, dlogits = reference.softmax_cross_entropy(model.forward(x), labels)
-            model.backward(dlogits)
-        results[engine] = {"loss": np.array([loss]), **{k: v.copy() for k, v in model.grads.items()}}
-    for key, value in results["fast"].items():
-        other = results["reference"][key]
-        assert value.dtype == other.dtype == np.float32 or key == "loss", key
-        scale = float(np.abs(other).max(initial=0.0)) or 1.0
-        assert np.abs(value - other).max() <= 1e-4 * scale, key
+    leaves = {
+        name: m for engine_model in [models["fast"]] for name, m in engine_model.named_modules() if isinstance(m, layers.Layer)
+    }
+    for layer_name, layer in models["reference"].named_modules():
+        if isinstance(layer, layers.Layer):  # keep what every layer is given and gives, in call order
+
+            def forward(x, _method=layer.forward, _name=layer_name):
+                out = _method(x)
+                calls.append((_name, "forward", x.copy(), {}, out.copy()))
+                return out
+
+            def backward(dout, _method=layer.backward, _name=layer_name, **options):
+                dx = _method(dout, **options)
+                calls.append((_name, "backward", dout.copy(), options, None if dx is None else dx.copy()))
+                return dx
+
+            layer.forward, layer.backward = forward, backward
+    with kernels.using("reference", algorithm):
+        _, dlogits = reference.softmax_cross_entropy(models["reference"].forward(x), labels)
+        models["reference"].backward(dlogits)
+
+    def agree(ours, theirs, what):
+        assert ours.dtype == theirs.dtype == np.float32, what
+        assert np.abs(ours - theirs).max() <= 1e-4 * (float(np.abs(theirs).max(initial=0.0)) or 1.0), what
+
+    with kernels.using("fast", algorithm):
+        for layer_name, phase, given, options, gave in calls:
+            got = getattr(leaves[layer_name], phase)(given, **options)
+            assert (got is None) == (gave is None), (layer_name, phase)
+            if got is not None:
+                agree(got, gave, (layer_name, phase))
+    for key, value in models["fast"].grads.items():
+        agree(value, models["reference"].grads[key], key)

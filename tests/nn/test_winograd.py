@@ -59,7 +59,7 @@ def test_float32_winograd_is_within_the_bound_of_a_float64_direct_convolution(sh
 def test_the_bound_catches_a_transform_entry_off_by_a_thousandth(monkeypatch):
     input_t, kernel_t, output_t = winograd._transforms(np.dtype(np.float32))
     broken = input_t.copy()
-    broken[7, 8] *= 1.001
+    broken[1, 2] *= 1.001
     monkeypatch.setattr(winograd, "_transforms", lambda dtype: (broken, kernel_t, output_t))
     assert max(_errors(2, 7, 7, 16, 16, np.random.default_rng(0))) > BOUND
 

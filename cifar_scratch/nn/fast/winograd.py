@@ -11,9 +11,10 @@ direct convolution; summed over c, they are 36 matrix products, one per frequenc
 
     M[k] (tiles, F) = V[k] (tiles, C) @ U[k] (C, F),   V = B^T d B of every tile,  U = G g G^T.
 
-The transforms are linear maps of the flattened tiles, so each is one GEMM with a Kronecker matrix
-(B^T (x) B^T is 36x36): BLAS speed, where twenty elementwise passes would be memory-bound (the
-F(2x2, 3x3) prototype lost that way: docs/measurements.md). The gradients (:func:`backward`) are the
+Each transform m x m^T is two small GEMMs, one per side of the tile (:func:`_sandwich`): BLAS speed,
+where twenty elementwise passes would be memory-bound (the F(2x2, 3x3) prototype lost that way), and
+2-3 times faster than one GEMM with the Kronecker matrix (B^T (x) B^T, 36x36), whose dense form
+does three times the arithmetic (docs/measurements.md). The gradients (:func:`backward`) are the
 forward pass transposed, both from dM = A dy A^T, the gradient of every tile's 36 products:
 
 - weight: dU[k] = sum over tiles of V[k]^T dM[k] (36 GEMMs whose inner dimension is the tiles), with
@@ -69,9 +70,18 @@ TILES_PER_BLOCK = 256
 
 @functools.cache
 def _transforms(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (B^T (x) B^T (36, 36), G (x) G (36, 9), A^T (x) A^T (16, 36)) in ``dtype``: the transforms of
-    flattened tiles, kernels and outputs."""
-    return tuple(np.kron(m, m).astype(dtype) for m in (BT, G, AT))
+    """-> (B^T (6, 6), G (6, 3), A^T (4, 6)) in ``dtype``: the transforms of tiles, kernels and outputs."""
+    return tuple(m.astype(dtype) for m in (BT, G, AT))
+
+
+def _sandwich(m: np.ndarray, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """m (p, q), x (q, q, ...) -> m x m^T over the first two axes, (p, p, ...), for every trailing index
+    at once: one GEMM contracts the first axis, a batch of p GEMMs the second. Written into ``out``
+    (p, p, ...) when given."""
+    p, q = m.shape
+    one_side = m @ x.reshape(q, -1)  # (p, q * rest)
+    target = None if out is None else np.reshape(out, (p, p, -1), copy=False)
+    return np.matmul(m, one_side.reshape(p, q, -1), out=target).reshape(p, p, *x.shape[2:])
 
 
 def output_size(in_hw, pad: int) -> tuple[int, int]:
@@ -96,9 +106,9 @@ def pays(c: int, f: int) -> bool:
 
 
 def kernel_frequencies(weight: np.ndarray) -> np.ndarray:
-    """weight (3, 3, C, F) -> U (36, C, F): G g G^T for every (c, f), as one GEMM."""
+    """weight (3, 3, C, F) -> U (36, C, F): G g G^T for every (c, f)."""
     _, kernel_t, _ = _transforms(weight.dtype)
-    return (kernel_t @ weight.reshape(9, -1)).reshape(36, *weight.shape[2:])
+    return _sandwich(kernel_t, weight).reshape(36, *weight.shape[2:])
 
 
 def _tiles(n: int, h: int, w: int) -> tuple[int, int, int]:
@@ -119,11 +129,8 @@ def _input_frequencies(x: np.ndarray, pad: int, th: int, tw: int, out: np.ndarra
     padded[:, pad : h + pad, w + pad :] = 0
     padded[:, pad : h + pad, pad : w + pad] = x
     input_t, _, _ = _transforms(x.dtype)
-    tiles = _gather_tiles(padded, 6, th, tw).reshape(36, -1)
-    if out is None:
-        return (input_t @ tiles).reshape(36, -1, c)
-    np.matmul(input_t, tiles, out=out.reshape(36, -1))
-    return out
+    v = _sandwich(input_t, _gather_tiles(padded, 6, th, tw), out)
+    return v.reshape(36, -1, c) if out is None else out
 
 
 def _gather_tiles(images: np.ndarray, size: int, th: int, tw: int) -> np.ndarray:
@@ -219,7 +226,7 @@ def forward(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad: int = 1,
     def work(images: slice) -> None:
         target_v = None if keep is None else _of_images(keep, images, th * tw)
         mixed = np.matmul(_input_frequencies(x[images], pad, th, tw, target_v), u)  # (36, tiles, F)
-        tiles = (output_t @ mixed.reshape(36, -1)).reshape(4, 4, -1, th, tw, f)
+        tiles = _sandwich(output_t, mixed.reshape(6, 6, -1, th, tw, f))
         target = out[images]
         _place_tiles(target, tiles)
         if bias is not None:
@@ -261,19 +268,19 @@ def backward(v: np.ndarray, dout: np.ndarray, weight: np.ndarray, pad: int = 1, 
         for start in range(unit.start, unit.stop, per_block):
             images = slice(start, min(start + per_block, unit.stop))
             tiles = _take_tiles(dout[images], th, tw)
-            dmixed = (output_t.T @ tiles.reshape(16, -1)).reshape(36, -1, f)  # A dy A^T of every tile
+            dmixed = _sandwich(output_t.T, tiles).reshape(36, -1, f)  # A dy A^T of every tile
             frequencies = _of_images(v, images, th * tw).transpose(0, 2, 1)  # (36, C, tiles)
             if start == unit.start:
                 np.matmul(frequencies, dmixed, out=partial)
             else:
                 partial += frequencies @ dmixed
             if input_grad:
-                dtiles = input_t.T @ np.matmul(dmixed, u_t).reshape(36, -1)  # B dV B^T, (36, tiles * C)
-                _add_input_tiles(dx[images], dtiles.reshape(6, 6, -1, th, tw, c), pad)
+                dtiles = _sandwich(input_t.T, np.matmul(dmixed, u_t).reshape(6, 6, -1, th, tw, c))  # B dV B^T
+                _add_input_tiles(dx[images], dtiles, pad)
 
     parallel.for_blocks(work, n, per_unit, single_threaded_blas=True)
     du = partials.sum(axis=0)  # (36, C, F)
-    return (dx if input_grad else None), (kernel_t.T @ du.reshape(36, -1)).reshape(3, 3, c, f)
+    return (dx if input_grad else None), _sandwich(kernel_t.T, du.reshape(6, 6, c, f))
 
 
 def _add_input_tiles(dx: np.ndarray, dtiles: np.ndarray, pad: int) -> None:
