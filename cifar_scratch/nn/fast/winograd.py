@@ -65,7 +65,7 @@ AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0,
 
 #: Tiles per block of work: the mixing GEMMs need rows, and a block's transformed tiles must stay in
 #: the caches (the sizes tried: docs/measurements.md).
-TILES_PER_BLOCK = 256
+TILES_PER_BLOCK = 128
 
 
 @functools.cache
