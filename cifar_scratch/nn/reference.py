@@ -168,16 +168,17 @@ def conv2d_forward(
             out += padded[:, i : i + sy * (ho - 1) + 1 : sy, j : j + sx * (wo - 1) + 1 : sx, :] @ weight[i, j]
     if bias is not None:
         out += bias
-    return out, ((padded, weight, (sy, sx), (top, left), x.shape) if keep_cache else None)
+    return out, ((padded, weight, (sy, sx), (top, left), x.shape, bias is not None) if keep_cache else None)
 
 
 def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
-    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) (None unless ``input_grad``), dweight (kh, kw, C, F), dbias (F,).
+    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) (None unless ``input_grad``), dweight (kh, kw, C, F), dbias (F,)
+    (None for a convolution without a bias).
 
     For each kernel offset: dweight[i, j] = the pixels it saw, as rows, transposed times dout;
     the pixels it saw receive dout @ weight[i, j].T. The padding's share of the gradient is dropped.
     """
-    padded, weight, (sy, sx), (top, left), x_shape = cache
+    padded, weight, (sy, sx), (top, left), x_shape, has_bias = cache
     (kh, kw, c, f), (_, ho, wo, _) = weight.shape, dout.shape
     dpadded = np.zeros_like(padded) if input_grad else None
     dweight = np.empty_like(weight)
@@ -188,7 +189,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
             if input_grad:
                 dpadded[window] += dout @ weight[i, j].T
     dx = dpadded[:, top : top + x_shape[1], left : left + x_shape[2], :] if input_grad else None
-    return dx, dweight, dout.sum(axis=(0, 1, 2))
+    return dx, dweight, (dout.sum(axis=(0, 1, 2)) if has_bias else None)
 
 
 # --------------------------------------------------------------------------- pooling

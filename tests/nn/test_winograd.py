@@ -104,8 +104,9 @@ def test_a_backward_pass_follows_the_method_of_its_forward_pass():
 
 def test_the_weight_gradient_uses_the_transforms_that_the_forward_pass_kept():
     """Winograd's forward pass keeps the V of its input, not the input, for the weight gradient: the same
-    bits as transforming the input again, over several blocks and units of work (31x31: 4 images per
-    block). In evaluation (keep_cache=False) neither face keeps anything."""
+    bits as transforming the input again, over several blocks and units of work (31x31: 2 images per
+    block). In evaluation (keep_cache=False) neither face keeps anything; without a bias there is no
+    bias gradient to sum."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((37, 31, 31, 16)).astype(np.float32)
     weight = (rng.standard_normal((3, 3, 16, 8)) / 12).astype(np.float32)
@@ -116,8 +117,9 @@ def test_the_weight_gradient_uses_the_transforms_that_the_forward_pass_kept():
         evaluated, nothing = conv.conv2d_forward(x, weight, None, keep_cache=False)
     finally:
         conv.use_algorithm(previous)
-    assert cache[1].shape == (36, 37 * 8 * 8, 16)  # V, not x
-    _, dweight, _ = conv.conv2d_backward(dout, cache)
+    assert cache[2].shape == (36, 37 * 8 * 8, 16)  # V, not x
+    _, dweight, dbias = conv.conv2d_backward(dout, cache)
+    assert dbias is None
     assert np.array_equal(dweight, winograd.backward(winograd.input_frequencies(x), dout, weight, input_grad=False)[1])
     assert nothing is None and np.array_equal(evaluated, out)
     assert reference.conv2d_forward(x[:1], weight, None, keep_cache=False)[1] is None

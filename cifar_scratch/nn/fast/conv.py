@@ -184,13 +184,13 @@ def conv2d_forward(
         out = x.reshape(-1, x.shape[3]) @ weight2d
         if bias is not None:
             out += bias
-        return out.reshape(n, *out_hw, f), (("pointwise", x, weight) if keep_cache else None)
+        return out.reshape(n, *out_hw, f), (("pointwise", bias is not None, x, weight) if keep_cache else None)
     if _winograd(kernel, stride, pads, x.shape[1:3], out_hw, x.shape[3], f):
         # The weight gradient needs the input only as V: keeping V instead of x costs 1.25 x's bytes
         # more and saves transforming it again (docs/measurements.md).
         kept = winograd.frequencies_buffer(x.shape, pads[0], x.dtype) if keep_cache else None
         out = winograd.forward(x, winograd.kernel_frequencies(weight), bias, pads[0], kept)
-        return out, (("winograd", kept, weight, pads) if keep_cache else None)
+        return out, (("winograd", bias is not None, kept, weight, pads) if keep_cache else None)
     windows = _windows(_source(x, kernel, stride, pads, out_hw, workspace, "x"), kernel, stride, out_hw)
     out = np.empty((n, *out_hw, f), x.dtype)
 
@@ -201,18 +201,19 @@ def conv2d_forward(
             block += bias
 
     parallel.for_blocks(work, n, parallel.even_blocks(n, _images_per_block(windows.shape)), single_threaded_blas=True)
-    return out, (("im2col", x, windows, weight, stride, pads) if keep_cache else None)
+    return out, (("im2col", bias is not None, x, windows, weight, stride, pads) if keep_cache else None)
 
 
 def conv2d_backward(dout: np.ndarray, cache: tuple, input_grad: bool = True):
-    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) (None unless ``input_grad``), dweight (kh, kw, C, F), dbias (F,).
+    """dout (N, Ho, Wo, F) -> dx (N, H, W, C) (None unless ``input_grad``), dweight (kh, kw, C, F), dbias (F,)
+    (None for a convolution without a bias: its sum is a pass over dout).
 
     The weight gradient sums per-unit partials in a fixed order, so its bits depend on the shapes
     only, never on the number of workers.
     """
-    method, *kept = cache  # what the forward pass of that method kept
+    method, has_bias, *kept = cache  # what the forward pass of that method kept
     dout2d = dout.reshape(-1, dout.shape[3])
-    dbias = column_sums(dout2d)
+    dbias = column_sums(dout2d) if has_bias else None
     if method == "winograd":
         v, weight, pads = kept
         return (*winograd.backward(v, dout, weight, pads[0], input_grad), dbias)
