@@ -264,7 +264,8 @@ def backward(v: np.ndarray, dout: np.ndarray, weight: np.ndarray, pad: int = 1, 
     per_block, per_unit = parallel.units_of_blocks(n, per_block, BLOCKS_PER_UNIT)
     partials = np.empty((math.ceil(n / per_unit), 36, c, f), dtype)
     if input_grad:
-        u_t = kernel_frequencies(weight).transpose(0, 2, 1)  # (36, F, C)
+        # (36, F, C), contiguous: NumPy's batched matmul runs 30-50% slower against a transposed view
+        u_t = np.ascontiguousarray(kernel_frequencies(weight).transpose(0, 2, 1))
         dx = np.empty((n, h + 2 - 2 * pad, w + 2 - 2 * pad, c), dtype)
 
     def work(unit: slice) -> None:
