@@ -13,8 +13,8 @@ direct convolution; summed over c, they are 36 matrix products, one per frequenc
 
 Each transform m x m^T is two small GEMMs, one per side of the tile (:func:`_sandwich`): BLAS speed,
 where twenty elementwise passes would be memory-bound (the F(2x2, 3x3) prototype lost that way), and
-2-3 times faster than one GEMM with the Kronecker matrix (B^T (x) B^T, 36x36), whose dense form
-does three times the arithmetic (docs/measurements.md). The gradients (:func:`backward`) are the
+a third of the arithmetic of one GEMM with the dense Kronecker matrix (B^T (x) B^T, 36x36), which
+it replaced (docs/measurements.md). The gradients (:func:`backward`) are the
 forward pass transposed, both from dM = A dy A^T, the gradient of every tile's 36 products:
 
 - weight: dU[k] = sum over tiles of V[k]^T dM[k] (36 GEMMs whose inner dimension is the tiles), with
@@ -264,7 +264,7 @@ def backward(v: np.ndarray, dout: np.ndarray, weight: np.ndarray, pad: int = 1, 
     per_block, per_unit = parallel.units_of_blocks(n, per_block, BLOCKS_PER_UNIT)
     partials = np.empty((math.ceil(n / per_unit), 36, c, f), dtype)
     if input_grad:
-        # (36, F, C), contiguous: NumPy's batched matmul runs 30-50% slower against a transposed view
+        # (36, F, C), contiguous: NumPy's batched matmul is slower against a transposed view
         u_t = np.ascontiguousarray(kernel_frequencies(weight).transpose(0, 2, 1))
         dx = np.empty((n, h + 2 - 2 * pad, w + 2 - 2 * pad, c), dtype)
 
