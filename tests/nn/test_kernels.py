@@ -211,9 +211,7 @@ def test_the_engines_agree_on_the_shipped_models_in_float32(name, algorithm):
         models[engine] = build_model(config.model, model_input_shape(config), num_classes(config), rng, batch_size=4)
         x = rng.standard_normal((4, *models[engine].input_shape)).astype(np.float32)
         labels = rng.integers(0, num_classes(config), 4)
-    leaves = {
-        name: m for engine_model in [models["fast"]] for name, m in engine_model.named_modules() if isinstance(m, layers.Layer)
-    }
+    leaves = {layer_name: m for layer_name, m in models["fast"].named_modules() if isinstance(m, layers.Layer)}
     for layer_name, layer in models["reference"].named_modules():
         if isinstance(layer, layers.Layer):  # keep what every layer is given and gives, in call order
 

@@ -241,7 +241,7 @@ def test_resume_refuses_other_changes_and_finished_runs(tmp_path):
 
 
 def test_run_folder_contents(tmp_path):
-    run_dir = start(tmp_path, ["output.plots=true"], epochs=2).run_dir
+    run_dir = start(tmp_path, plots=True, epochs=2).run_dir
     names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")}
     assert set(RUN_FOLDER_FILES) <= names, set(RUN_FOLDER_FILES) - names
     assert (run_dir / "history.csv").read_text().splitlines()[0] == (
