@@ -290,19 +290,34 @@ def backward(v: np.ndarray, dout: np.ndarray, weight: np.ndarray, pad: int = 1, 
 
 def _add_input_tiles(dx: np.ndarray, dtiles: np.ndarray, pad: int) -> None:
     """dtiles (6, 6, n, th, tw, C), the gradient of every 6x6 input tile read at stride 4 from the input
-    with ``pad`` pixels of zeros -> dx (n, H, W, C), the sum over the tiles that read each pixel. The
-    tiles' first 4x4 pixels go into a buffer of whole tiles in one copy; their last two rows, last two
-    columns and the corner overlap the next tiles' and are added in three strided passes."""
+    with ``pad`` pixels of zeros -> dx (n, H, W, C), the sum over the tiles that read each pixel.
+    dtiles is scratch: it is overwritten.
+
+    Pixel (i, j) of tile (ty, tx) is input pixel (4 ty + i - pad, 4 tx + j - pad): rows and columns
+    pad .. pad + 3 of a tile, its core, hold pixels that no other tile's core holds, and each other row
+    or column is one of a neighbour's core. Those are added into the neighbour first, in tile space,
+    where each addition is a long strided pass; then the cores are placed as the forward pass places
+    output tiles, and what lies past the last cores (only without padding) from the last tiles.
+    """
     n, th, tw, c = dtiles.shape[2:]
-    summed = np.empty((n, 4 * th + 4, 4 * tw + 4, c), dx.dtype)  # 2 pixels of slack past the last tiles
-    summed[:, 4 * th :] = 0
-    summed[:, : 4 * th, 4 * tw :] = 0
+    for axis in (1, 0):  # columns over all rows, then rows over all columns: a corner takes both steps
 
-    def tiles_at(row: int, col: int) -> np.ndarray:  # (n, th, 4, tw, 4, C) view of the tiles from (row, col)
-        return _pixels(summed, slice(row, row + 4 * th), slice(col, col + 4 * tw), 4, 4)
+        def at(offset: int, tiles: slice) -> tuple:
+            index = [slice(None)] * 6
+            index[axis], index[axis + 3] = offset, tiles
+            return tuple(index)
 
-    np.copyto(tiles_at(0, 0), dtiles[:4, :4].transpose(2, 3, 0, 4, 1, 5))
-    tiles_at(4, 0)[:, :, :2] += dtiles[4:, :4].transpose(2, 3, 0, 4, 1, 5)
-    tiles_at(0, 4)[:, :, :, :, :2] += dtiles[:4, 4:].transpose(2, 3, 0, 4, 1, 5)
-    tiles_at(4, 4)[:, :, :2, :, :2] += dtiles[4:, 4:].transpose(2, 3, 0, 4, 1, 5)
-    np.copyto(dx, summed[:, pad : pad + dx.shape[1], pad : pad + dx.shape[2]])
+        for i in range(pad):  # before the core: the previous tile's core, at i + 4
+            dtiles[at(i + 4, slice(None, -1))] += dtiles[at(i, slice(1, None))]
+        for i in range(pad + 4, 6):  # past the core: the next tile's core, at i - 4
+            dtiles[at(i - 4, slice(1, None))] += dtiles[at(i, slice(None, -1))]
+
+    def spans(size: int, tiles: int) -> list[tuple[slice, slice, slice]]:
+        # (pixels, offsets in a tile, tiles): the cores, then the last tile's rest past them
+        cores = (slice(0, min(size, 4 * tiles)), slice(pad, pad + 4), slice(None))
+        return [cores, (slice(4 * tiles, size), slice(pad + 4, pad + size - 4 * tiles + 4), slice(tiles - 1, tiles))]
+
+    for pixel_rows, rows, tile_rows in spans(dx.shape[1], th):
+        for pixel_cols, cols, tile_cols in spans(dx.shape[2], tw):
+            if pixel_rows.stop > pixel_rows.start and pixel_cols.stop > pixel_cols.start:
+                _place_tiles(dx[:, pixel_rows, pixel_cols], dtiles[rows, cols, :, tile_rows, tile_cols])
