@@ -299,18 +299,18 @@ def _add_input_tiles(dx: np.ndarray, dtiles: np.ndarray, pad: int) -> None:
     where each addition is a long strided pass; then the cores are placed as the forward pass places
     output tiles, and what lies past the last cores (only without padding) from the last tiles.
     """
-    n, th, tw, c = dtiles.shape[2:]
+    th, tw = dtiles.shape[3:5]
+
+    def at(axis: int, offset: int, tiles: slice) -> tuple:  # offset along axis 0 or 1, tiles along axis + 3
+        index = [slice(None)] * 6
+        index[axis], index[axis + 3] = offset, tiles
+        return tuple(index)
+
     for axis in (1, 0):  # columns over all rows, then rows over all columns: a corner takes both steps
-
-        def at(offset: int, tiles: slice) -> tuple:
-            index = [slice(None)] * 6
-            index[axis], index[axis + 3] = offset, tiles
-            return tuple(index)
-
         for i in range(pad):  # before the core: the previous tile's core, at i + 4
-            dtiles[at(i + 4, slice(None, -1))] += dtiles[at(i, slice(1, None))]
+            dtiles[at(axis, i + 4, slice(None, -1))] += dtiles[at(axis, i, slice(1, None))]
         for i in range(pad + 4, 6):  # past the core: the next tile's core, at i - 4
-            dtiles[at(i - 4, slice(1, None))] += dtiles[at(i, slice(None, -1))]
+            dtiles[at(axis, i - 4, slice(1, None))] += dtiles[at(axis, i, slice(None, -1))]
 
     def spans(size: int, tiles: int) -> list[tuple[slice, slice, slice]]:
         # (pixels, offsets in a tile, tiles): the cores, then the last tile's rest past them
