@@ -17,7 +17,7 @@ from cifar_scratch.nn.model import Sequential
 from cifar_scratch.nn.reference import softmax
 from cifar_scratch.runs.folder import RunFolder
 from cifar_scratch.training.checkpoint import CheckpointMetadata, check_checkpoint_matches, load_weights
-from cifar_scratch.training.evaluation import EVAL_BATCH, evaluate_split
+from cifar_scratch.training.evaluation import EVAL_BATCH, scores, split_logits
 
 GRID_SIZE = 32
 
@@ -106,7 +106,7 @@ def evaluate_checkpoint(
     notes += _caveats(info.get("status"), meta, config, checkpoint.name == RunFolder.LAST and Path(target).is_dir())
     tta, engine = tta or config.training.tta, engine or config.training.engine
     with kernels.using(engine, config.training.conv_algorithm):
-        metrics, logits, report = _measure(model, normalizer, data, dataset.class_names, tta)
+        metrics, logits, report = _measure(model, normalizer, data, dataset.class_names, tta, config.training.batch_size)
     head = {"checkpoint": str(checkpoint), "epoch": meta.epoch, "notes": notes, "split": split, "samples": len(data)}
     metrics = head | {"engine": engine} | metrics
     # Everything goes into a temporary folder that replaces eval/<split>/ whole: an interrupted
@@ -140,14 +140,18 @@ def _caveats(status: str | None, meta: CheckpointMetadata, config: RunConfig, la
     return notes
 
 
-def _measure(model: Sequential, normalizer: Normalizer, data, names: tuple[str, ...], tta: str) -> tuple[dict, np.ndarray, dict]:
+def _measure(
+    model: Sequential, normalizer: Normalizer, data, names: tuple[str, ...], tta: str, batch_size: int
+) -> tuple[dict, np.ndarray, dict]:
     """Loss, accuracy and the classification report of ``data``, plain and (unless ``tta`` is none) with
-    TTA -> (metrics, the logits reported on, their report): the TTA ones when there are any."""
-    loss, accuracy, logits = evaluate_split(model, normalizer, data)
+    TTA, in batches of ``batch_size`` (the run's) -> (metrics, the logits reported on, their report): the
+    TTA ones when there are any."""
+    logits, averaged = split_logits(model, normalizer, data, tta, batch_size)
+    loss, accuracy = scores(logits, data.labels)
     report = reports.classification_summary(data.labels, logits.argmax(1), names)
     metrics = {"samples": len(data), "tta": tta, "loss": loss, "accuracy": accuracy, **_averages(report, names, "")}
-    if tta != "none":  # the report, confusion matrix and grids then show the TTA predictions
-        loss_tta, accuracy_tta, logits = evaluate_split(model, normalizer, data, tta=tta)
+    if averaged is not None:  # the report, confusion matrix and grids then show the TTA predictions
+        (loss_tta, accuracy_tta), logits = scores(averaged, data.labels), averaged
         report = reports.classification_summary(data.labels, logits.argmax(1), names)
         metrics |= {"loss_tta": loss_tta, "accuracy_tta": accuracy_tta, **_averages(report, names, "_tta")}
     of = f"the TTA predictions ({tta})" if tta != "none" else "the plain predictions (no TTA)"

@@ -27,7 +27,7 @@ from cifar_scratch.nn.model import Sequential
 from cifar_scratch.optim.averaging import WeightAverage
 from cifar_scratch.runs.folder import RunFolder, now
 from cifar_scratch.training.checkpoint import check_checkpoint_matches, load_weights
-from cifar_scratch.training.evaluation import evaluate_split
+from cifar_scratch.training.evaluation import scores, split_logits
 from cifar_scratch.training.health import HEALTH_FIELDS
 from cifar_scratch.training.tensorboard import TensorBoardLogger, require_tensorboardx
 from cifar_scratch.training.trainer import Callback, Trainer, TrainingParts, steps_per_epoch
@@ -380,21 +380,18 @@ def _measure(trainer: Trainer) -> dict:
         split = dataset.split(name)
         if not len(split):
             continue
-        loss, accuracy, logits = evaluate_split(trainer.model, trainer.normalizer, split)
-        metrics[f"{name}_loss"], metrics[f"{name}_accuracy"] = loss, accuracy
+        plain, averaged = split_logits(
+            trainer.model, trainer.normalizer, split, tta if name != "train" else "none", trainer.config.training.batch_size
+        )
+        metrics[f"{name}_loss"], metrics[f"{name}_accuracy"] = scores(plain, split.labels)
+        if averaged is not None:
+            metrics[f"{name}_loss_tta"], metrics[f"{name}_accuracy_tta"] = scores(averaged, split.labels)
         if name != "test":
-            if tta != "none" and name != "train":
-                metrics[f"{name}_loss_tta"], metrics[f"{name}_accuracy_tta"], _ = evaluate_split(
-                    trainer.model, trainer.normalizer, split, tta=tta
-                )
             continue
-        report = reports.classification_summary(split.labels, logits.argmax(1), dataset.class_names)
+        report = reports.classification_summary(split.labels, plain.argmax(1), dataset.class_names)
         metrics["test_macro_f1"] = report["macro avg"]["f1-score"]
-        if tta != "none":
-            metrics["test_loss_tta"], metrics["test_accuracy_tta"], logits = evaluate_split(
-                trainer.model, trainer.normalizer, split, tta=tta
-            )
-            report = reports.classification_summary(split.labels, logits.argmax(1), dataset.class_names)
+        if averaged is not None:
+            report = reports.classification_summary(split.labels, averaged.argmax(1), dataset.class_names)
             metrics["test_macro_f1_tta"] = report["macro avg"]["f1-score"]
         if trainer.config.output.plots:  # of the TTA predictions when TTA is on, and titled so
             title = f"test, TTA {tta}" if tta != "none" else "test"

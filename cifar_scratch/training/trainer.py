@@ -384,7 +384,9 @@ class Trainer:
         }
         if len(self.dataset.val) and not s.diverged:
             with self.evaluated_weights():
-                row["val_loss"], row["val_accuracy"], _ = evaluate_split(self.model, self.normalizer, self.dataset.val)
+                row["val_loss"], row["val_accuracy"], _ = evaluate_split(
+                    self.model, self.normalizer, self.dataset.val, self.config.training.batch_size
+                )
         row["lr"] = lr
         row["grad_norm"] = s.running["grad_norm_sum"] / s.batch_in_epoch if s.batch_in_epoch else None
         row["epoch_time"] = time.perf_counter() - started
