@@ -1,5 +1,5 @@
 """Every stride-1 3x3 convolution shape of the speedrun nets (or of the configs named), timed per
-algorithm: the engine's im2col and Winograd F(4x4, 3x3) kernels (cifar_scratch/nn/fast/conv.py,
+algorithm: the engine's im2col and Winograd F(4x4, 3x3) or F(5x5, 3x3) kernels (cifar_scratch/nn/fast/conv.py,
 winograd.py) against an FFT convolution kept here as a prototype, for the forward pass, the input
 gradient and the weight gradient (issue 28).
 
@@ -155,7 +155,7 @@ def main() -> None:
     print(f"{machine['cpu']} ({machine['isa']}), {', '.join(machine['blas'])}")
     print(
         "ms per call (median, interleaved): fwd, dx (input gradient), dw (weight gradient) of im2col (the engine's, dx "
-        "as the backward pass with the input gradient less the one without), W (the engine's Winograd F(4x4, 3x3)) and "
+        "as the backward pass with the input gradient less the one without), W (the engine's Winograd, F(4x4) or F(5x5) as the layer takes) and "
         "FFT (the prototype above, 'same' only); x: im2col total / that algorithm's total; err: the largest of the "
         "three against im2col, relative to its largest value; GFLOP: of direct convolution; v: 'valid' padding"
     )
@@ -184,7 +184,7 @@ def main() -> None:
                     # Its dx and dw share one pass (winograd.backward): dw alone is timed, dx is the difference
                     algorithms = {
                         "W": (
-                            lambda: winograd.forward(x, winograd.kernel_frequencies(weight), None, pad, kept),
+                            lambda: winograd.forward(x, weight, None, pad, kept),
                             lambda: winograd.backward(kept, dout, weight, pad)[0],
                             lambda: winograd.backward(kept, dout, weight, pad, input_grad=False)[1],
                         ),

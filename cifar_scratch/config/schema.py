@@ -354,8 +354,8 @@ class TrainingConfig(_Section):
     conv_algorithm: Literal[CONV_ALGORITHMS] = Field(
         "im2col",
         description="How the fast engine computes stride-1 3x3 convolutions ('same' or 'valid'): im2col (one GEMM "
-        "over the gathered patches), winograd (F(4x4, 3x3): 4x fewer multiplications, float32 error about 1e-5 of "
-        "the largest value) or auto (Winograd where it measured faster: 16 or more channels on each side). Other "
+        "over the gathered patches), winograd (F(4x4, 3x3), or F(5x5, 3x3) where its tiles fit better, as on 15x15: "
+        "4-4.6x fewer multiplications, float32 error about 1e-5 of the largest value) or auto (Winograd where it measured faster: 16 or more channels on each side). Other "
         "convolutions go by im2col; the reference engine ignores this.",
     )
     evaluate_train: bool = Field(

@@ -36,8 +36,8 @@ def _conv(rng):
 
 
 def _winograd(rng):
-    """Stride-1 3x3 convolutions, 'same' or 'valid', the ones Winograd computes: outputs that fill a 4x4
-    tile, overhang it (the last tiles partly outside) or fall short of one; and a third of other
+    """Stride-1 3x3 convolutions, 'same' or 'valid', the ones Winograd computes: outputs that fill their
+    tiles (4x4 or 5x5: both come up), overhang them (the last tiles partly outside) or fall short of one; and a third of other
     convolutions, which must go by im2col whatever the algorithm asked for."""
     if rng.random() < 1 / 3:
         return _conv(rng)

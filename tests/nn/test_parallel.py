@@ -16,7 +16,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(parallel, "BLOCK_ELEMENTS", 300)
     monkeypatch.setattr(conv, "COLUMN_BLOCK", 2000)  # one image per block: units of two images
     monkeypatch.setattr(conv, "BLOCKS_PER_UNIT", 2)
-    monkeypatch.setattr(winograd, "TILES_PER_BLOCK", 9)  # one 9x9 image per block: units of two
+    monkeypatch.setattr(winograd, "VALUES_PER_BLOCK", 4 * 49)  # one 9x9 image (4 tiles of F(5x5)) per block
     yield
     parallel.set_workers(1)
 

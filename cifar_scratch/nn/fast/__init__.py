@@ -3,7 +3,7 @@ same results (tests/nn/test_kernels.py), faster where measurement said it was wo
 
 - :mod:`.elementwise`: ReLU and GELU, block by block in the thread pool;
 - :mod:`.conv`: convolution by blocked im2col and GEMM, max pooling that keeps only the winners;
-- :mod:`.winograd`: stride-1 3x3 convolutions by Winograd F(4x4, 3x3), where ``training.conv_algorithm``
+- :mod:`.winograd`: stride-1 3x3 convolutions by Winograd F(4x4, 3x3) or F(5x5, 3x3), where ``training.conv_algorithm``
   asks for it (:func:`.conv.use_algorithm`);
 - :mod:`.norm`: batch normalisation with BLAS sums and pooled passes.
 

@@ -25,7 +25,7 @@ from cifar_scratch.nn.fast.elementwise import column_sums
 from cifar_scratch.nn.shapes import conv_geometry, pair, pool_geometry
 
 #: How stride-1 3x3 convolutions ('same' or 'valid') are computed (``training.conv_algorithm``): im2col
-#: always; Winograd F(4x4, 3x3) for each of them; or auto, Winograd where it measured faster
+#: always; Winograd F(4x4, 3x3) or F(5x5, 3x3) (winograd.tile_size) for each of them; or auto, Winograd where it measured faster
 #: (winograd.pays).
 #: Every other convolution goes by im2col, whatever the choice.
 ALGORITHMS = ("im2col", "winograd", "auto")
@@ -189,7 +189,7 @@ def conv2d_forward(
         # The weight gradient needs the input only as V: keeping V instead of x costs 1.25 x's bytes
         # more and saves transforming it again (docs/measurements.md).
         kept = winograd.frequencies_buffer(x.shape, pads[0], x.dtype) if keep_cache else None
-        out = winograd.forward(x, winograd.kernel_frequencies(weight), bias, pads[0], kept)
+        out = winograd.forward(x, weight, bias, pads[0], kept)
         return out, (("winograd", bias is not None, kept, weight, pads) if keep_cache else None)
     windows = _windows(_source(x, kernel, stride, pads, out_hw, workspace, "x"), kernel, stride, out_hw)
     out = np.empty((n, *out_hw, f), x.dtype)
