@@ -149,10 +149,12 @@ def kernel_frequencies(weight: np.ndarray, m: int) -> np.ndarray:
     return _sandwich(kernel_t, weight).reshape(-1, *weight.shape[2:])
 
 
-def _tiles(n: int, h: int, w: int, m: int) -> tuple[int, int, int]:
-    """-> (tile rows, tile columns, images per block of work) for N images of H x W outputs in m x m tiles."""
+def _tiles(n: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """-> (tile size m (:func:`tile_size`), tile rows, tile columns, images per block of work) for N
+    images of H x W outputs."""
+    m = tile_size((h, w))
     th, tw = -(-h // m), -(-w // m)
-    return th, tw, parallel.even_blocks(n, VALUES_PER_BLOCK // (m + 2) ** 2 // (th * tw))
+    return m, th, tw, parallel.even_blocks(n, VALUES_PER_BLOCK // (m + 2) ** 2 // (th * tw))
 
 
 def _input_frequencies(x: np.ndarray, pad: int, th: int, tw: int, m: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -232,9 +234,7 @@ def frequencies_buffer(x_shape: tuple[int, ...], pad: int, dtype) -> np.ndarray:
     """An empty ((m + 2)^2, N th tw, C) array in which :func:`forward` keeps the V of every tile of an
     (N, H, W, C) input, for :func:`backward`: (m + 2)^2 / m^2 times the input's bytes (2.25 for
     F(4x4)), plus padding to whole tiles."""
-    out_hw = output_size(x_shape[1:3], pad)
-    m = tile_size(out_hw)
-    th, tw, _ = _tiles(x_shape[0], *out_hw, m)
+    m, th, tw, _ = _tiles(x_shape[0], *output_size(x_shape[1:3], pad))
     return np.empty(((m + 2) ** 2, x_shape[0] * th * tw, x_shape[3]), dtype)
 
 
@@ -246,9 +246,7 @@ def _of_images(v: np.ndarray, images: slice, tiles_per_image: int) -> np.ndarray
 def input_frequencies(x: np.ndarray, pad: int = 1) -> np.ndarray:
     """x (N, H, W, C) -> V (n'^2, N th tw, C): the V of every tile, as :func:`forward` keeps it (a layer
     gets V from its forward pass; this serves tests and benchmarks). Blocks of images in the pool."""
-    out_hw = output_size(x.shape[1:3], pad)
-    m = tile_size(out_hw)
-    th, tw, per_block = _tiles(x.shape[0], *out_hw, m)
+    m, th, tw, per_block = _tiles(x.shape[0], *output_size(x.shape[1:3], pad))
     v = frequencies_buffer(x.shape, pad, x.dtype)
 
     def work(images: slice) -> None:
@@ -266,9 +264,9 @@ def forward(
     :func:`tile_size`, blocks of images in the thread pool. ``keep``: None, or an array from
     :func:`frequencies_buffer` that receives the input's V, for :func:`backward`."""
     n, (h, w), f = x.shape[0], output_size(x.shape[1:3], pad), weight.shape[3]
-    m = tile_size((h, w))
-    th, tw, per_block = _tiles(n, h, w, m)
+    m, th, tw, per_block = _tiles(n, h, w)
     _, _, output_t = _transforms(m, x.dtype)
+    at_bias = bias_frequency(m)
     u = kernel_frequencies(weight, m)
     out = np.empty((n, h, w, f), x.dtype)
 
@@ -278,7 +276,7 @@ def forward(
         if bias is not None:
             # Added at the frequency that reaches every output of its tile once: a pass over 1/n'^2 of
             # the frequencies instead of one over the output
-            mixed[bias_frequency(m)] += bias
+            mixed[at_bias] += bias
         _place_tiles(out[images], _sandwich(output_t, mixed.reshape(m + 2, m + 2, -1, th, tw, f)), m)
 
     parallel.for_blocks(work, n, per_block, single_threaded_blas=True)
@@ -305,8 +303,7 @@ def backward(v: np.ndarray, dout: np.ndarray, weight: np.ndarray, pad: int = 1, 
     """
     n, h, w, f = dout.shape
     c, dtype = v.shape[-1], v.dtype
-    m = tile_size((h, w))
-    th, tw, per_block = _tiles(n, h, w, m)
+    m, th, tw, per_block = _tiles(n, h, w)
     input_t, kernel_t, output_t = _transforms(m, dtype)
     per_block, per_unit = parallel.units_of_blocks(n, per_block, BLOCKS_PER_UNIT)
     partials = np.empty((math.ceil(n / per_unit), (m + 2) ** 2, c, f), dtype)
